@@ -1,0 +1,104 @@
+"""Every exception parallel-flash raises, in one place.
+
+Errors are split by whose fault they are, so callers can map them to exit
+codes and messages without string matching:
+
+* :class:`InputError` -- the user gave us something we cannot use (a file, an
+  argument). Reported before any device is touched; the CLI exits 2.
+* :class:`LocalProtocolError` -- the host side tried something the protocol
+  does not allow (a bug in the caller or in us).
+* :class:`RemoteProtocolError` -- the device replied with something the
+  protocol does not allow.
+* :class:`TransportError` and subclasses -- the USB link (real or simulated)
+  failed: timeout, stall, disconnect.
+* :class:`DeviceBootError` -- the device answered the whole exchange and
+  reported failure (negative status).
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "DeviceBootError",
+    "DeviceDisconnected",
+    "FormatError",
+    "InputError",
+    "LocalProtocolError",
+    "ParallelFlashError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "TransferCancelled",
+    "TransferStall",
+    "TransferTimeout",
+    "TransportError",
+    "UsbfsMemoryError",
+)
+
+
+class ParallelFlashError(Exception):
+    """Raised for any failure parallel-flash knows how to describe."""
+
+
+class InputError(ParallelFlashError):
+    """Raised when a file or argument supplied by the user cannot be used."""
+
+
+class FormatError(InputError):
+    """Raised when a file does not match the layout it claims to have.
+
+    Carries the file and the field so the message can say exactly what is
+    wrong where (wimlib's error messages are the model).
+    """
+
+    def __init__(self, path: str, field: str, problem: str) -> None:
+        self.path = path
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{path}: {field}: {problem}")
+
+
+class ProtocolError(ParallelFlashError):
+    """Raised when the SimpleIO exchange breaks its rules (see subclasses)."""
+
+
+class LocalProtocolError(ProtocolError):
+    """Raised when the host side asks for something the protocol forbids."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """Raised when the device sends something the protocol does not allow."""
+
+
+class DeviceBootError(ParallelFlashError):
+    """Raised when the device completes the exchange but reports a negative status."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(f"WIM boot failure status 0x{status & 0xFFFFFFFF:08x}")
+
+
+class TransportError(ParallelFlashError):
+    """Raised when a USB transfer (real or simulated) fails."""
+
+
+class TransferTimeout(TransportError):
+    """Raised when a transfer did not complete within its timeout."""
+
+
+class TransferStall(TransportError):
+    """Raised when an endpoint answers with STALL."""
+
+
+class TransferCancelled(TransportError):
+    """Raised when a transfer was cancelled by us (shutdown, Ctrl-C)."""
+
+
+class DeviceDisconnected(TransportError):
+    """Raised when the device went away while we were talking to it."""
+
+
+class UsbfsMemoryError(TransportError):
+    """Raised when the kernel refuses a submission for lack of usbfs memory.
+
+    Pipelines back off and retry on this; it only surfaces when no progress
+    at all is possible.
+    """

@@ -1,0 +1,136 @@
+"""Per-device state the engine keeps, and the observer interface it reports through.
+
+The engine owns one :class:`DeviceRecord` per device and mutates it in place
+(a byte counter bump per transfer is the only hot-path cost). Presentation
+layers -- the rich live table, plain output, the JSON-lines report -- are
+:class:`LineObserver` implementations: they get a call on every state
+change and read byte counts from the records whenever they redraw. Nothing
+in here imports rich or USB code.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = (
+    "DeviceLog",
+    "DeviceRecord",
+    "DeviceState",
+    "LineObserver",
+    "NullObserver",
+)
+
+
+class DeviceState(enum.StrEnum):
+    """Where one device is in the boot sequence (protocol.md, "Sequence")."""
+
+    FOUND = "found"
+    IDENTIFYING = "identifying"
+    RESETTING = "resetting"
+    SENDING_SDI = "sending SDI"
+    SENDING_WIM = "sending WIM"
+    AWAITING_STATUS = "awaiting status"
+    BOOTED = "booted"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (DeviceState.BOOTED, DeviceState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLog:
+    """A Log packet the device sent (protocol.md, "Log packet")."""
+
+    level: int
+    event_id: int
+    text: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.level <= 2
+
+
+@dataclass(slots=True, eq=False)
+class DeviceRecord:
+    """Everything known about one device during one boot attempt.
+
+    Times are ``time.monotonic()`` values; ``wall_started`` is a wall-clock
+    timestamp for the report.
+    """
+
+    slot: int
+    port: str
+    name: str = ""
+    unique_id: str = ""
+    state: DeviceState = DeviceState.FOUND
+    bytes_total: int = 0
+    bytes_done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    wall_started: float = field(default_factory=time.time)
+    stream_started: float | None = None
+    finished: float | None = None
+    status: int | None = None
+    error: str | None = None
+    logs: list[DeviceLog] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.state is DeviceState.BOOTED
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Seconds since the device was found (frozen once it finished)."""
+        end = self.finished if self.finished is not None else (now or time.monotonic())
+        return max(0.0, end - self.started)
+
+    def stream_seconds(self, now: float | None = None) -> float:
+        """Seconds spent streaming SDI + WIM so far (0 before the stream)."""
+        if self.stream_started is None:
+            return 0.0
+        end = self.finished if self.finished is not None else (now or time.monotonic())
+        return max(0.0, end - self.stream_started)
+
+    def rate(self, now: float | None = None) -> float:
+        """Average stream rate in bytes per second."""
+        seconds = self.stream_seconds(now)
+        return self.bytes_done / seconds if seconds > 0 else 0.0
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at the current rate, or None when unknown."""
+        if self.state.finished:
+            return 0.0
+        rate = self.rate(now)
+        if rate <= 0 or self.bytes_total <= 0:
+            return None
+        return (self.bytes_total - self.bytes_done) / rate
+
+
+class LineObserver(Protocol):
+    """What the engine tells the presentation layers. Calls never block."""
+
+    def device_added(self, record: DeviceRecord) -> None: ...
+
+    def device_changed(self, record: DeviceRecord) -> None: ...
+
+    def device_log(self, record: DeviceRecord, log: DeviceLog) -> None: ...
+
+    def device_finished(self, record: DeviceRecord) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything (for API callers and benchmarks)."""
+
+    def device_added(self, record: DeviceRecord) -> None:
+        pass
+
+    def device_changed(self, record: DeviceRecord) -> None:
+        pass
+
+    def device_log(self, record: DeviceRecord, log: DeviceLog) -> None:
+        pass
+
+    def device_finished(self, record: DeviceRecord) -> None:
+        pass
