@@ -21,6 +21,7 @@ __all__ = (
     "DeviceState",
     "LineObserver",
     "NullObserver",
+    "ObserverGroup",
 )
 
 
@@ -134,3 +135,41 @@ class NullObserver:
 
     def device_finished(self, record: DeviceRecord) -> None:
         pass
+
+
+class ObserverGroup:
+    """Fans every call out to several observers (table + report, say).
+
+    An observer that raises must not take the line down with it, but it
+    must not be silent either: the first error is kept and re-raised by
+    :meth:`check` once the run is over.
+    """
+
+    def __init__(self, *observers: LineObserver) -> None:
+        self.observers = list(observers)
+        self.error: BaseException | None = None
+
+    def _each(self, method: str, *args: object) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception as exc:  # isolated here, re-raised by check()
+                if self.error is None:
+                    self.error = exc
+
+    def device_added(self, record: DeviceRecord) -> None:
+        self._each("device_added", record)
+
+    def device_changed(self, record: DeviceRecord) -> None:
+        self._each("device_changed", record)
+
+    def device_log(self, record: DeviceRecord, log: DeviceLog) -> None:
+        self._each("device_log", record, log)
+
+    def device_finished(self, record: DeviceRecord) -> None:
+        self._each("device_finished", record)
+
+    def check(self) -> None:
+        """Re-raise the first error an observer raised, if any."""
+        if self.error is not None:
+            raise self.error
