@@ -31,6 +31,7 @@ __all__ = (
     "TransferTimeout",
     "TransportError",
     "UsbfsMemoryError",
+    "WimlibError",
 )
 
 
@@ -102,3 +103,22 @@ class UsbfsMemoryError(TransportError):
     Pipelines back off and retry on this; it only surfaces when no progress
     at all is possible.
     """
+
+
+class WimlibError(ParallelFlashError):
+    """Raised when libwim (wimlib) fails an operation on a file.
+
+    Names the file, the operation, wimlib's error string and code, and what
+    wimlib printed about it (which usually names the exact inner file).
+    """
+
+    def __init__(
+        self, path: str, operation: str, code: int, detail: str, printed: str = ""
+    ) -> None:
+        self.path = path
+        self.operation = operation
+        self.code = code
+        self.detail = detail
+        self.printed = printed
+        extra = f" ({printed})" if printed else ""
+        super().__init__(f"{path}: {operation} failed: {detail} [wimlib error {code}]{extra}")
