@@ -335,7 +335,8 @@ class DeviceModel:
         if header.total_length > self.ram_limit:
             # Cannot allocate the RAM buffer: say so at once and stop reading.
             self._reject(
-                f"image of {header.total_length} bytes does not fit in {self.ram_limit} bytes of RAM",
+                f"image of {header.total_length} bytes does not fit in "
+                f"{self.ram_limit} bytes of RAM",
                 status=STATUS_NO_MEMORY,
             )
             self._refusing_data = True
@@ -353,7 +354,8 @@ class DeviceModel:
         if faults.disconnect_after is not None and self.received_bytes >= faults.disconnect_after:
             self.disconnect()
             return OutResult.GONE
-        if faults.stop_reading_after is not None and self.received_bytes >= faults.stop_reading_after:
+        stop_at = faults.stop_reading_after
+        if stop_at is not None and self.received_bytes >= stop_at:
             return OutResult.NAK
         if self._record:
             self.transcript.append(("out", length))

@@ -1,0 +1,343 @@
+"""The host side of the SimpleIO WIM boot as a sans-IO state machine.
+
+Like h11, this module does no I/O and knows no clock: it tells its caller
+what to do next (an *action*), and the caller reports back what happened
+(:meth:`WimBootHost.completed` after a send, :meth:`WimBootHost.received`
+after a read). The caller owns USB, timing and cancellation; timeouts are
+handed to it as numbers inside each action.
+
+The sequence is protocol.md's "Sequence, per device", step by step::
+
+    CONTROL -> SEND_ID -> READ_ID --(curPosition != 0)--> SEND_RESET -> READ_RESET
+                            |                                              |
+                            |  <------------ SEND_ID (once more) ----------+
+                            v
+    SEND_WIM_OPCODE -> SEND_HEADER -> STREAM -> READ_STATUS -> DONE
+
+Any error moves the machine to ERROR and raises; nothing further is allowed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import DeviceBootError, LocalProtocolError, RemoteProtocolError
+from .messages import (
+    CONTROL_REQUEST,
+    LEGACY_LOADER_NAME,
+    LEGACY_TRANSFER_SIZE,
+    REPLY_BUFFER_SIZE,
+    STANDARD_TRANSFER_SIZE,
+    ControlRequest,
+    IdReply,
+    LogPacket,
+    Opcode,
+    WimBootHeader,
+    parse_status,
+)
+
+__all__ = (
+    "Finished",
+    "HostPhase",
+    "HostTimeouts",
+    "ReadBulk",
+    "SendBulk",
+    "SendControl",
+    "StreamImage",
+    "TransferPlan",
+    "WimBootHost",
+    "needs_zero_packet",
+)
+
+
+class HostPhase(enum.Enum):
+    CONTROL = "sending the control request"
+    SEND_ID = "sending Id"
+    READ_ID = "the Id reply"
+    SEND_RESET = "sending Reset"
+    READ_RESET = "the Reset reply"
+    SEND_WIM_OPCODE = "sending the WIM opcode"
+    SEND_HEADER = "sending the WIM header"
+    STREAM = "the device to take the image data"
+    READ_STATUS = "the boot status"
+    DONE = "nothing (booted)"
+    ERROR = "nothing (failed)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostTimeouts:
+    """Seconds per wait (protocol.md steps 2-8)."""
+
+    identify: float = 2.0
+    reset: float = 5.0
+    transfer: float = 1.0
+    status: float = 15.0
+
+
+# -- actions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendControl:
+    """Send a control transfer with no data stage."""
+
+    request: ControlRequest
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendBulk:
+    """Send one bulk OUT transfer (a command or the WIM header)."""
+
+    data: bytes
+    timeout: float
+    zero_packet: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadBulk:
+    """Read one bulk IN transfer into a buffer of ``size`` bytes."""
+
+    size: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamImage:
+    """Stream SDI + WIM as planned; the caller reports :meth:`~WimBootHost.completed` at the end."""
+
+    plan: TransferPlan
+    #: Per-transfer "no progress" window; the caller scales it to transfers in flight.
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finished:
+    """The device accepted the image and boots it by itself; send nothing more."""
+
+    status: int
+
+
+Action = SendControl | SendBulk | ReadBulk | StreamImage | Finished
+
+
+def needs_zero_packet(length: int, max_packet_size: int) -> bool:
+    """protocol.md step 7: a ZLP follows every non-empty multiple of wMaxPacketSize."""
+    return length > 0 and length % max_packet_size == 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferPlan:
+    """How SDI + WIM are cut into transfers (protocol.md step 6).
+
+    Offsets are into the contiguous SDI + WIM buffer. The SDI and the WIM are
+    cut separately: the SDI's last transfer may be short and the WIM starts a
+    fresh transfer.
+    """
+
+    sdi_length: int
+    wim_length: int
+    transfer_size: int
+    max_packet_size: int
+
+    @property
+    def total_length(self) -> int:
+        return self.sdi_length + self.wim_length
+
+    def __iter__(self) -> Iterator[tuple[int, int, bool]]:
+        """Yield ``(offset, length, zero_packet)`` for every transfer, in order."""
+        size, mps = self.transfer_size, self.max_packet_size
+        for start, length in ((0, self.sdi_length), (self.sdi_length, self.wim_length)):
+            end = start + length
+            for offset in range(start, end, size):
+                chunk = min(size, end - offset)
+                yield offset, chunk, chunk % mps == 0
+
+    def __len__(self) -> int:
+        size = self.transfer_size
+        return -(-self.sdi_length // size) + -(-self.wim_length // size)
+
+
+# -- the machine -----------------------------------------------------------------
+
+
+class WimBootHost:
+    """One device's WIM boot, from the control request to the status."""
+
+    def __init__(
+        self,
+        *,
+        sdi_length: int,
+        wim_length: int,
+        max_packet_size: int,
+        transfer_size: int | None = None,
+        timeouts: HostTimeouts | None = None,
+    ) -> None:
+        if max_packet_size <= 0:
+            raise LocalProtocolError(f"wMaxPacketSize must be positive, not {max_packet_size}")
+        if transfer_size is not None and transfer_size <= 0:
+            raise LocalProtocolError(f"transfer size must be positive, not {transfer_size}")
+        if wim_length <= 0:
+            raise LocalProtocolError("the WIM is empty")
+        # Validates the u32 limits up front (protocol.md: under 4 GiB).
+        WimBootHeader(
+            sdi_length=sdi_length,
+            wim_length=wim_length,
+            transfer_size=transfer_size or STANDARD_TRANSFER_SIZE,
+        )
+        self.sdi_length = sdi_length
+        self.wim_length = wim_length
+        self.max_packet_size = max_packet_size
+        self.timeouts = timeouts or HostTimeouts()
+        self._requested_transfer_size = transfer_size
+        self.phase = HostPhase.CONTROL
+        self.identity: IdReply | None = None
+        self.header: WimBootHeader | None = None
+        self.status: int | None = None
+        self.reset_sent = False
+        self._logs: list[LogPacket] = []
+        self._skipped: list[bytes] = []
+
+    # -- what to do next -------------------------------------------------------
+
+    def next_action(self) -> Action:
+        """The action for the current phase. Calling it twice returns the same action."""
+        phase = self.phase
+        t = self.timeouts
+        if phase is HostPhase.CONTROL:
+            return SendControl(request=CONTROL_REQUEST, timeout=t.identify)
+        if phase is HostPhase.SEND_ID:
+            return self._command(Opcode.ID, t.identify)
+        if phase is HostPhase.READ_ID:
+            return ReadBulk(size=REPLY_BUFFER_SIZE, timeout=t.identify)
+        if phase is HostPhase.SEND_RESET:
+            return self._command(Opcode.RESET, t.reset)
+        if phase is HostPhase.READ_RESET:
+            return ReadBulk(size=REPLY_BUFFER_SIZE, timeout=t.reset)
+        if phase is HostPhase.SEND_WIM_OPCODE:
+            return self._command(Opcode.WIM, t.transfer)
+        if phase is HostPhase.SEND_HEADER:
+            assert self.header is not None  # set on entering SEND_WIM_OPCODE
+            data = self.header.encode()
+            return SendBulk(
+                data=data,
+                timeout=t.transfer,
+                zero_packet=needs_zero_packet(len(data), self.max_packet_size),
+            )
+        if phase is HostPhase.STREAM:
+            assert self.header is not None
+            plan = TransferPlan(
+                sdi_length=self.sdi_length,
+                wim_length=self.wim_length,
+                transfer_size=self.header.transfer_size,
+                max_packet_size=self.max_packet_size,
+            )
+            return StreamImage(plan=plan, timeout=t.transfer)
+        if phase is HostPhase.READ_STATUS:
+            return ReadBulk(size=REPLY_BUFFER_SIZE, timeout=t.status)
+        if phase is HostPhase.DONE:
+            assert self.status is not None
+            return Finished(status=self.status)
+        raise LocalProtocolError("the boot already failed; no further action is possible")
+
+    def _command(self, opcode: Opcode, timeout: float) -> SendBulk:
+        return SendBulk(data=opcode.encode(), timeout=timeout, zero_packet=False)
+
+    @property
+    def waiting_for(self) -> str:
+        """What the current phase waits on, for timeout messages."""
+        return self.phase.value
+
+    @property
+    def transfer_size(self) -> int | None:
+        return self.header.transfer_size if self.header else None
+
+    def pop_logs(self) -> list[LogPacket]:
+        """Log packets received since the last call (protocol.md: show, never fail on)."""
+        logs, self._logs = self._logs, []
+        return logs
+
+    # -- what happened ---------------------------------------------------------
+
+    _AFTER_SEND = {
+        HostPhase.CONTROL: HostPhase.SEND_ID,
+        HostPhase.SEND_ID: HostPhase.READ_ID,
+        HostPhase.SEND_RESET: HostPhase.READ_RESET,
+        HostPhase.SEND_WIM_OPCODE: HostPhase.SEND_HEADER,
+        HostPhase.SEND_HEADER: HostPhase.STREAM,
+        HostPhase.STREAM: HostPhase.READ_STATUS,
+    }
+
+    def completed(self) -> None:
+        """The control transfer, bulk OUT or stream of the current action completed."""
+        try:
+            self.phase = self._AFTER_SEND[self.phase]
+        except KeyError:
+            self._fail(LocalProtocolError(f"nothing was being sent while {self.phase.name}"))
+
+    def received(self, data: bytes | memoryview) -> None:
+        """A bulk IN transfer completed with ``data``."""
+        if self.phase not in (HostPhase.READ_ID, HostPhase.READ_RESET, HostPhase.READ_STATUS):
+            self._fail(LocalProtocolError(f"no reply is expected while {self.phase.name}"))
+        if LogPacket.matches(data):
+            try:
+                self._logs.append(LogPacket.parse(data))
+            except RemoteProtocolError as exc:
+                self._fail(exc)
+            return
+        try:
+            if self.phase is HostPhase.READ_ID:
+                self._on_id_reply(IdReply.parse(data))
+            elif self.phase is HostPhase.READ_RESET:
+                self._on_reset_reply(bytes(data))
+            else:
+                self._on_status(parse_status(data))
+        except (RemoteProtocolError, DeviceBootError) as exc:
+            self._fail(exc)
+
+    def _on_id_reply(self, reply: IdReply) -> None:
+        self.identity = reply
+        if reply.cur_position == 0:
+            self._start_wim()
+        elif not self.reset_sent:
+            self.phase = HostPhase.SEND_RESET
+            self.reset_sent = True
+        else:
+            raise RemoteProtocolError(
+                f"device busy, reset refused: curPosition is still {reply.cur_position} "
+                "after Reset"
+            )
+
+    def _on_reset_reply(self, data: bytes) -> None:
+        if data[:1] == bytes((Opcode.ERR,)):
+            self.phase = HostPhase.SEND_ID
+        else:
+            # protocol.md step 3: keep reading until a packet starts with 06.
+            self._skipped.append(data)
+
+    def _on_status(self, status: int) -> None:
+        self.status = status
+        if status < 0:
+            raise DeviceBootError(status)
+        self.phase = HostPhase.DONE
+
+    def _start_wim(self) -> None:
+        assert self.identity is not None
+        size = self._requested_transfer_size
+        if size is None:
+            legacy = LEGACY_LOADER_NAME in self.identity.friendly_name
+            size = LEGACY_TRANSFER_SIZE if legacy else STANDARD_TRANSFER_SIZE
+        self.header = WimBootHeader(
+            sdi_length=self.sdi_length, wim_length=self.wim_length, transfer_size=size
+        )
+        self.phase = HostPhase.SEND_WIM_OPCODE
+
+    def abort(self) -> None:
+        """The caller gave up (timeout, disconnect, cancellation): park the machine in ERROR."""
+        self.phase = HostPhase.ERROR
+
+    def _fail(self, error: Exception) -> None:
+        self.phase = HostPhase.ERROR
+        raise error
