@@ -73,6 +73,8 @@ class DeviceRecord:
     started: float = field(default_factory=time.monotonic)
     wall_started: float = field(default_factory=time.time)
     stream_started: float | None = None
+    #: When the last data transfer completed (the status wait is not streaming).
+    stream_finished: float | None = None
     finished: float | None = None
     status: int | None = None
     error: str | None = None
@@ -91,7 +93,7 @@ class DeviceRecord:
         """Seconds spent streaming SDI + WIM so far (0 before the stream)."""
         if self.stream_started is None:
             return 0.0
-        end = self.finished if self.finished is not None else (now or time.monotonic())
+        end = self.stream_finished or self.finished or now or time.monotonic()
         return max(0.0, end - self.stream_started)
 
     def rate(self, now: float | None = None) -> float:
