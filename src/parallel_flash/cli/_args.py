@@ -1,0 +1,92 @@
+"""Argument types shared by the subcommands; each error names the option and the value."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..engine import DEFAULT_IN_FLIGHT, BootOptions
+from ..protocol.device import DeviceFaults
+
+__all__ = ("add_boot_options", "boot_options", "byte_size", "fault_spec", "positive_float")
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?)?b?\s*", re.IGNORECASE)
+
+
+def byte_size(text: str) -> int:
+    """``1048576``, ``1MiB``, ``64M`` (10^6), ``16376``..."""
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1048576, 1MiB, 64MB)")
+    number, unit = match.groups()
+    value = float(number) * _UNITS[(unit or "").lower()]
+    if value <= 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number of bytes")
+    return int(value)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def fault_spec(text: str) -> tuple[int, DeviceFaults]:
+    """``SLOT:SPEC``, e.g. ``3:status=-5`` or ``2:stop-reading=1048576,logs=2``."""
+    slot_text, sep, spec = text.partition(":")
+    if not sep or not slot_text.isdigit() or int(slot_text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SLOT:FAULTS, e.g. 3:status=-5")
+    try:
+        return int(slot_text), DeviceFaults.parse(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def add_boot_options(parser: argparse.ArgumentParser) -> None:
+    """Transfer tuning and timeouts (protocol.md defaults), shared by boot and demo."""
+    group = parser.add_argument_group("transfer")
+    group.add_argument(
+        "--transfer-size", type=byte_size, default=None, metavar="BYTES",
+        help="bytes per data transfer (default: 1 MiB, or 16376 for the legacy loader)",
+    )
+    group.add_argument(
+        "--in-flight", type=int, default=DEFAULT_IN_FLIGHT, metavar="N",
+        help=f"OUT transfers queued per device (default {DEFAULT_IN_FLIGHT})",
+    )
+    group.add_argument("--id-timeout", type=positive_float, default=2.0, metavar="S")
+    group.add_argument("--reset-timeout", type=positive_float, default=5.0, metavar="S")
+    group.add_argument(
+        "--transfer-timeout", type=positive_float, default=1.0, metavar="S",
+        help="seconds without progress before a transfer counts as stalled (default 1)",
+    )
+    group.add_argument("--status-timeout", type=positive_float, default=15.0, metavar="S")
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--report", metavar="FILE.jsonl",
+        help="write one JSON record per device as it finishes, then a summary",
+    )
+    out.add_argument(
+        "--append", action="store_true", help="append to an existing --report file"
+    )
+    live = out.add_mutually_exclusive_group()
+    live.add_argument("--live", dest="live", action="store_const", const=True, default=None,
+                      help="always draw the live table")
+    live.add_argument("--plain", dest="live", action="store_const", const=False,
+                      help="plain lines instead of the live table")
+
+
+def boot_options(args: argparse.Namespace) -> BootOptions:
+    """BootOptions from the parsed arguments (raises InputError on bad combinations)."""
+    return BootOptions(
+        transfer_size=args.transfer_size,
+        in_flight=args.in_flight,
+        id_timeout=args.id_timeout,
+        reset_timeout=args.reset_timeout,
+        transfer_timeout=args.transfer_timeout,
+        status_timeout=args.status_timeout,
+    )

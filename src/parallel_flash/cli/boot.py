@@ -1,0 +1,134 @@
+"""``parallel-flash boot WIM``: boot every attached device (or a simulated line)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..engine import LineResult
+from ..image import ImageBuffer
+from ..runner import LinkSource, Presentation, SimulatedLine, run_boot
+from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from ._args import add_boot_options, boot_options, fault_spec, positive_float
+
+__all__ = ("exit_code", "register")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "boot",
+        help="boot devices from a WIM loaded into their RAM",
+        description=(
+            "Send SDI + WIM to every device in flashing mode at once and let each boot it "
+            "from RAM (ffutool -WIM, in parallel). Exit status: 0 all booted, 1 any failed, "
+            "2 bad input, 130 interrupted."
+        ),
+    )
+    parser.add_argument("wim", metavar="WIM", help="the WIM (or a .secwim holding its own SDI)")
+    parser.add_argument("--sdi", metavar="FILE", help="the SDI sent in front of the WIM (boot.sdi)")
+    sim = parser.add_argument_group("simulated line (no USB)")
+    sim.add_argument("--sim", type=int, metavar="N", help="boot N simulated devices instead of USB")
+    sim.add_argument(
+        "--sim-rate", type=float, default=40.0, metavar="MB/s",
+        help="per-device link rate of simulated devices (default 40; 0 = unthrottled)",
+    )
+    sim.add_argument(
+        "--sim-bus-rate", type=positive_float, default=None, metavar="MB/s",
+        help="shared ceiling for all simulated devices (USB 2.0 root port: 53.248)",
+    )
+    sim.add_argument(
+        "--sim-fault", type=fault_spec, action="append", default=[], metavar="SLOT:FAULTS",
+        help="inject faults into simulated device SLOT, e.g. 3:status=-5, 2:stop-reading=1048576",
+    )
+    add_boot_options(parser)
+    _add_usb_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _hex16(text: str) -> int:
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal USB ID") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 16-bit USB ID")
+    return value
+
+
+def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which real USB devices to boot; the libusb side reads these (discovery, station)."""
+    usb = parser.add_argument_group("USB devices")
+    usb.add_argument("--vid", type=_hex16, default=0x045E, metavar="HEX",
+                     help="vendor ID of devices in flashing mode (default 045E)")
+    usb.add_argument("--pid", type=_hex16, default=0x062A, metavar="HEX",
+                     help="product ID of devices in flashing mode (default 062A)")
+    usb.add_argument("--port", action="append", default=[], metavar="PATH",
+                     help="only devices on this port path or below it, sysfs form: 1-1.4 "
+                          "(repeatable)")
+    usb.add_argument("--id", dest="unique_ids", action="append", default=[], metavar="GUID",
+                     help="only the device with this unique ID (repeatable)")
+    station = parser.add_argument_group("station mode (production line)")
+    station.add_argument("--watch", action="store_true",
+                         help="keep running and boot each device as it is plugged in")
+    station.add_argument("--count", type=int, default=None, metavar="N",
+                         help="with --watch: stop after N boots")
+    station.add_argument("--wait-boot", type=positive_float, default=None, metavar="S",
+                         help="after a boot, wait S seconds for the device to leave flashing "
+                              "mode; fail it if it comes back in flashing mode on that port")
+    station.add_argument("--poll", action="store_true",
+                         help="poll for devices instead of using libusb hotplug events")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = boot_options(args)
+    source = _link_source(args)
+    image = ImageBuffer.load(args.wim, args.sdi)
+    with image:
+        if args.watch:
+            from ..station import run_station_cli
+
+            return run_station_cli(args, image, options)
+        result = run_boot(
+            image,
+            source,
+            options=options,
+            report=args.report,
+            append_report=args.append,
+            presentation=Presentation(live=args.live, title=f"booting {args.wim}"),
+        )
+    return exit_code(result)
+
+
+def _link_source(args: argparse.Namespace) -> LinkSource:
+    """Check the device-side arguments before the image is read."""
+    from ..errors import InputError
+
+    if args.sim is None:
+        from ..discovery import usb_link_source
+
+        return usb_link_source(args)
+    if not 1 <= args.sim <= 4096:
+        raise InputError(f"--sim must be between 1 and 4096 devices, not {args.sim}")
+    if args.sim_rate < 0:
+        raise InputError(f"--sim-rate must be >= 0 MB/s, not {args.sim_rate}")
+    if args.watch:
+        raise InputError("--watch waits for USB devices; it cannot be combined with --sim")
+    faults = dict(args.sim_fault)
+    unknown = sorted(slot for slot in faults if slot > args.sim)
+    if unknown:
+        raise InputError(f"--sim-fault names slots {unknown}, but --sim has {args.sim} devices")
+    return SimulatedLine(
+        count=args.sim,
+        rate=args.sim_rate * 1e6 or None,
+        bus_rate=args.sim_bus_rate * 1e6 if args.sim_bus_rate else None,
+        faults=faults,
+    )
+
+
+def exit_code(result: LineResult) -> int:
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if not result.records:
+        print("parallel-flash: no device was booted", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK if result.all_booted else EXIT_FAILED

@@ -1,0 +1,105 @@
+"""``parallel-flash demo``: the built-in default job.
+
+A simulated line of devices (8 at USB 2.0 speed unless told otherwise) boots
+a WIM and an SDI the project generates itself -- no Microsoft file is shipped
+or downloaded. With ``--from-ffu`` the whole seed flow runs: a generated disk
+image becomes an FFU, img2wim turns it into a WIM, and the line boots that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..image import ImageBuffer
+from ..runner import Presentation, SimulatedLine, run_boot
+from ._args import add_boot_options, boot_options, byte_size, fault_spec, positive_float
+from .boot import exit_code
+
+__all__ = ("default_workdir", "register")
+
+
+def default_workdir() -> Path:
+    """Generated demo inputs are cached here, so a second demo starts at once."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "parallel-flash" / "demo"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="boot a simulated line of devices from a generated WIM (no USB needed)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--devices", type=int, default=8, metavar="N",
+                        help="simulated devices (default 8)")
+    parser.add_argument("--rate", type=float, default=40.0, metavar="MB/s",
+                        help="per-device link rate (default 40: USB 2.0 in practice; 0 = no limit)")
+    parser.add_argument("--bus-rate", type=positive_float, default=None, metavar="MB/s",
+                        help="shared ceiling for the whole line (e.g. 53.248 for one USB 2.0 port)")
+    parser.add_argument("--wim-size", type=byte_size, default=64 << 20, metavar="BYTES",
+                        help="size of the generated WIM's content (default 64MiB)")
+    parser.add_argument("--workdir", type=Path, default=None, metavar="DIR",
+                        help=f"where generated inputs are kept (default {default_workdir()})")
+    parser.add_argument("--fault", type=fault_spec, action="append", default=[],
+                        metavar="SLOT:FAULTS", help="inject faults, e.g. 3:status=-5")
+    parser.add_argument("--from-ffu", action="store_true",
+                        help="run the whole seed flow: disk image -> FFU -> img2wim -> boot")
+    add_boot_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+
+    if not 1 <= args.devices <= 4096:
+        raise InputError(f"--devices must be between 1 and 4096, not {args.devices}")
+    if args.rate < 0:
+        raise InputError(f"--rate must be >= 0 MB/s, not {args.rate}")
+    faults = dict(args.fault)
+    if any(slot > args.devices for slot in faults):
+        raise InputError(f"--fault names a slot beyond the {args.devices} devices of the line")
+    options = boot_options(args)
+    workdir = args.workdir or default_workdir()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.from_ffu:
+        wim, sdi = _inputs_from_ffu(workdir)
+    else:
+        from ..demo_image import demo_inputs
+
+        wim, sdi = demo_inputs(workdir, wim_size=args.wim_size)
+    line = SimulatedLine(
+        count=args.devices,
+        rate=args.rate * 1e6 or None,
+        bus_rate=args.bus_rate * 1e6 if args.bus_rate else None,
+        faults=faults,
+    )
+    with ImageBuffer.load(wim, sdi) as image:
+        result = run_boot(
+            image,
+            line,
+            options=options,
+            report=args.report,
+            append_report=args.append,
+            presentation=Presentation(
+                live=args.live, title=f"demo: {args.devices} simulated devices booting {wim.name}"
+            ),
+        )
+    return exit_code(result)
+
+
+def _inputs_from_ffu(workdir: Path) -> tuple[Path, Path]:
+    """The seed flow: a generated disk image as an FFU, converted by img2wim."""
+    from ..demo_ffu import build_demo_ffu
+    from ..demo_image import demo_inputs
+    from ..img2wim import img2wim
+
+    ffu = build_demo_ffu(workdir)
+    wim = workdir / "demo-from-ffu.wim"
+    if wim.exists():
+        wim.unlink()
+    img2wim(ffu, wim)
+    _, sdi = demo_inputs(workdir, wim_size=1 << 20)
+    return wim, sdi

@@ -1,0 +1,151 @@
+"""Run a whole line: inputs checked, presentation and report wired, Ctrl-C handled.
+
+This is what ``parallel-flash boot`` and ``parallel-flash demo`` do, as a
+Python API: :func:`run_boot` takes an already loaded :class:`ImageBuffer`
+and a *link source* -- an async context manager yielding the devices to boot
+(the simulated line, or devices found on real USB) -- and returns a
+:class:`~parallel_flash.engine.LineResult`.
+
+Order matters for the factory line: the image and the report file are
+checked before any device is touched (bad input exits 2 with nothing
+contacted), and every finished device is on disk before the next one ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import TextIO
+
+import anyio
+
+from .engine import BootOptions, LineResult, boot_line, run_interruptible
+from .events import DeviceRecord, LineObserver, ObserverGroup
+from .image import ImageBuffer
+from .protocol.device import DeviceFaults
+from .transport.base import Link
+from .transport.sim import SimLink, simulated_line
+
+__all__ = (
+    "LinkSource",
+    "Presentation",
+    "SimulatedLine",
+    "run_boot",
+)
+
+logger = logging.getLogger(__name__)
+
+#: Opens the devices to boot and closes whatever is left at the end.
+LinkSource = Callable[[], AbstractAsyncContextManager[Sequence[Link]]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulatedLine:
+    """A :data:`LinkSource` for ``count`` simulated devices (``boot --sim``, ``demo``)."""
+
+    count: int
+    #: Per-device link rate in bytes/s; None = unthrottled.
+    rate: float | None = 40e6
+    #: Shared per-bus ceiling in bytes/s; None = no shared ceiling.
+    bus_rate: float | None = None
+    faults: dict[int, DeviceFaults] | None = None
+    count_only: bool = False
+
+    def links(self) -> list[SimLink]:
+        return simulated_line(
+            self.count,
+            rate=self.rate,
+            bus_rate=self.bus_rate,
+            faults=self.faults,
+            count_only=self.count_only,
+        )
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[Sequence[Link]]:
+        links = self.links()
+        try:
+            yield links
+        finally:
+            for link in links:
+                await link.aclose()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Presentation:
+    """How a run shows itself: the live table on a terminal, plain lines otherwise."""
+
+    #: True = live table, False = plain lines, None = decide by whether stdout is a terminal.
+    live: bool | None = None
+    stream: TextIO | None = None
+    title: str | None = None
+
+    def observer(self, image: ImageBuffer) -> contextlib.AbstractContextManager[LineObserver]:
+        stream = self.stream or sys.stdout
+        live = self.live if self.live is not None else stream.isatty()
+        if live:
+            from rich.console import Console
+
+            from .ui import LiveTable
+
+            return LiveTable(console=Console(file=stream, log_path=False), title=self.title)
+        from .ui import PlainOutput
+
+        return contextlib.nullcontext(PlainOutput(stream, wim_path=image.wim_path))
+
+
+def run_boot(
+    image: ImageBuffer,
+    source: LinkSource,
+    *,
+    options: BootOptions | None = None,
+    report: str | os.PathLike[str] | None = None,
+    append_report: bool = False,
+    presentation: Presentation | None = None,
+    extra_observers: Sequence[LineObserver] = (),
+) -> LineResult:
+    """Boot every device the source yields; returns once all have finished or on Ctrl-C.
+
+    :raises ~parallel_flash.errors.InputError: the report file exists (and
+        ``append_report`` is false) or cannot be created -- before any device
+        is touched.
+    """
+    from .report import JsonlReport
+
+    options = options or BootOptions()
+    presentation = presentation or Presentation()
+    with contextlib.ExitStack() as stack:
+        observers: list[LineObserver] = list(extra_observers)
+        report_file = None
+        if report is not None:
+            report_file = JsonlReport.open(
+                report,
+                wim=image.wim_path,
+                sdi=image.sdi_path,
+                image_sha256=image.sha256,
+                image_bytes=image.total_length,
+                append=append_report,
+            )
+            stack.enter_context(report_file)
+            observers.append(report_file)
+        observers.append(stack.enter_context(presentation.observer(image)))
+        group = ObserverGroup(*observers)
+        records: list[DeviceRecord] = []
+
+        async def work() -> None:
+            async with source() as links:
+                if not links:
+                    logger.warning("no device to boot")
+                await boot_line(links, image, options=options, observer=group, records=records)
+
+        _, interrupted = anyio.run(run_interruptible, work)
+        result = LineResult(records=records, interrupted=interrupted)
+        if report_file is not None:
+            report_file.finish_unfinished(records, reason="interrupted")
+            report_file.close(interrupted=interrupted)
+        group.check()
+    return result
