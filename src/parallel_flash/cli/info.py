@@ -1,0 +1,98 @@
+"""``parallel-flash info FILE...``: what a WIM, SDI, .secwim or FFU file holds.
+
+Runs the same checks a boot run does before touching any device, so a file
+``info`` accepts is one ``boot`` will send. Exit 0 when every file passed,
+2 when any could not be read or failed a check (the error names the file,
+the field and the problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import FormatError, InputError
+from ..inspect import FileDescription, describe_file
+from ..ui import printable
+from . import EXIT_OK, EXIT_USAGE
+
+__all__ = ("register", "render_description", "run")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "info",
+        help="describe and check WIM, SDI, .secwim or FFU files",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="files to describe")
+    parser.add_argument(
+        "--verify-integrity",
+        action="store_true",
+        help="re-hash a WIM against its integrity table (reads the whole file)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON array instead")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Describe every file; a bad one is reported and the rest still shown."""
+    results: list[FileDescription | InputError] = []
+    for path in args.files:
+        try:
+            results.append(describe_file(path, verify_integrity=args.verify_integrity))
+        except InputError as exc:
+            results.append(exc)
+    if args.json:
+        json.dump(
+            [_as_json(path, r) for path, r in zip(args.files, results, strict=True)],
+            sys.stdout,
+            indent=2,
+        )
+        sys.stdout.write("\n")
+    else:
+        console = Console(highlight=False)
+        for result in results:
+            if isinstance(result, FileDescription):
+                console.print(render_description(result))
+    failed = [r for r in results if isinstance(r, InputError)]
+    for exc in failed:
+        print(f"parallel-flash: error: {printable(str(exc))}", file=sys.stderr)
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+def render_description(description: FileDescription) -> Table:
+    """A two-column table; every string from the file is shown literally.
+
+    Values go in as :class:`~rich.text.Text` (never parsed as markup) after
+    :func:`~parallel_flash.ui.printable` has escaped control characters, so an
+    image name like ``[red]x`` or one holding ESC cannot restyle the terminal.
+    """
+    table = Table(
+        title=Text(printable(description.title)),
+        title_justify="left",
+        show_header=False,
+        box=None,
+        padding=(0, 2, 0, 0),
+    )
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for label, value in description.rows:
+        table.add_row(Text(printable(label)), Text(printable(value)))
+    for warning in description.warnings:
+        table.add_row(Text("warning", style="yellow bold"), Text(printable(warning), "yellow"))
+    return table
+
+
+def _as_json(path: str, result: FileDescription | InputError) -> dict[str, object]:
+    if isinstance(result, FileDescription):
+        return result.as_dict()
+    if isinstance(result, FormatError):
+        return {"path": path, "error": {"field": result.field, "problem": result.problem}}
+    return {"path": path, "error": {"field": None, "problem": str(result)}}

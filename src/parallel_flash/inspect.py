@@ -1,0 +1,222 @@
+"""Describe an input file for ``parallel-flash info``: pure data, no rich.
+
+:func:`describe_file` runs the same checks a boot run would (a file that
+would be refused there raises :class:`~parallel_flash.errors.FormatError`
+here too) and returns a :class:`FileDescription`: a title, ordered
+(label, value) rows and warnings, which the CLI prints as a table or JSON.
+
+FFU files are described by ``parallel_flash.formats.ffu.describe_ffu(path)``,
+which returns this module's :class:`FileDescription`; this module only
+dispatches to it, so the FFU parser can live and grow on its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FormatError
+from .formats.detect import detect_file_type
+from .formats.sdi import SdiInfo, check_sdi_for_wim_boot, read_sdi_info
+from .formats.secwim import read_secwim_info
+from .formats.wim import WimInfo, read_wim_info, verify_integrity
+
+__all__ = ("FileDescription", "describe_file", "format_size")
+
+logger = logging.getLogger(__name__)
+
+#: The module and function that describe FFU files (owned by the FFU parser).
+FFU_MODULE = "parallel_flash.formats.ffu"
+FFU_DESCRIBE = "describe_ffu"
+
+
+@dataclass(frozen=True, slots=True)
+class FileDescription:
+    """What ``info`` shows about one file.
+
+    Values are plain strings taken from the file (image names, platform ids):
+    a presenter must show them literally, never interpret them as markup.
+    """
+
+    path: str
+    #: The detected type: "wim", "sdi", "secwim", "ffu" (see formats.detect).
+    kind: str
+    title: str
+    rows: tuple[tuple[str, str], ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form; rows keep their order."""
+        return {
+            "path": self.path,
+            "type": self.kind,
+            "title": self.title,
+            "rows": [{"label": label, "value": value} for label, value in self.rows],
+            "warnings": list(self.warnings),
+        }
+
+
+def describe_file(
+    path: str | os.PathLike[str], *, verify_integrity: bool = False
+) -> FileDescription:
+    """Identify a file by its magic bytes, check it, and describe it.
+
+    :param verify_integrity: also re-hash a WIM against its integrity table.
+    :raises ~parallel_flash.errors.FormatError: when the file is missing,
+        unreadable, of unknown type, or fails a check that a boot run would
+        refuse it for.
+    """
+    name = os.fspath(path)
+    kind = detect_file_type(name)
+    if kind is None:
+        raise FormatError(name, "type", _unknown_type(name))
+    describe: Callable[[str, bool], FileDescription] = {
+        "wim": _describe_wim,
+        "pipable-wim": _describe_wim,  # read_wim_info says why it cannot boot
+        "sdi": _describe_sdi,
+        "secwim": _describe_secwim,
+        "ffu": _describe_ffu,
+    }[kind]
+    return describe(name, verify_integrity)
+
+
+def format_size(size: int) -> str:
+    """``201,734 bytes (197.0 KiB)``: exact for records, scaled for people."""
+    if size < 1024:
+        return f"{size:,} bytes"
+    scaled, unit = size / 1024, "KiB"
+    for larger in ("MiB", "GiB", "TiB"):
+        if scaled < 1024:
+            break
+        scaled, unit = scaled / 1024, larger
+    return f"{size:,} bytes ({scaled:.1f} {unit})"
+
+
+# -- per type -----------------------------------------------------------------
+
+
+def _describe_wim(path: str, verify: bool) -> FileDescription:
+    info = read_wim_info(path)
+    rows = [("type", "WIM (solid)" if info.solid else "WIM")]
+    rows += [("size", format_size(info.file_size or 0))]
+    rows += _wim_rows(info)
+    rows += [("integrity table", _integrity(path, info, verify))]
+    rows += [("GUID", str(info.guid))]
+    rows += [("boot checks", "passed")]
+    return FileDescription(path, "wim", f"{path}: WIM", tuple(rows), info.warnings)
+
+
+def _wim_rows(info: WimInfo) -> list[tuple[str, str]]:
+    rows = [
+        ("version", f"0x{info.version:x}"),
+        ("flags", ", ".join(info.flag_names) or "none"),
+        ("compression", info.compression),
+        ("chunk size", f"{info.chunk_size:,} bytes" if info.chunk_size else "0 (uncompressed)"),
+        ("images", str(info.image_count)),
+    ]
+    for index, image_name in enumerate(info.image_names, start=1):
+        boot = " (boot)" if index == info.boot_index else ""
+        rows.append((f"image {index}", f"{image_name or '(no name)'}{boot}"))
+    rows.append(("boot index", f"{info.boot_index}" if info.boot_index else "0 (none set)"))
+    rows.append(("boot metadata", format_size(info.boot_metadata_size)))
+    return rows
+
+
+def _integrity(path: str, info: WimInfo, verify: bool) -> str:
+    if not info.has_integrity:
+        return "absent (nothing to verify)" if verify else "absent"
+    size = info.integrity_table.size_in_wim
+    if not verify:
+        return f"present ({size:,} bytes), not verified (--verify-integrity)"
+    verify_integrity(path)
+    return f"present ({size:,} bytes), verified: every chunk matches"
+
+
+def _describe_sdi(path: str, verify: bool) -> FileDescription:
+    info = read_sdi_info(path)
+    rows = [("type", "SDI"), ("size", format_size(info.file_size))]
+    rows += _sdi_rows(info)
+    warnings = list(info.warnings)
+    try:
+        check_sdi_for_wim_boot(info)
+        rows.append(("WIM entry", f"OK: at 0x{info.file_size:x}, the SDI's end"))
+    except FormatError as exc:
+        rows.append(("WIM entry", f"not OK: {exc.problem}"))
+        warnings.append(f"{exc.field}: {exc.problem}")
+    return FileDescription(path, "sdi", f"{path}: SDI", tuple(rows), tuple(warnings))
+
+
+def _sdi_rows(info: SdiInfo) -> list[tuple[str, str]]:
+    if info.is_microsoft_boot_sdi:
+        microsoft = "yes (size and SHA-256 match Microsoft's boot.sdi)"
+    else:
+        microsoft = "no"
+    rows = [
+        ("Microsoft boot.sdi", microsoft),
+        ("SHA-256", info.sha256 or "not computed (large file)"),
+        ("page alignment", f"{info.page_alignment} x 4 KiB"),
+        ("header checksum", "matches" if info.checksum_ok else "does not match (byte sum rule)"),
+        ("blobs", str(len(info.blobs))),
+    ]
+    for blob in info.blobs:
+        if blob.type == "WIM" and blob.size == 0:
+            extent = "size 0 (the WIM that follows)"
+        else:
+            extent = format_size(blob.size)
+        rows.append((f"blob {blob.index}", f"{blob.type} at 0x{blob.offset:x}, {extent}"))
+    return rows
+
+
+def _describe_secwim(path: str, verify: bool) -> FileDescription:
+    info = read_secwim_info(path)
+    assert info.sdi is not None and info.wim is not None  # read_secwim_info fills both
+    rows = [
+        ("type", ".secwim (signed SDI + WIM bundle)"),
+        ("size", format_size(info.file_size)),
+        ("SDI", f"{format_size(info.sdi_length)} at offset 0"),
+        ("Microsoft boot.sdi", "yes" if info.sdi.is_microsoft_boot_sdi else "no"),
+        ("WIM", f"{format_size(info.wim_length)} at offset {info.sdi_length:,} (padded to 4)"),
+    ]
+    rows += _wim_rows(info.wim)
+    rows += [
+        ("platforms", ", ".join(info.platforms) or "any (no plat block)"),
+        ("devices", ", ".join(str(d) for d in info.devices) or "any (no devi block)"),
+        ("catalog", f"{format_size(info.catalog_length)} at offset {info.catalog_offset:,}"),
+        ("signature", "not checked here: the device verifies the catalog"),
+        ("boot checks", "passed (sent as-is with SDI length 0)"),
+    ]
+    if info.tags_reversed:
+        rows.append(("block tags", "spelled backwards on disk (accepted)"))
+    warnings = info.sdi.warnings + info.wim.warnings
+    return FileDescription(path, "secwim", f"{path}: .secwim", tuple(rows), warnings)
+
+
+def _describe_ffu(path: str, verify: bool) -> FileDescription:
+    try:
+        module = importlib.import_module(FFU_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != FFU_MODULE:
+            raise
+        raise FormatError(
+            path, "type", f"an FFU image, but FFU support ({FFU_MODULE}) is not installed"
+        ) from None
+    description: FileDescription = getattr(module, FFU_DESCRIBE)(path)
+    return description
+
+
+def _unknown_type(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:  # raced with a delete; say so plainly
+        return f"cannot be read: {exc.strerror or exc}"
+    if not head:
+        return "the file is empty"
+    return (
+        f"not a WIM, SDI, .secwim or FFU file (it starts with {head.hex(' ')}, "
+        f"no known magic bytes)"
+    )
