@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(result, FileDescription):
                 console.print(render_description(result))
     failed = [r for r in results if isinstance(r, InputError)]
-    for exc in failed:
-        print(f"parallel-flash: error: {printable(str(exc))}", file=sys.stderr)
+    for error in failed:
+        print(f"parallel-flash: error: {printable(str(error))}", file=sys.stderr)
     return EXIT_USAGE if failed else EXIT_OK
 
 

@@ -266,12 +266,12 @@ def build_secwim(
         previous = len(plat)
     guids = [guid.bytes_le for guid in devices]
     if guids:
-        devi = DEVI_BLOCK.build(
+        devi: bytes = DEVI_BLOCK.build(
             {"tag": TAG_DEVI, "previous_size": previous, "count": len(guids), "devices": guids}
         )
         blocks += devi
         previous = len(devi)
-    blocks += SIZE_BLOCK.build(
+    size_block: bytes = SIZE_BLOCK.build(
         {
             "tag": TAG_SIZE,
             "previous_size": previous,
@@ -280,7 +280,7 @@ def build_secwim(
         }
     )
     catalog = PLACEHOLDER_CATALOG
-    return sdi + padded_wim + blocks + catalog + len(catalog).to_bytes(4, "little")
+    return sdi + padded_wim + blocks + size_block + catalog + len(catalog).to_bytes(4, "little")
 
 
 # -- helpers ------------------------------------------------------------------

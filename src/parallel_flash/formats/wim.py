@@ -284,7 +284,10 @@ def parse_wim_header(
         boot_metadata_size=resources["boot_metadata"].size_in_wim,
         has_integrity=resources["integrity_table"].present,
         warnings=tuple(warnings),
-        **resources,
+        blob_table=resources["blob_table"],
+        xml_data=resources["xml_data"],
+        boot_metadata=resources["boot_metadata"],
+        integrity_table=resources["integrity_table"],
     )
 
 
