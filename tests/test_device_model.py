@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from _pair import drive
 
+from _pair import drive
 from parallel_flash.errors import TransferTimeout
 from parallel_flash.protocol.device import (
     STATUS_INVALID_IMAGE_FORMAT,

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from _pair import drive
 from parallel_flash.errors import DeviceBootError, LocalProtocolError, RemoteProtocolError
 from parallel_flash.protocol.device import DeviceFaults, DeviceModel
 from parallel_flash.protocol.host import (
@@ -21,8 +22,6 @@ from parallel_flash.protocol.host import (
     needs_zero_packet,
 )
 from parallel_flash.protocol.messages import IdReply, LogPacket, encode_status
-
-from _pair import drive
 
 
 def id_reply(cur_position: int = 0, name: str = "Contoso.A1") -> bytes:
