@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,4 +42,31 @@ def small_sdi(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("sdi") / "small.sdi"
     path.write_bytes(build_sdi())
+    return path
+
+
+@pytest.fixture(scope="session")
+def wimlib_imagex() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the reference tool ``wimlib-imagex`` (Debian wimtools); fails loudly on error."""
+    exe = shutil.which("wimlib-imagex")
+    if exe is None:
+        pytest.skip("wimlib-imagex (Debian package wimtools) is not installed")
+
+    def run(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [exe, *map(os.fspath, args)], check=True, capture_output=True, text=True
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def imagex_wim(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_tree: Path,
+    wimlib_imagex: Callable[..., subprocess.CompletedProcess[str]],
+) -> Path:
+    """A WIM made by the wimlib-imagex CLI: LZX, boot index 1, with an integrity table."""
+    path = tmp_path_factory.mktemp("imagex") / "imagex.wim"
+    wimlib_imagex("capture", small_tree, path, "Imagex Demo", "--boot", "--compress=lzx", "--check")
     return path
