@@ -1,0 +1,282 @@
+"""Linux's usbfs memory cap, as a budget every device of the process shares.
+
+The kernel limits the memory of all usbfs transfers in flight, system-wide,
+to ``/sys/module/usbcore/parameters/usbfs_memory_mb`` (16 MB by default;
+0 means no cap). A submission that would go over it fails with
+``LIBUSB_ERROR_NO_MEM`` (or ``LIBUSB_ERROR_IO`` on some libusb versions).
+Eight devices with four 1 MiB transfers each already want 32 MiB, so the
+pipeline cannot just queue what it likes: every stream asks this budget
+before it submits a transfer and gives the bytes back on completion.
+
+Policy, in order of importance:
+
+1. Progress for everyone. A stream with nothing in flight ("starved") gets
+   the next free bytes before anyone gets a second transfer, first come first
+   served. With 32 devices and a 16 MB cap the devices take turns, so none of
+   them sits idle long enough for its own timeouts to matter.
+2. Fair share. A stream may hold at most ``ceil(usable / (streams x size))``
+   transfers, so one device cannot hog the cap while others get one.
+3. Believe the kernel. When a submission is refused although the budget
+   thought it fit (other processes use usbfs too, or the overhead estimate
+   was low), the believed limit drops to what this process holds, the
+   stream backs off until one of its own transfers completes, and the user
+   is told once how to raise the cap. The limit creeps back up as
+   submissions succeed again.
+
+Everything here runs on the event loop's thread; no locking.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = (
+    "DEFAULT_USBFS_MEMORY_MB",
+    "RAISE_CAP_HINT",
+    "SMALL_TRANSFER_RESERVE",
+    "URB_OVERHEAD",
+    "USBFS_MEMORY_PATH",
+    "BudgetClient",
+    "UsbfsBudget",
+    "process_budget",
+    "read_usbfs_memory_mb",
+    "set_process_budget",
+)
+
+logger = logging.getLogger(__name__)
+
+USBFS_MEMORY_PATH = Path("/sys/module/usbcore/parameters/usbfs_memory_mb")
+#: The kernel's default (drivers/usb/core/devio.c), assumed when the file is
+#: missing: being conservative costs a little speed, guessing high costs
+#: refused submissions.
+DEFAULT_USBFS_MEMORY_MB = 16
+#: Kernel bookkeeping charged per transfer on top of its buffer (struct
+#: async + struct urb + a scatterlist entry per 16 KiB segment), rounded up.
+URB_OVERHEAD = 4096
+#: Kept out of the streaming budget for everything small that is not
+#: budgeted: commands, WIM headers, ZLPs and the 16376-byte Id/status reads of
+#: up to 64 devices at once.
+SMALL_TRANSFER_RESERVE = 1 << 20
+#: After this many successful submissions since the kernel last refused one,
+#: the believed limit grows by one transfer again (another process may have
+#: freed its usbfs memory).
+_RECOVER_AFTER = 32
+
+RAISE_CAP_HINT = (
+    "to raise the cap, run as root: echo 0 > /sys/module/usbcore/parameters/usbfs_memory_mb "
+    "(0 = no cap, or a size in MB), or boot with the kernel parameter usbcore.usbfs_memory_mb=0"
+)
+
+
+def read_usbfs_memory_mb(path: Path = USBFS_MEMORY_PATH) -> int:
+    """The cap in MB (0 = none), or the kernel default when it cannot be read."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        logger.debug(
+            "cannot read %s (%s); assuming the kernel default of %d MB",
+            path,
+            exc.strerror or exc,
+            DEFAULT_USBFS_MEMORY_MB,
+        )
+        return DEFAULT_USBFS_MEMORY_MB
+    try:
+        value = int(text)
+    except ValueError:
+        logger.warning(
+            "%s holds %r, not a number; assuming the kernel default of %d MB",
+            path,
+            text,
+            DEFAULT_USBFS_MEMORY_MB,
+        )
+        return DEFAULT_USBFS_MEMORY_MB
+    return max(0, value)
+
+
+class BudgetClient:
+    """One stream's standing with the budget (the stream owns the instance)."""
+
+    __slots__ = ("held", "name", "wake")
+
+    def __init__(self, name: str, wake: Callable[[], None]) -> None:
+        #: For log messages: the device's port path.
+        self.name = name
+        #: Called (on the loop thread) when bytes may have become free for it.
+        self.wake = wake
+        #: Number of transfers this client holds bytes for.
+        self.held = 0
+
+
+class UsbfsBudget:
+    """Bytes of usbfs memory this process may have in flight, shared fairly.
+
+    :param limit_bytes: the kernel's cap in bytes; 0 means no cap (every
+        request is granted and only the in-flight count of each stream
+        applies).
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        if limit_bytes < 0:
+            raise ValueError(f"usbfs limit must be >= 0 bytes, not {limit_bytes}")
+        self.limit_bytes = limit_bytes
+        #: What streams may use: the cap minus the reserve for small transfers
+        #: (never below one 1 MiB transfer's worth, so something can move).
+        self.usable = max(limit_bytes - SMALL_TRANSFER_RESERVE, 1 << 20) if limit_bytes else 0
+        #: Lowered when the kernel refuses a submission we thought fit.
+        self.ceiling = self.usable
+        self.reserved = 0
+        self._clients: set[BudgetClient] = set()
+        self._starved: collections.deque[BudgetClient] = collections.deque()
+        self._since_refusal = 0
+        self._warned = False
+        self._told_limited = False
+        #: Counters for benchmarks and tests.
+        self.refusals = 0
+        self.peak_reserved = 0
+
+    @classmethod
+    def from_sysfs(cls, path: Path = USBFS_MEMORY_PATH) -> UsbfsBudget:
+        return cls(read_usbfs_memory_mb(path) << 20)
+
+    @property
+    def capped(self) -> bool:
+        return self.limit_bytes > 0
+
+    @staticmethod
+    def cost(nbytes: int) -> int:
+        """What the kernel charges for one transfer of ``nbytes``."""
+        return nbytes + URB_OVERHEAD
+
+    # -- clients -------------------------------------------------------------------
+
+    def register(self, client: BudgetClient) -> None:
+        self._clients.add(client)
+
+    def unregister(self, client: BudgetClient) -> None:
+        """Forget a client; it must have released everything it held."""
+        self._clients.discard(client)
+        if client in self._starved:
+            self._starved.remove(client)
+        self._wake_starved()
+
+    def fair_share(self, nbytes: int) -> int:
+        """How many transfers of ``nbytes`` one client may hold right now."""
+        if not self.capped:
+            return 1 << 30
+        clients = max(1, len(self._clients))
+        return max(1, math.ceil(self.ceiling / (clients * self.cost(nbytes))))
+
+    # -- reservations --------------------------------------------------------------
+
+    def try_acquire(self, client: BudgetClient, nbytes: int) -> bool:
+        """Reserve one transfer of ``nbytes`` for ``client``, or say why not by returning False.
+
+        A client refused while it holds nothing is queued and woken when
+        bytes come free; one that already holds transfers just retries after
+        its own next completion.
+        """
+        if not self.capped:
+            client.held += 1
+            return True
+        cost = self.cost(nbytes)
+        fits = self.reserved + cost <= self.ceiling or self.reserved == 0
+        if client.held == 0:
+            first_in_line = not self._starved or self._starved[0] is client
+            if fits and first_in_line:
+                if self._starved and self._starved[0] is client:
+                    self._starved.popleft()
+                self._grant(client, cost)
+                # The next in line may fit too.
+                self._wake_starved()
+                return True
+            if client not in self._starved:
+                self._starved.append(client)
+            return False
+        if self._starved or client.held >= self.fair_share(nbytes) or not fits:
+            if not self._told_limited and client.held < 2:
+                self._told_limited = True
+                logger.info(
+                    "usbfs memory cap of %d MB limits transfers in flight to about %d per "
+                    "device for %d devices; %s",
+                    self.limit_bytes >> 20,
+                    self.fair_share(nbytes),
+                    len(self._clients),
+                    RAISE_CAP_HINT,
+                )
+            return False
+        self._grant(client, cost)
+        return True
+
+    def _grant(self, client: BudgetClient, cost: int) -> None:
+        client.held += 1
+        self.reserved += cost
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+
+    def release(self, client: BudgetClient, nbytes: int, *, submitted: bool = True) -> None:
+        """Give back one transfer's bytes (after its completion or a refused submission)."""
+        if client.held <= 0:
+            raise RuntimeError(f"{client.name}: released more usbfs budget than it held")
+        client.held -= 1
+        if not self.capped:
+            return
+        self.reserved -= self.cost(nbytes)
+        if submitted:
+            self._since_refusal += 1
+            if self._since_refusal >= _RECOVER_AFTER and self.ceiling < self.usable:
+                self._since_refusal = 0
+                self.ceiling = min(self.usable, self.ceiling + self.cost(nbytes))
+        self._wake_starved()
+
+    def refused(self, client: BudgetClient, nbytes: int) -> None:
+        """The kernel refused a submission this budget had granted; release it and shrink.
+
+        The believed limit drops to what the process still holds (at least
+        one transfer), and the user is told once how to raise the cap. A
+        client left holding nothing is queued behind the other devices when
+        they hold bytes; when nothing of this process is in flight the
+        memory is held elsewhere and the caller retries after a delay.
+        """
+        self.refusals += 1
+        self.release(client, nbytes, submitted=False)
+        self._since_refusal = 0
+        self.ceiling = max(self.cost(nbytes), min(self.ceiling, self.reserved))
+        if client.held == 0 and self.reserved > 0 and client not in self._starved:
+            # Nothing of its own will complete: wait for another device's bytes.
+            self._starved.append(client)
+        if not self._warned:
+            self._warned = True
+            cap = f"{self.limit_bytes >> 20} MB" if self.capped else "(none configured)"
+            logger.warning(
+                "%s: the kernel refused a USB transfer for lack of usbfs memory (cap %s); "
+                "continuing with fewer transfers in flight. %s",
+                client.name,
+                cap,
+                RAISE_CAP_HINT,
+            )
+
+    def _wake_starved(self) -> None:
+        if self._starved:
+            # Only the head can take bytes; it re-queues the others if needed.
+            self._starved[0].wake()
+
+
+_process_budget: UsbfsBudget | None = None
+
+
+def process_budget() -> UsbfsBudget:
+    """The budget shared by every device this process drives (read from sysfs once)."""
+    global _process_budget
+    if _process_budget is None:
+        _process_budget = UsbfsBudget.from_sysfs()
+        logger.debug("usbfs memory cap: %d MB (0 = none)", _process_budget.limit_bytes >> 20)
+    return _process_budget
+
+
+def set_process_budget(budget: UsbfsBudget | None) -> None:
+    """Replace the process-wide budget (tests; None = read sysfs again on next use)."""
+    global _process_budget
+    _process_budget = budget
