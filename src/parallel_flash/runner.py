@@ -95,7 +95,7 @@ class Presentation:
             return LiveTable(console=Console(file=stream, log_path=False), title=self.title)
         from .ui import PlainOutput
 
-        return contextlib.nullcontext(PlainOutput(stream, wim_path=image.wim_path))
+        return PlainOutput(image.wim_path, stream=stream)
 
 
 def run_boot(
