@@ -103,19 +103,19 @@ class ImageBuffer:
             names = " + ".join(f"{s.path} ({s.size} bytes)" for s in sources)
             raise InputError(f"{names} = {total} bytes; SDI + WIM must stay under 4 GiB")
         buffer, digest = _read_into_anonymous_map(sources, total)
+        sdi_length = sources[0].size if len(sources) == 2 else 0
+        image = cls(
+            buffer,
+            sdi_length=sdi_length,
+            wim_length=total - sdi_length,
+            sha256=digest,
+            wim_path=wim_source.path,
+            sdi_path=sources[0].path if sdi_length else None,
+        )
         try:
-            sdi_length = sources[0].size if len(sources) == 2 else 0
-            image = cls(
-                buffer,
-                sdi_length=sdi_length,
-                wim_length=total - sdi_length,
-                sha256=digest,
-                wim_path=wim_source.path,
-                sdi_path=sources[0].path if sdi_length else None,
-            )
             image._validate()
         except BaseException:
-            buffer.close()
+            image.close()
             raise
         logger.info(
             "loaded %s (%d bytes SDI + %d bytes WIM), SHA-256 %s",
@@ -142,7 +142,11 @@ class ImageBuffer:
             wim_path=wim_path,
             sdi_path=sdi_path if sdi else None,
         )
-        image._validate()
+        try:
+            image._validate()
+        except BaseException:
+            image.close()
+            raise
         return image
 
     def _validate(self) -> None:
