@@ -29,6 +29,8 @@ from construct import (
     Const,
     ConstructError,
     Default,
+    FixedSized,
+    GreedyBytes,
     Int64sl,
     Int64ul,
     Padding,
@@ -99,12 +101,12 @@ SDI_HEADER = Struct(
 
 # formats.md "Table of contents at 0x400": 64-byte records.
 SDI_TOC_ENTRY = Struct(
-    "type"         / Default(Bytes(8), bytes(8)) * "ASCII, NUL padded; all zero ends the table",
-    "attributes"   / Default(Int64ul, 0)         * "",
-    "offset"       / Default(Int64ul, 0)         * "file offset of the blob",
-    "size"         / Default(Int64ul, 0)         * "bytes; 0 for WIM = up to the file's end",
-    "base_address" / Default(Int64ul, 0)         * "PART: file system code (7 NTFS)",
-    "reserved"     / Padding(24)                 * "",
+    "type"         / Default(FixedSized(8, GreedyBytes), b"") * "ASCII, NUL padded; 0 = end",
+    "attributes"   / Default(Int64ul, 0)                      * "",
+    "offset"       / Default(Int64ul, 0)                      * "file offset of the blob",
+    "size"         / Default(Int64ul, 0)                      * "0 for WIM = to the file's end",
+    "base_address" / Default(Int64ul, 0)                      * "PART: file system (7 NTFS)",
+    "reserved"     / Padding(24)                              * "",
 )  # fmt: skip
 
 SDI_HEAD = Struct(
@@ -263,8 +265,8 @@ def build_sdi(*, part_size: int = 0x10000) -> bytes:
         raise ValueError(f"part_size must be at least 1, not {part_size}")
     wim_offset = _align(PART_OFFSET + part_size, SDI_PAGE)
     toc: list[dict[str, Any]] = [
-        {"type": b"PART".ljust(8, b"\0"), "offset": PART_OFFSET, "size": part_size},
-        {"type": b"WIM".ljust(8, b"\0"), "offset": wim_offset, "size": 0},
+        {"type": b"PART", "offset": PART_OFFSET, "size": part_size},
+        {"type": b"WIM", "offset": wim_offset, "size": 0},
     ]
     toc += [{}] * (SDI_TOC_ENTRIES - len(toc))
     head = bytearray(SDI_HEAD.build({"header": {}, "toc": toc}))
