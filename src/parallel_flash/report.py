@@ -81,7 +81,7 @@ class LineTotals:
     bytes_total: int
     #: first device found -> last device finished (or now)
     seconds: float
-    #: first stream started -> last device finished (or now)
+    #: first stream started -> last stream finished (or now)
     stream_seconds: float
 
     @property
@@ -99,8 +99,9 @@ def line_totals(records: Iterable[DeviceRecord], *, now: float) -> LineTotals:
     """Sum up *records* at monotonic time *now* (one pass, O(devices))."""
     devices = booted = failed = bytes_done = bytes_total = 0
     first_found: float | None = None
-    first_stream: float | None = None
     last_end: float | None = None
+    first_stream: float | None = None
+    last_stream_end: float | None = None
     for record in records:
         devices += 1
         state = record.state
@@ -112,21 +113,24 @@ def line_totals(records: Iterable[DeviceRecord], *, now: float) -> LineTotals:
         bytes_total += record.bytes_total
         if first_found is None or record.started < first_found:
             first_found = record.started
-        if record.stream_started is not None and (
-            first_stream is None or record.stream_started < first_stream
-        ):
-            first_stream = record.stream_started
         end = record.finished if record.finished is not None else now
         if last_end is None or end > last_end:
             last_end = end
+        if record.stream_started is not None:
+            if first_stream is None or record.stream_started < first_stream:
+                first_stream = record.stream_started
+            # The status wait after the last transfer is not streaming time.
+            stream_end = record.stream_finished or end
+            if last_stream_end is None or stream_end > last_stream_end:
+                last_stream_end = stream_end
     seconds = (
         max(0.0, last_end - first_found)
         if last_end is not None and first_found is not None
         else 0.0
     )
     stream_seconds = (
-        max(0.0, last_end - first_stream)
-        if last_end is not None and first_stream is not None
+        max(0.0, last_stream_end - first_stream)
+        if last_stream_end is not None and first_stream is not None
         else 0.0
     )
     return LineTotals(
