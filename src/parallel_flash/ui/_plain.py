@@ -152,7 +152,8 @@ class PlainOutput:
         """The closing line: counts and aggregate throughput (MB = 1e6 bytes)."""
         totals = line_totals(list(self.records), now=self._clock())
         text = (
-            f"Summary: {totals.devices} devices, {totals.booted} booted, "
+            f"Summary: {totals.devices} device{'' if totals.devices == 1 else 's'}, "
+            f"{totals.booted} booted, "
             f"{totals.failed} failed"
         )
         if totals.in_progress:
