@@ -41,6 +41,7 @@ from .transport.libusb import HotplugEvent, UsbContext, UsbDeviceInfo, UsbLink, 
 
 __all__ = (
     "DEFAULT_POLL_INTERVAL",
+    "ArrivalDedup",
     "DeviceFilters",
     "DeviceInfo",
     "HotplugEvent",
@@ -261,6 +262,40 @@ async def identify(link: Link, *, timeout: float = 2.0) -> Identity:
 # -- arrivals ---------------------------------------------------------------------
 
 
+class ArrivalDedup:
+    """Turns raw hotplug events or polls into clean arrivals and departures.
+
+    Hotplug events can repeat or come unpaired (usb-testing.md). Each arrival
+    is one enumeration of a device (port, bus, address): a repeated arrival
+    is dropped, a departure nobody arrived for is dropped, and an arrival on
+    a port whose previous device left unnoticed first yields that departure.
+    Devices not passing the filters are dropped.
+    """
+
+    def __init__(self, filters: DeviceFilters) -> None:
+        self.filters = filters
+        self._present: dict[str, DeviceInfo] = {}
+
+    def present(self) -> list[DeviceInfo]:
+        return list(self._present.values())
+
+    def feed(self, event: HotplugEvent) -> list[HotplugEvent]:
+        device = event.device
+        if not self.filters.matches(device):
+            return []
+        known = self._present.get(device.port)
+        if event.arrived:
+            if known is not None and known.key == device.key:
+                return []
+            self._present[device.port] = device
+            missed = [HotplugEvent(False, known)] if known is not None else []
+            return [*missed, event]
+        if known is None or known.key != device.key:
+            return []
+        del self._present[device.port]
+        return [event]
+
+
 async def watch_devices(
     ctx: UsbContext,
     filters: DeviceFilters,
@@ -268,43 +303,25 @@ async def watch_devices(
     polling: bool | None = None,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
 ) -> AsyncIterator[HotplugEvent]:
-    """Arrivals and departures of matching devices, present ones first, deduplicated.
+    """Arrivals and departures of matching devices, present ones first.
 
-    Each arrival is one enumeration of a device (port, bus, address); a
-    repeated arrival is dropped, a departure nobody arrived for is dropped,
-    and an arrival on a port whose previous device left unnoticed first
-    yields that departure. ``polling`` None = hotplug if libusb has it.
+    Deduplicated by :class:`ArrivalDedup`. ``polling`` None = libusb hotplug
+    when libusb has it, else poll the device list every ``poll_interval``.
     """
     if polling is None:
         polling = not hotplug_supported()
-    present: dict[str, DeviceInfo] = {}
-
-    def dedup(event: HotplugEvent) -> list[HotplugEvent]:
-        device = event.device
-        if not filters.matches(device):
-            return []
-        known = present.get(device.port)
-        if event.arrived:
-            if known is not None and known.key == device.key:
-                return []
-            present[device.port] = device
-            missed = [HotplugEvent(False, known)] if known is not None else []
-            return [*missed, event]
-        if known is None or known.key != device.key:
-            return []
-        del present[device.port]
-        return [event]
+    dedup = ArrivalDedup(filters)
 
     if polling:
         logger.debug("watching for devices by polling every %g s", poll_interval)
         while True:
             seen = {device.key: device for device in await ctx.enumerate()}
-            for device in list(present.values()):
+            for device in dedup.present():
                 if device.key not in seen:
-                    for event in dedup(HotplugEvent(False, device)):
+                    for event in dedup.feed(HotplugEvent(False, device)):
                         yield event
             for device in seen.values():
-                for event in dedup(HotplugEvent(True, device)):
+                for event in dedup.feed(HotplugEvent(True, device)):
                     yield event
             await anyio.sleep(poll_interval)
     else:
@@ -313,7 +330,7 @@ async def watch_devices(
             vendor_id=filters.vendor_id, product_id=filters.product_id
         ) as events:
             async for raw in events:
-                for event in dedup(raw):
+                for event in dedup.feed(raw):
                     yield event
 
 
