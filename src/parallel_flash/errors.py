@@ -20,6 +20,7 @@ from __future__ import annotations
 __all__ = (
     "DeviceBootError",
     "DeviceDisconnected",
+    "EmulatorError",
     "FormatError",
     "InputError",
     "LocalProtocolError",
@@ -122,3 +123,10 @@ class WimlibError(ParallelFlashError):
         self.printed = printed
         extra = f" ({printed})" if printed else ""
         super().__init__(f"{path}: {operation} failed: {detail} [wimlib error {code}]{extra}")
+
+
+class EmulatorError(ParallelFlashError):
+    """Raised when the umockdev device emulator cannot start or stops answering.
+
+    The message names the Debian package to install when one is missing.
+    """
