@@ -1,0 +1,111 @@
+"""The control channel between :class:`EmulatedLine` and the umockdev host process.
+
+Stdlib only: both sides import it (the host runs under Debian's python3).
+
+One JSON object per line. The parent writes requests on the host's stdin::
+
+    {"id": 7, "cmd": "plug", "spec": {"name": "...", "port": "1-2.3", ...}}
+
+and the host answers on stdout, in order, with ``{"id": 7, "ok": true,
+"result": ...}`` or ``{"id": 7, "ok": false, "error": "..."}``. Lines without
+an ``id`` are events the host sends on its own: ``ready`` (once, first),
+``error`` (it cannot start; carries the Debian ``package`` to install when
+that is the reason), ``plugged`` and ``unplugged``.
+
+Commands: ``plug`` (spec) -> port, ``unplug`` (port), ``set_fault`` (port,
+faults), ``summaries`` (transcript: bool) -> {port: summary}, ``stats``,
+``ping``, ``shutdown``. The same commands are accepted on the optional unix
+socket :meth:`EmulatedLine.serve` opens for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = (
+    "COMMANDS",
+    "EMULATOR_FAULTS",
+    "DeviceSpec",
+    "decode",
+    "encode",
+    "split_faults",
+)
+
+COMMANDS = ("plug", "unplug", "set_fault", "summaries", "stats", "ping", "shutdown")
+
+#: Faults the emulator itself acts on (the rest go to DeviceFaults.parse):
+#: ``reappear-in-flashing`` -- after a successful boot the device leaves and
+#: comes back on the same port in flashing mode, i.e. the boot failed.
+EMULATOR_FAULTS = ("reappear-in-flashing",)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeviceSpec:
+    """One emulated device to plug in.
+
+    :param name: DeviceFriendlyName of the Id reply; default ``Contoso.Emulated.<port>``.
+    :param unique_id: DeviceUniqueID; default a random UUID.
+    :param faults: fault spec in the CLI form (``status=-5,logs=2``, see
+        ``DeviceFaults.parse``) plus ``reappear-in-flashing``.
+    :param ram_limit: largest image the device accepts, bytes.
+    :param port: sysfs port path (``1-1.4``); default the next free one.
+    """
+
+    name: str | None = None
+    unique_id: uuid.UUID | str | None = None
+    faults: str = ""
+    ram_limit: int = 1 << 32
+    port: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        faults = self.faults
+        if not isinstance(faults, str):
+            # A DeviceFaults instance: send its CLI form.
+            faults = faults.describe()
+        return {
+            "name": self.name,
+            "unique_id": None if self.unique_id is None else str(self.unique_id),
+            "faults": faults,
+            "ram_limit": self.ram_limit,
+            "port": self.port,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> DeviceSpec:
+        known = {"name", "unique_id", "faults", "ram_limit", "port"}
+        return cls(
+            name=data.get("name"),
+            unique_id=data.get("unique_id"),
+            faults=data.get("faults") or "",
+            ram_limit=int(data.get("ram_limit", 1 << 32)),
+            port=data.get("port"),
+            extra={key: value for key, value in data.items() if key not in known},
+        )
+
+
+def split_faults(text: str) -> tuple[str, frozenset[str]]:
+    """Split a fault spec into the device model's part and the emulator's flags."""
+    model_parts: list[str] = []
+    flags: set[str] = set()
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if item in EMULATOR_FAULTS:
+            flags.add(item)
+        else:
+            model_parts.append(item)
+    return ",".join(model_parts), frozenset(flags)
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes | str) -> dict[str, Any]:
+    message = json.loads(line)
+    if not isinstance(message, dict):
+        raise ValueError(f"control message is not a JSON object: {line!r:.80}")
+    return message
