@@ -478,3 +478,15 @@ def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(FormatError) as caught:
         read_wim_info(tmp_path / "missing.wim")
     assert caught.value.field == "file"
+
+
+@pytest.mark.wimlib
+def test_image_name_with_control_characters_comes_back_exactly(
+    small_tree: Path, tmp_path: Path, wimlib_imagex: Imagex
+) -> None:
+    """wimlib stores the name verbatim, ESC included, though XML 1.0 forbids it."""
+    wim = tmp_path / "esc.wim"
+    wimlib_imagex("capture", small_tree, wim, "Name\x1b[31m\x07", "--boot")
+    info = read_wim_info(wim)
+    assert info.image_names == ("Name\x1b[31m\x07",)
+    assert info.warnings == ()

@@ -79,6 +79,12 @@ MAX_BOOT_PAYLOAD = 1 << 32
 #: The largest XML data resource read for image names; real ones are a few KiB.
 _MAX_XML_SIZE = 64 << 20
 _READ_BLOCK = 1 << 20
+#: wimlib writes image names verbatim, control characters included, which XML
+#: 1.0 forbids; they are parked in a private-use block for the parse and put
+#: back afterwards, so a name is returned exactly as stored.
+_XML_CONTROLS = [c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)]
+_XML_CONTROL_TO_PRIVATE = {c: 0xF700 + c for c in _XML_CONTROLS}
+_PRIVATE_TO_XML_CONTROL = {0xF700 + c: c for c in _XML_CONTROLS}
 
 
 class HeaderFlag(enum.IntFlag):
@@ -551,7 +557,7 @@ def _read_image_names(f: BinaryIO, info: WimInfo) -> tuple[tuple[str, ...], tupl
     raw = f.read(xml.size_in_wim)
     try:
         text = raw.decode("utf-16-le").lstrip("\ufeff")
-        root = ElementTree.fromstring(text)
+        root = ElementTree.fromstring(text.translate(_XML_CONTROL_TO_PRIVATE))
     except (UnicodeDecodeError, ElementTree.ParseError) as exc:
         return (), (f"xml_data: not readable UTF-16LE XML ({exc}); image names unknown",)
     images: list[tuple[int, str]] = []
@@ -560,7 +566,8 @@ def _read_image_names(f: BinaryIO, info: WimInfo) -> tuple[tuple[str, ...], tupl
             index = int(image.get("INDEX", "0"))
         except ValueError:
             index = 0
-        images.append((index, (image.findtext("NAME") or "").strip()))
+        name = (image.findtext("NAME") or "").translate(_PRIVATE_TO_XML_CONTROL)
+        images.append((index, name.strip()))
     images.sort()
     warnings: tuple[str, ...] = ()
     if len(images) != info.image_count:
