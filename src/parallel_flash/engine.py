@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -391,6 +392,9 @@ async def run_interruptible(work: Callable[[], Awaitable[T]]) -> tuple[T | None,
         scope.cancel()
 
     async with anyio.create_task_group() as group:
-        group.start_soon(watch, group.cancel_scope)
+        # Signal handlers can only be installed from the main thread; a caller
+        # running us elsewhere handles interruption itself (cancel the scope).
+        if threading.current_thread() is threading.main_thread():
+            group.start_soon(watch, group.cancel_scope)
         group.start_soon(main, group.cancel_scope)
     return result, interrupted

@@ -181,14 +181,14 @@ class IdReply:
     def encode(self) -> bytes:
         if len(self.capabilities) != 16:
             raise LocalProtocolError("Id reply capabilities must be 16 bytes")
-        return _IdReplyStruct.build(
+        return bytes(_IdReplyStruct.build(
             {
                 "cur_position": self.cur_position,
                 "capabilities": self.capabilities,
                 "unique_id": self.unique_id.bytes_le,
                 "friendly_name": self.friendly_name,
             }
-        )
+        ))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -228,7 +228,7 @@ class LogPacket:
         )
 
     def encode(self) -> bytes:
-        return _LogPacketStruct.build(
+        return bytes(_LogPacketStruct.build(
             {
                 "opcode": Opcode.LOG,
                 "event_id": self.event_id,
@@ -240,7 +240,7 @@ class LogPacket:
                 "keywords": self.keywords,
                 "text": self.text,
             }
-        )
+        ))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,13 +270,13 @@ class WimBootHeader:
         return self.sdi_length + self.wim_length
 
     def encode(self) -> bytes:
-        return _WimHeaderStruct.build(
+        return bytes(_WimHeaderStruct.build(
             {
                 "sdi_length": self.sdi_length,
                 "wim_length": self.wim_length,
                 "transfer_size": self.transfer_size,
             }
-        )
+        ))
 
     @classmethod
     def parse(cls, data: bytes | memoryview) -> WimBootHeader:
@@ -295,7 +295,7 @@ class WimBootHeader:
 
 def encode_status(status: int) -> bytes:
     """The device's 4-byte s32 status (>= 0 success)."""
-    return _StatusStruct.build({"status": status})
+    return bytes(_StatusStruct.build({"status": status}))
 
 
 def parse_status(data: bytes | memoryview) -> int:
