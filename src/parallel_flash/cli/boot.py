@@ -45,28 +45,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _hex16(text: str) -> int:
-    try:
-        value = int(text, 16)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal USB ID") from None
-    if not 0 <= value <= 0xFFFF:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a 16-bit USB ID")
-    return value
-
-
 def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which real USB devices to boot; the libusb side reads these (discovery, station)."""
-    usb = parser.add_argument_group("USB devices")
-    usb.add_argument("--vid", type=_hex16, default=0x045E, metavar="HEX",
-                     help="vendor ID of devices in flashing mode (default 045E)")
-    usb.add_argument("--pid", type=_hex16, default=0x062A, metavar="HEX",
-                     help="product ID of devices in flashing mode (default 062A)")
-    usb.add_argument("--port", action="append", default=[], metavar="PATH",
-                     help="only devices on this port path or below it, sysfs form: 1-1.4 "
-                          "(repeatable)")
-    usb.add_argument("--id", dest="unique_ids", action="append", default=[], metavar="GUID",
-                     help="only the device with this unique ID (repeatable)")
+    """Which real USB devices to boot (the filters ``list`` shares), and station mode."""
+    from ..discovery import add_usb_arguments
+
+    add_usb_arguments(parser)
     station = parser.add_argument_group("station mode (production line)")
     station.add_argument("--watch", action="store_true",
                          help="keep running and boot each device as it is plugged in")
