@@ -263,3 +263,26 @@ def test_detect_missing_and_directory(tmp_path: Path) -> None:
     with pytest.raises(FormatError) as caught:
         detect_file_type(tmp_path)
     assert caught.value.field == "file"
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    ["parallel_flash.formats", "parallel_flash.formats.wim", "parallel_flash.formats.sdi",
+     "parallel_flash.formats.secwim", "parallel_flash.formats.detect", "parallel_flash.inspect",
+     "parallel_flash.demo_image"],
+)  # fmt: skip
+def test_all_lists_the_public_names(module_name: str) -> None:
+    import importlib
+    import inspect
+
+    module = importlib.import_module(module_name)
+    assert isinstance(module.__all__, tuple)
+    assert all(hasattr(module, name) for name in module.__all__)
+    defined = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(value) or inspect.isclass(value))
+        and value.__module__ == module_name
+    }
+    assert defined <= set(module.__all__)
