@@ -155,7 +155,9 @@ class Host:
                 return candidate
         raise RuntimeError(f"bus {bus} has no free device address left (127 devices)")
 
-    def _sysfs_record(self, syspath: str, devnum: int, bus: int, identity: Any, devpath: str) -> str:
+    def _sysfs_record(
+        self, syspath: str, devnum: int, bus: int, identity: Any, devpath: str
+    ) -> str:
         d = self._descriptors
         blob = d.device_descriptor(identity) + d.configuration_descriptor(identity)
         hub = bool(identity.hub_ports)
@@ -179,7 +181,7 @@ class Host:
             "A: bNumConfigurations=1\\n",
             "A: bNumInterfaces= 1\\n",
             f"A: bDeviceClass={9 if hub else 0:02x}\\n",
-            f"A: bMaxPacketSize0=64\\n",
+            "A: bMaxPacketSize0=64\\n",
             f"A: idVendor={identity.vid:04x}\\n",
             f"A: idProduct={identity.pid:04x}\\n",
             f"A: bcdDevice={identity.bcd_device:04x}\\n",
@@ -198,7 +200,9 @@ class Host:
         self.testbed.attach_ioctl(device.devnode, self.handler)
         with self.usbfs.lock:
             self.usbfs.attach(device)
-        record = self._sysfs_record(syspath, device.devnum, device.port.bus, device.identity, devpath)
+        record = self._sysfs_record(
+            syspath, device.devnum, device.port.bus, device.identity, devpath
+        )
         self.testbed.add_from_string(record)
 
     def _ensure_hubs(self, port: Any) -> None:
@@ -213,7 +217,9 @@ class Host:
         root_key = f"usb{port.bus}"
         needed: list[tuple[str, str, Any, int, str]] = []
         if root_key not in self._hubs:
-            needed.append((root_key, f"/devices/usb{port.bus}", PortPath(port.bus, ()), ROOT_PORTS, "0"))
+            needed.append(
+                (root_key, f"/devices/usb{port.bus}", PortPath(port.bus, ()), ROOT_PORTS, "0")
+            )
         for hub in reversed(chain):
             key = str(hub)
             if key not in self._hubs:
@@ -312,7 +318,9 @@ class Host:
             record.history.append(device)
         self._add_to_testbed(device, port.sysfs_path(), port.devpath)
         logger.info("plugged %s at %s (%s)", identity.product, port, device.devnode)
-        _emit({"event": "plugged", "port": str(port), "state": record.state, "devnum": device.devnum})
+        _emit(
+            {"event": "plugged", "port": str(port), "state": record.state, "devnum": device.devnum}
+        )
 
     def unplug(self, key: str) -> None:
         record = self.ports.get(key)
@@ -421,6 +429,7 @@ class Host:
     def stats(self) -> dict[str, Any]:
         with self.usbfs.lock:
             info = self.usbfs.stats()
+            info["ioctls"] = self.handler.ioctl_stats()
             info["devices"] = sum(1 for r in self.ports.values() if r.device is not None)
         return info
 

@@ -9,6 +9,7 @@ only and never imports ``gi``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import itertools
 import json
@@ -157,7 +158,9 @@ class EmulatedLine:
         record_transcript: bool = True,
         log_level: int = logging.WARNING,
     ) -> None:
-        specs = [DeviceSpec() for _ in range(devices)] if isinstance(devices, int) else list(devices)
+        specs = (
+            [DeviceSpec() for _ in range(devices)] if isinstance(devices, int) else list(devices)
+        )
         for index_or_port, text in (faults or {}).items():
             self._apply_fault(specs, index_or_port, text)
         for spec in specs:
@@ -308,6 +311,13 @@ class EmulatedLine:
             raise RuntimeError("EmulatedLine not started")
         return self._root
 
+    @property
+    def host_pid(self) -> int:
+        """Process id of the emulator process (e.g. to measure its CPU time)."""
+        if self._process is None:
+            raise RuntimeError("EmulatedLine not started")
+        return self._process.pid
+
     def environ(self) -> dict[str, str]:
         """Variables that make a process see the emulated devices (merge into its env)."""
         preload = os.environ.get("LD_PRELOAD", "")
@@ -377,7 +387,9 @@ class EmulatedLine:
         self._drain_events()
         return list(self._event_log)
 
-    def wait_for(self, event: str, port: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    def wait_for(
+        self, event: str, port: str | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         """Wait for a host event (``plugged``/``unplugged``), optionally on one port."""
         deadline = time.monotonic() + timeout
         seen = len(self._event_log)
@@ -389,7 +401,9 @@ class EmulatedLine:
             seen = len(self._event_log)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise EmulatorError(f"no {event!r} event{' on ' + port if port else ''} in {timeout} s")
+                raise EmulatorError(
+                    f"no {event!r} event{' on ' + port if port else ''} in {timeout} s"
+                )
             try:
                 self._event_log.append(self._events.get(timeout=remaining))
             except queue.Empty:
@@ -408,7 +422,9 @@ class EmulatedLine:
             try:
                 reply = reply_queue.get(timeout=_COMMAND_TIMEOUT)
             except queue.Empty:
-                raise EmulatorError(f"emulator did not answer {cmd!r} within {_COMMAND_TIMEOUT} s") from None
+                raise EmulatorError(
+                    f"emulator did not answer {cmd!r} within {_COMMAND_TIMEOUT} s"
+                ) from None
         finally:
             with self._replies_lock:
                 self._replies.pop(request_id, None)
@@ -490,7 +506,9 @@ class EmulatedLine:
                 package = message.get("package")
                 text = str(message.get("message"))
                 if package:
-                    text += f": install the Debian package {package} (sudo apt-get install {package})"
+                    text += (
+                        f": install the Debian package {package} (sudo apt-get install {package})"
+                    )
                 raise EmulatorError(text)
             if message.get("event") == "exit":
                 assert self._process is not None
@@ -562,10 +580,8 @@ class _ControlServer:
 
     def close(self) -> None:
         self._closed = True
-        try:
+        with contextlib.suppress(OSError):
             self._socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._socket.close()
         if os.path.exists(self.path):
             os.unlink(self.path)

@@ -486,7 +486,9 @@ class Usbfs:
 
 
 def _needs_zlp(urb: Urb, max_packet_size: int) -> bool:
-    return bool(urb.flags & URB_ZERO_PACKET) and urb.length > 0 and urb.length % max_packet_size == 0
+    return (
+        bool(urb.flags & URB_ZERO_PACKET) and urb.length > 0 and urb.length % max_packet_size == 0
+    )
 
 
 def _unpack_setup(setup: bytes) -> tuple[int, int, int, int, int]:

@@ -17,6 +17,7 @@ Imports ``gi``: only the umockdev host process (Debian's python3) loads it.
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import struct
@@ -61,7 +62,10 @@ _CAP_REAP_AFTER_DISCONNECT = 0x10
 #: Scatter-gather makes libusb submit each transfer as one URB (not 16 KiB
 #: pieces); ZERO_PACKET lets it pass LIBUSB_TRANSFER_ADD_ZERO_PACKET on.
 USBDEVFS_CAPABILITIES = (
-    _CAP_ZERO_PACKET | _CAP_NO_PACKET_SIZE_LIM | _CAP_BULK_SCATTER_GATHER | _CAP_REAP_AFTER_DISCONNECT
+    _CAP_ZERO_PACKET
+    | _CAP_NO_PACKET_SIZE_LIM
+    | _CAP_BULK_SCATTER_GATHER
+    | _CAP_REAP_AFTER_DISCONNECT
 )
 _USB_SPEED_HIGH = 3
 
@@ -89,6 +93,9 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
         # Keyed by the client's Python wrapper: holding it keeps the wrapper
         # (and so the identity PyGObject hands us on every call) alive.
         self._clients: dict[Any, Client] = {}
+        #: ioctls answered, by request number (for stats and benchmarks).
+        self.counts: collections.Counter[int] = collections.Counter()
+        self.eagain = 0
         self._dispatch: dict[int, Callable[[Any, Client], Result]] = {
             GET_CAPABILITIES: self._get_capabilities,
             SUBMITURB: self._submit_urb,
@@ -141,6 +148,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
 
     def do_handle_ioctl(self, client: Any) -> bool:
         request = client.get_request() & 0xFFFFFFFF
+        self.counts[request] += 1
         try:
             opened = self._clients.get(client)
             handler = self._dispatch.get(request)
@@ -156,6 +164,18 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
             result = (-1, errno.EIO)
         client.complete(*result)
         return True
+
+    def ioctl_stats(self) -> dict[str, int]:
+        names = {
+            value: name
+            for name, value in globals().items()
+            if name.isupper() and isinstance(value, int)
+        }
+        stats = {
+            names.get(request, f"0x{request:08x}").lower(): n for request, n in self.counts.items()
+        }
+        stats["reap_eagain"] = self.eagain
+        return stats
 
     # -- requests ----------------------------------------------------------------
 
@@ -198,6 +218,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
     def _reap_urb(self, arg: Any, client: Client) -> Result:
         reaped = self._usbfs.reap(client)
         if isinstance(reaped, int):
+            self.eagain += reaped == errno.EAGAIN
             return -1, reaped
         handle = reaped.handle
         if reaped.reply and reaped.buffer is not None:

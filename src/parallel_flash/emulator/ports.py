@@ -65,7 +65,9 @@ class PortPath:
     def sysfs_path(self) -> str:
         """``/devices/usb1/1-1/1-1.4/1-1.4.2`` -- each hub a directory above."""
         parts = [f"usb{self.bus}"]
-        parts += [str(PortPath(self.bus, self.ports[:depth])) for depth in range(1, len(self.ports) + 1)]
+        parts += [
+            str(PortPath(self.bus, self.ports[:depth])) for depth in range(1, len(self.ports) + 1)
+        ]
         return "/devices/" + "/".join(parts)
 
 
