@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,27 @@ def imagex_wim(
     path = tmp_path_factory.mktemp("imagex") / "imagex.wim"
     wimlib_imagex("capture", small_tree, path, "Imagex Demo", "--boot", "--compress=lzx", "--check")
     return path
+
+
+@cache
+def _umockdev_problems() -> tuple[str, ...]:
+    from parallel_flash.emulator import check_environment
+
+    return tuple(check_environment())
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """umockdev tests fail (never skip) when the emulator cannot run.
+
+    CI must run them for real. ``PARALLEL_FLASH_ALLOW_SKIP_UMOCKDEV=1`` turns
+    the failure into a skip, for developers' machines only.
+    """
+    if item.get_closest_marker("umockdev") is None:
+        return
+    problems = _umockdev_problems()
+    if not problems:
+        return
+    message = "umockdev emulator unavailable: " + "; ".join(problems)
+    if os.environ.get("PARALLEL_FLASH_ALLOW_SKIP_UMOCKDEV") == "1":
+        pytest.skip(message)
+    pytest.fail(message, pytrace=False)
