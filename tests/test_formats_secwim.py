@@ -119,6 +119,7 @@ def test_round_trip(
     assert info.sdi is not None and info.sdi.path == "x.secwim[sdi]"
     assert info.wim is not None and info.wim.boot_index == 1
     assert info.wim.path == "x.secwim[wim]"
+    assert info.wim.image_names == ("Small",)  # read through the bundle
 
 
 def test_read_secwim_info(wim_bytes: bytes, tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ def test_secwim(capsys: pytest.CaptureFixture[str], small_wim: Path, tmp_path: P
     )
     code, out, _ = info(capsys, path)
     assert code == 0
-    for expected in (".secwim", "Contoso.X", str(device), "catalog",
+    for expected in (".secwim", "Contoso.X", str(device), "catalog", "Small (boot)",
                      "sent as-is with SDI length 0"):  # fmt: skip
         assert expected in out
 

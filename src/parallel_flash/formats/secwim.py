@@ -43,7 +43,7 @@ from construct import Array, Bytes, ConstructError, Int32ul, Struct, this
 
 from ..errors import FormatError
 from .sdi import SdiInfo, check_sdi_for_wim_boot, parse_sdi
-from .wim import WimInfo, check_boot_payload, parse_wim_header
+from .wim import WimInfo, check_boot_payload, parse_wim_header, with_image_names
 
 __all__ = (
     "DEVI_BLOCK",
@@ -209,10 +209,12 @@ def parse_secwim(data: Any, *, path: str = "<secwim>") -> SecWimInfo:
     check_boot_payload(0, info.file_size, path=path)
     sdi = parse_sdi(_take(data, 0, info.sdi_length), path=f"{path}[sdi]", file_size=info.sdi_length)
     check_sdi_for_wim_boot(sdi)
+    base = info.sdi_length
     wim = parse_wim_header(
-        _take(data, info.sdi_length, info.sdi_length + 208),
-        path=f"{path}[wim]",
-        file_size=info.wim_length,
+        _take(data, base, base + 208), path=f"{path}[wim]", file_size=info.wim_length
+    )
+    wim = with_image_names(
+        wim, lambda offset, size: _take(data, base + offset, base + offset + size)
     )
     return replace(info, sdi=sdi, wim=wim)
 

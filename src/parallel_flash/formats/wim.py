@@ -20,6 +20,7 @@ import logging
 import os
 import uuid
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
@@ -60,6 +61,7 @@ __all__ = (
     "parse_wim_header",
     "read_wim_info",
     "verify_integrity",
+    "with_image_names",
 )
 
 logger = logging.getLogger(__name__)
@@ -325,9 +327,20 @@ def read_wim_info(path: str | os.PathLike[str]) -> WimInfo:
         with open(name, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
             info = parse_wim_header(f.read(WIM_HEADER_SIZE), path=name, file_size=file_size)
-            names, warnings = _read_image_names(f, info)
+            return with_image_names(info, lambda offset, size: _read_at(f, offset, size))
     except OSError as exc:
         raise FormatError(name, "file", f"cannot be read: {exc.strerror or exc}") from None
+
+
+def with_image_names(info: WimInfo, read_at: Callable[[int, int], bytes]) -> WimInfo:
+    """``info`` with image names from the WIM's XML data resource.
+
+    :param read_at: returns ``size`` bytes at ``offset`` of the WIM (so a WIM
+        inside a .secwim can be read through a view of the bundle).
+    :return: a copy with ``image_names`` set; an unreadable XML resource only
+        adds a warning, since names are for people, not for booting.
+    """
+    names, warnings = _image_names(info, read_at)
     return replace(info, image_names=names, warnings=info.warnings + warnings)
 
 
@@ -540,7 +553,9 @@ def _flag_names(flags: HeaderFlag) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _read_image_names(f: BinaryIO, info: WimInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _image_names(
+    info: WimInfo, read_at: Callable[[int, int], bytes]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Image names from the XML data resource; problems become warnings.
 
     Names are shown to the user only, so a WIM whose XML we cannot read is
@@ -553,8 +568,7 @@ def _read_image_names(f: BinaryIO, info: WimInfo) -> tuple[tuple[str, ...], tupl
         return (), ("xml_data: compressed; image names not read",)
     if xml.size_in_wim > _MAX_XML_SIZE:
         return (), (f"xml_data: {xml.size_in_wim} bytes, too large to read image names",)
-    f.seek(xml.offset)
-    raw = f.read(xml.size_in_wim)
+    raw = read_at(xml.offset, xml.size_in_wim)
     try:
         text = raw.decode("utf-16-le").lstrip("\ufeff")
         root = ElementTree.fromstring(text.translate(_XML_CONTROL_TO_PRIVATE))
@@ -606,6 +620,11 @@ def _integrity_digests(raw_table: bytes, size_in_wim: int, checked: int, path: s
             f"of the blob table need {expected} with a chunk size of {head.chunk_size}",
         )
     return [raw_table[12 + 20 * i : 32 + 20 * i] for i in range(head.entry_count)]
+
+
+def _read_at(f: BinaryIO, offset: int, size: int) -> bytes:
+    f.seek(offset)
+    return f.read(size)
 
 
 def _sha1_of(f: BinaryIO, length: int) -> bytes:
