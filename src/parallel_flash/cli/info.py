@@ -1,10 +1,10 @@
-"""``parallel-flash info FILE...``: what a WIM, SDI, .secwim or FFU file holds.
+"""parallel-flash info FILE...: what a WIM, SDI, .secwim or FFU file holds.
 
-Runs the same checks a boot run does before touching any device, so a file
-``info`` accepts is one ``boot`` will send. Exit 0 when every file passed,
-2 when any could not be read or failed a check (the error names the file,
-the field and the problem).
-"""
+Runs the checks a boot run makes before touching any device: a WIM or
+.secwim that info accepts is one boot will send. An SDI is described even
+when its WIM entry is wrong, with a warning saying what boot would refuse.
+Exit 0 when every file was read and passed, 2 when any could not be read or
+failed a check (the error names the file, the field and the problem)."""
 
 from __future__ import annotations
 
