@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
 import math
 import threading
@@ -289,6 +290,11 @@ class UsbContext:
             with anyio.CancelScope(shield=True):
                 for link in list(self._links):
                     await link.aclose()
+            # python-libusb1 keeps each transfer buffer in a ctypes object that
+            # references itself (ctypes.cast), so the image's memory stays
+            # exported until the cycle collector runs: run it now, so the
+            # caller can close the image's mmap right away.
+            gc.collect()
         finally:
             core.users -= 1
             if core.users == 0:
