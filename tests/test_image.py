@@ -1,0 +1,118 @@
+"""The shared image buffer: read once, hashed once, zero-copy, immune to the file changing."""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from parallel_flash.engine import boot_line
+from parallel_flash.errors import FormatError, InputError
+from parallel_flash.events import DeviceState
+from parallel_flash.formats.secwim import build_secwim
+from parallel_flash.image import ImageBuffer
+from parallel_flash.transport.sim import simulated_line
+
+
+def test_load_concatenates_sdi_and_wim_and_hashes_them(small_wim: Path, small_sdi: Path) -> None:
+    sdi, wim = small_sdi.read_bytes(), small_wim.read_bytes()
+    with ImageBuffer.load(small_wim, small_sdi) as image:
+        assert image.sdi_length == len(sdi) and image.wim_length == len(wim)
+        assert bytes(image.view) == sdi + wim
+        assert image.sha256 == hashlib.sha256(sdi + wim).hexdigest()
+        assert image.sdi_path == str(small_sdi) and image.wim_path == str(small_wim)
+
+
+def test_slices_are_views_of_the_one_writable_buffer(small_wim: Path, small_sdi: Path) -> None:
+    with ImageBuffer.load(small_wim, small_sdi) as image:
+        piece = image.slice(100, 4096)
+        assert isinstance(piece.obj, mmap.mmap)     # no copy: the anonymous map itself
+        assert not piece.readonly                   # libusb uses writable buffers in place
+        assert piece.obj is image.slice(0, 1).obj
+        piece.release()
+
+
+def _scribble_over(path: Path) -> None:
+    """Overwrite, then truncate, the file on disk while devices stream it."""
+    with open(path, "r+b") as stream:
+        stream.write(b"\xff" * 4096)
+        stream.truncate(1000)
+
+
+def test_a_file_changed_or_truncated_during_the_run_changes_nothing(
+    tmp_path: Path, small_wim: Path, small_sdi: Path
+) -> None:
+    wim = tmp_path / "live.wim"
+    wim.write_bytes(small_wim.read_bytes())
+    expected = hashlib.sha256(small_sdi.read_bytes() + small_wim.read_bytes()).hexdigest()
+    with ImageBuffer.load(wim, small_sdi) as image:
+        links = simulated_line(3, rate=None)
+
+        async def run() -> None:
+            async with anyio.create_task_group() as group:
+                group.start_soon(lambda: boot_line(links, image))
+                await anyio.lowlevel.checkpoint()
+                _scribble_over(wim)
+
+        anyio.run(run)
+        assert image.sha256 == expected
+        for link in links:
+            assert link.model.booted and link.model.sha256 == expected
+
+
+def test_a_file_that_shrinks_while_loading_is_an_input_error(
+    tmp_path: Path, small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wim = tmp_path / "cut.wim"
+    wim.write_bytes(small_wim.read_bytes())
+    from parallel_flash import image as image_module
+
+    read = image_module._read_into_anonymous_map
+
+    def truncate_then_read(sources, total):  # type: ignore[no-untyped-def]
+        # The file is cut after its size was taken and before it is read:
+        # the real read then comes up short.
+        os.truncate(wim, 1000)
+        return read(sources, total)
+
+    monkeypatch.setattr(image_module, "_read_into_anonymous_map", truncate_then_read)
+    with pytest.raises(InputError, match=r"cut.wim: file shrank while being read: got 1000 of"):
+        ImageBuffer.load(wim, small_sdi)
+
+
+def test_secwim_is_sent_as_is_without_an_sdi(
+    tmp_path: Path, small_wim: Path, small_sdi: Path
+) -> None:
+    bundle = tmp_path / "x.secwim"
+    bundle.write_bytes(build_secwim(small_sdi.read_bytes(), small_wim.read_bytes()))
+    with ImageBuffer.load(bundle) as image:
+        assert image.is_secwim and image.sdi_length == 0
+        assert image.wim_length == bundle.stat().st_size
+        links = simulated_line(1, rate=None)
+        records = anyio.run(lambda: boot_line(links, image))
+        assert records[0].state is DeviceState.BOOTED, records[0].error
+    with pytest.raises(InputError, match="already holds its SDI"):
+        ImageBuffer.load(bundle, small_sdi)
+
+
+def test_plain_wim_without_sdi_says_where_to_find_one(small_wim: Path) -> None:
+    with pytest.raises(InputError, match="--sdi"):
+        ImageBuffer.load(small_wim)
+
+
+def test_non_image_files_are_refused(tmp_path: Path, small_sdi: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(FormatError, match="magic"):
+        ImageBuffer.load(text, small_sdi)
+    empty = tmp_path / "empty.wim"
+    empty.touch()
+    with pytest.raises(FormatError, match="empty"):
+        ImageBuffer.load(empty, small_sdi)
+    with pytest.raises(InputError, match="not a regular file"):
+        ImageBuffer.load(tmp_path, small_sdi)
