@@ -95,3 +95,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("PARALLEL_FLASH_ALLOW_SKIP_UMOCKDEV") == "1":
         pytest.skip(message)
     pytest.fail(message, pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """With PARALLEL_FLASH_REQUIRE_ALL=1 (set by ``scripts/run.sh test``, hence CI), a skip
+    is a failure: a missing tool must never make a test silently disappear."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("PARALLEL_FLASH_REQUIRE_ALL") == "1":
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped, but PARALLEL_FLASH_REQUIRE_ALL=1 forbids skips: {reason}"
