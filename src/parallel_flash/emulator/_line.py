@@ -163,8 +163,10 @@ class EmulatedLine:
         )
         for index_or_port, text in (faults or {}).items():
             self._apply_fault(specs, index_or_port, text)
-        for spec in specs:
-            _validate_faults(spec.faults, f"device {spec.port or spec.name or ''}".strip())
+        from .ports import default_port
+
+        for index, spec in enumerate(specs):
+            _validate_faults(spec.faults, f"port {spec.port or default_port(index)}")
         for rate, name in ((link_rate_mbps, "link rate"), (bus_rate_mbps, "bus rate")):
             if rate is not None and rate <= 0:
                 raise ValueError(f"{name} must be > 0 MB/s, not {rate}")

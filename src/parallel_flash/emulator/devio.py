@@ -199,7 +199,7 @@ class EmulatedDevice:
             "out_urbs": 0,
             "out_bytes": 0,
             "in_urbs": 0,
-            "zlps": 0,
+            "zlps_from_flag": 0,
             "naks": 0,
             "discarded": 0,
         }
@@ -273,7 +273,7 @@ class EmulatedDevice:
                 head.nak = True
                 return
             if result is OutResult.ACCEPTED and _needs_zlp(head, self.identity.max_packet_size):
-                self.stats["zlps"] += 1
+                self.stats["zlps_from_flag"] += 1
                 result = model.bulk_out(b"")
             if result is OutResult.GONE:
                 self._usbfs.disconnect(self, "disconnected by the device (fault)")
