@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="per-device link rate (default 40: USB 2.0 in practice; 0 = no limit)")
     parser.add_argument("--bus-rate", type=positive_float, default=None, metavar="MB/s",
                         help="shared ceiling for the whole line (e.g. 53.248 for one USB 2.0 port)")
-    parser.add_argument("--wim-size", type=byte_size, default=64 << 20, metavar="BYTES",
-                        help="size of the generated WIM's content (default 64MiB)")
+    parser.add_argument("--wim-size", type=byte_size, default=128 << 20, metavar="BYTES",
+                        help="size of the generated WIM's content (default 128MiB)")
     parser.add_argument("--workdir", type=Path, default=None, metavar="DIR",
                         help=f"where generated inputs are kept (default {default_workdir()})")
     parser.add_argument("--fault", type=fault_spec, action="append", default=[],
