@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import time
 
+import pytest
 from rich.console import Console
 
 from parallel_flash.events import DeviceLog, DeviceRecord, DeviceState
@@ -232,3 +234,22 @@ def test_live_table_survives_a_record_it_cannot_draw() -> None:
     broken.state = "not a state"  # type: ignore[assignment]
     table.device_added(broken)
     assert "live table unavailable" in draw(table.renderable())
+
+
+def test_live_table_redraws_on_its_own_thread() -> None:
+    console = terminal()
+    table = LiveTable(console=console, clock=FakeClock(NOW), refresh_per_second=30)
+    with table:
+        table.device_added(record(1))
+        for _ in range(1000):  # wait for the refresh thread, however busy the machine
+            if table.statistics()[0] >= 2:
+                break
+            time.sleep(0.01)
+    frames, cpu = table.statistics()
+    assert frames >= 2 and cpu >= 0.0
+    assert console.file.getvalue().count("1 device ") >= 3  # type: ignore[attr-defined]
+
+
+def test_live_table_rejects_silly_refresh_rates() -> None:
+    with pytest.raises(ValueError, match="refresh_per_second"):
+        LiveTable(console=terminal(), refresh_per_second=0)
