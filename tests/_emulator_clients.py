@@ -186,7 +186,7 @@ print(json.dumps(events))
 """
 
 #: Under a 1 MiB usbfs cap, submit 256 KiB IN transfers (which stay pending)
-#: alternately on the first two devices until one is refused; then cancel
+#: alternately on the (first two) devices until one is refused; then cancel
 #: them all and submit again.
 USBFS_CAP = r"""
 import json, usb1
@@ -202,7 +202,7 @@ with usb1.USBContext() as ctx:
     def submit_until_refused(limit=8):
         transfers, error = [], None
         for i in range(limit):
-            transfer = handles[i % 2].getTransfer()
+            transfer = handles[i % len(handles)].getTransfer()
             transfer.setBulk(0x81, SIZE, lambda t: cancelled.append(t.getStatus()), None, 0)
             try:
                 transfer.submit()
@@ -230,4 +230,20 @@ with usb1.USBContext() as ctx:
         handle.releaseInterface(0)
         handle.close()
 print(json.dumps(result))
+"""
+
+#: Leave three 256 KiB IN transfers pending, then die without cleaning up.
+DIE_WITH_PENDING = r"""
+import os, usb1
+ctx = usb1.USBContext()
+handle = [d for d in ctx.getDeviceList(skip_on_error=True) if d.getVendorID() == 0x045E][0].open()
+handle.claimInterface(0)
+transfers = []
+for _ in range(3):
+    transfer = handle.getTransfer()
+    transfer.setBulk(0x81, 256 * 1024, None, None, 0)
+    transfer.submit()
+    transfers.append(transfer)
+print("submitted", flush=True)
+os.kill(os.getpid(), 9)
 """

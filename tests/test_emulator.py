@@ -220,6 +220,18 @@ def test_usbfs_cap_is_shared_by_all_devices() -> None:
     assert stats["memory_used"] == 0
 
 
+def test_a_killed_client_gives_its_usbfs_memory_back() -> None:
+    with EmulatedLine(1, usbfs_memory_mb=1) as line:
+        died = line.run(
+            [sys.executable, "-c", clients.DIE_WITH_PENDING], capture_output=True, text=True
+        )
+        assert died.returncode == -9 and died.stdout == "submitted\n", died.stderr
+        _wait(lambda: line.stats()["memory_used"] == 0)
+        # The interface it claimed is free again: another process can use the device.
+        again = run_client(line, clients.USBFS_CAP)
+    assert again["first_accepted"] == 3
+
+
 def test_unknown_fault_is_refused_before_start() -> None:
     with pytest.raises(ValueError, match=r"port 1-1\.1: bad fault spec 'stauts=-5'"):
         EmulatedLine(1, faults={"1-1.1": "stauts=-5"})

@@ -427,6 +427,7 @@ class Host:
         return info
 
     def stats(self) -> dict[str, Any]:
+        self.handler.sweep_closed_clients()
         with self.usbfs.lock:
             info = self.usbfs.stats()
             info["ioctls"] = self.handler.ioctl_stats()
@@ -489,6 +490,10 @@ class Host:
         self.loop.quit()
         return False
 
+    def _sweep(self) -> bool:
+        self.handler.sweep_closed_clients()
+        return True
+
     def _watch_parent(self, parent: int) -> bool:
         if os.getppid() != parent:
             logger.warning("parent process went away; shutting down")
@@ -519,6 +524,7 @@ class Host:
         )
         threading.Thread(target=self._read_stdin, name="control-stdin", daemon=True).start()
         self._glib.timeout_add(500, self._watch_parent, os.getppid())
+        self._glib.timeout_add(200, self._sweep)
         self._glib.unix_signal_add(self._glib.PRIORITY_DEFAULT, signal.SIGTERM, self._quit)
         self.loop.run()
 

@@ -134,6 +134,19 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
             logger.exception("client_connected failed")
 
     def _on_connected_changed(self, client: Any, _pspec: Any) -> None:
+        self._forget_if_closed(client)
+
+    def sweep_closed_clients(self) -> None:
+        """Close the :class:`Client` of every fd whose process closed it or died.
+
+        umockdev 0.17 does not reliably emit ``notify::connected`` when a
+        client goes away, so the host also calls this periodically: the
+        kernel frees a closed fd's URBs (and their usbfs memory) at once.
+        """
+        for client in list(self._clients):
+            self._forget_if_closed(client)
+
+    def _forget_if_closed(self, client: Any) -> None:
         try:
             if client.get_connected():
                 return
