@@ -99,10 +99,13 @@ class StationResult:
 class _Port:
     """A port with a device being booted (or awaited to leave flashing mode)."""
 
-    __slots__ = ("device", "left", "record", "returned", "waiting_boot")
+    __slots__ = ("device", "left", "next", "record", "returned", "waiting_boot")
 
     def __init__(self, device: DeviceInfo) -> None:
         self.device = device
+        #: A new device plugged into this port before the old one's boot ended
+        #: (replugged faster than the failure was noticed): booted next.
+        self.next: DeviceInfo | None = None
         self.record: DeviceRecord | None = None
         self.waiting_boot = False
         #: The device we booted left (flashing mode ended).
@@ -158,6 +161,8 @@ class _Station:
         self.ports: dict[str, _Port] = {}
         #: Devices taken towards --count (claimed on arrival, returned on an --id mismatch).
         self.claimed = 0
+        #: Arrivals after --count was reached, by port: taken if a claim is returned.
+        self.deferred: dict[str, DeviceInfo] = {}
         self.done = anyio.Event()
         self.ctx: UsbContext | None = None
 
@@ -166,25 +171,38 @@ class _Station:
     def arrived(self, device: DeviceInfo, group: anyio.abc.TaskGroup) -> None:
         busy = self.ports.get(device.port)
         if busy is not None:
-            if busy.waiting_boot and busy.device.key != device.key:
+            if busy.device.key == device.key:
+                logger.debug("%s: already being booted; ignoring a repeated arrival", device.port)
+            elif busy.waiting_boot:
                 busy.returned.set()
             else:
-                logger.debug("%s: already being booted; ignoring a repeated arrival", device.port)
+                logger.info(
+                    "%s: a new device arrived; it is booted once the port is free", device.port
+                )
+                busy.next = device
             return
         if self.count is not None and self.claimed >= self.count:
-            logger.info(
-                "%s: arrived after --count %d was reached; not booted", device.port, self.count
-            )
+            # Kept in case a claimed device turns out not to match --id.
+            self.deferred[device.port] = device
+            logger.info("%s: --count %d reached; not booted", device.port, self.count)
             return
         self.claimed += 1
         port = _Port(device)
         self.ports[device.port] = port
         logger.info("%s: device %s arrived", device.port, device.usb_id)
-        group.start_soon(self._run_port, port, name=f"boot {device.port}")
+        group.start_soon(self._run_port, port, group, name=f"boot {device.port}")
 
     def left(self, device: DeviceInfo) -> None:
+        deferred = self.deferred.get(device.port)
+        if deferred is not None and deferred.key == device.key:
+            del self.deferred[device.port]
         busy = self.ports.get(device.port)
-        if busy is None or busy.device.key != device.key:
+        if busy is None:
+            return
+        if busy.next is not None and busy.next.key == device.key:
+            busy.next = None
+            return
+        if busy.device.key != device.key:
             return
         if not busy.waiting_boot:
             logger.info("%s: device left while being booted", device.port)
@@ -192,12 +210,17 @@ class _Station:
 
     # -- one device ----------------------------------------------------------------------
 
-    async def _run_port(self, port: _Port) -> None:
+    async def _run_port(self, port: _Port, group: anyio.abc.TaskGroup) -> None:
         try:
             await self._boot(port)
         finally:
             del self.ports[port.device.port]
             self._check_done()
+        if port.next is not None:
+            self.arrived(port.next, group)
+        while self.deferred and (self.count is None or self.claimed < self.count):
+            _, device = self.deferred.popitem()
+            self.arrived(device, group)
 
     def _check_done(self) -> None:
         if self.count is not None and self.claimed >= self.count and not self.ports:
