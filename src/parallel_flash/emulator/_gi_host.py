@@ -421,7 +421,7 @@ class Host:
 
     @staticmethod
     def _summary(device: Any, transcript: bool) -> dict[str, Any]:
-        info = device.summary()
+        info: dict[str, Any] = device.summary()
         if transcript and device.model is not None:
             info["transcript"] = [list(entry) for entry in device.model.transcript]
         return info

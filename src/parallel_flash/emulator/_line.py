@@ -209,7 +209,7 @@ class EmulatedLine:
             from .ports import PortPath, default_port
 
             wanted = str(PortPath.parse(index_or_port))
-            spec = next(
+            found = next(
                 (
                     s
                     for i, s in enumerate(specs)
@@ -218,9 +218,10 @@ class EmulatedLine:
                 ),
                 None,
             )
-            if spec is None:
+            if found is None:
                 raise ValueError(f"fault for port {wanted}: no device of the line sits there")
-        spec.faults = ",".join(filter(None, (spec.faults, text)))
+            spec = found
+        spec.faults = ",".join(filter(None, (str(spec.faults), text)))
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -23,7 +23,10 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..protocol.device import DeviceFaults
 
 __all__ = (
     "COMMANDS",
@@ -49,27 +52,28 @@ class DeviceSpec:
     :param name: DeviceFriendlyName of the Id reply; default ``Contoso.Emulated.<port>``.
     :param unique_id: DeviceUniqueID; default a random UUID.
     :param faults: fault spec in the CLI form (``status=-5,logs=2``, see
-        ``DeviceFaults.parse``) plus ``reappear-in-flashing``.
+        ``DeviceFaults.parse``) plus ``reappear-in-flashing``, or a
+        ``DeviceFaults`` (kept as its CLI form).
     :param ram_limit: largest image the device accepts, bytes.
     :param port: sysfs port path (``1-1.4``); default the next free one.
     """
 
     name: str | None = None
     unique_id: uuid.UUID | str | None = None
-    faults: str = ""
+    faults: str | DeviceFaults = ""
     ram_limit: int = 1 << 32
     port: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.faults, str):
+            self.faults = self.faults.describe()
+
     def to_wire(self) -> dict[str, Any]:
-        faults = self.faults
-        if not isinstance(faults, str):
-            # A DeviceFaults instance: send its CLI form.
-            faults = faults.describe()
         return {
             "name": self.name,
             "unique_id": None if self.unique_id is None else str(self.unique_id),
-            "faults": faults,
+            "faults": self.faults,
             "ram_limit": self.ram_limit,
             "port": self.port,
             **self.extra,

@@ -73,6 +73,8 @@ class BufferHandle(Protocol):
 
     def retrieve(self) -> bytes: ...
 
+    def update(self, offset: int, data: bytes) -> None: ...
+
 
 class DeviceEvents(Protocol):
     """What the device tells the process hosting it (called with the lock held)."""
