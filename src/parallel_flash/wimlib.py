@@ -497,7 +497,7 @@ def capture(
             check(ret)
         removals = list(delete_paths)
         if prune is not None:
-            removals += prune(_list_dir(handle, source, 1, "/"))
+            removals += prune(_list_dir(handle.value or 0, source, 1, "/"))
         for path in removals:
             with _operation(source, f"remove {path} from the image") as check:
                 check(
@@ -510,7 +510,7 @@ def capture(
             with _operation(wim, "set boot index") as check:
                 check(lib.wimlib_set_wim_info(handle, ctypes.byref(info), _CHANGE_BOOT_INDEX))
         write_flags = _WRITE_FLAG_CHECK_INTEGRITY if check_integrity else 0
-        _write_atomically(handle, wim, write_flags, num_threads, bridge)
+        _write_atomically(handle.value or 0, wim, write_flags, num_threads, bridge)
     finally:
         lib.wimlib_free(handle)
     return wim_info(wim)

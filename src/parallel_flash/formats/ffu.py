@@ -471,7 +471,7 @@ def _read_stores(
         if hdr.v2 is not None:
             head_size += 14
             raw = _read_at(f, pos, head_size, name, what)
-            path_length = _parse(STORE_HEADER, raw, name, what).v2.device_path_length
+            (path_length,) = struct.unpack_from("<H", raw, head_size - 2)  # device_path_length
             head_size += 2 * path_length
             hdr = _parse(STORE_HEADER, _read_at(f, pos, head_size, name, what), name, what)
             if not headers:
