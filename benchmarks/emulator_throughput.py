@@ -102,7 +102,14 @@ def _tiny_wim(directory: Path) -> Path:
     return path
 
 
-def run(devices: int, mib: int, link_rate: float | None, in_flight: int, work: Path) -> dict:
+def run(
+    devices: int,
+    mib: int,
+    link_rate: float | None,
+    bus_rate: float | None,
+    in_flight: int,
+    work: Path,
+) -> dict:
     sdi = work / f"bench-{mib}.sdi"
     if not sdi.exists():
         sdi.write_bytes(build_sdi(part_size=mib << 20))
@@ -112,7 +119,9 @@ def run(devices: int, mib: int, link_rate: float | None, in_flight: int, work: P
     expected = hashlib.sha256(sdi.read_bytes() + wim.read_bytes()).hexdigest()
     script = work / "client.py"
     script.write_text(CLIENT)
-    with EmulatedLine(devices, link_rate_mbps=link_rate, usbfs_memory_mb=0) as line:
+    with EmulatedLine(
+        devices, link_rate_mbps=link_rate, bus_rate_mbps=bus_rate, usbfs_memory_mb=0
+    ) as line:
         host = psutil.Process(line.host_pid)
         cpu_before = sum(host.cpu_times()[:2])
         result = line.run(
@@ -147,16 +156,20 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=64, help="SDI size per device in MiB")
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--link-rate", type=float, default=None, help="MB/s per device")
+    parser.add_argument("--bus-rate", type=float, default=None, help="MB/s per bus")
     parser.add_argument("--in-flight", type=int, default=4)
     args = parser.parse_args()
-    print(f"host: {os.cpu_count()} CPUs; 1 MiB transfers, {args.in_flight} in flight per device")
+    print(
+        f"host: {os.cpu_count()} CPUs; 1 MiB transfers, {args.in_flight} in flight per device; "
+        f"link rate {args.link_rate or 'unthrottled'}, bus rate {args.bus_rate or 'none'}"
+    )
     print(
         f"{'devices':>7} {'MB':>8} {'seconds':>8} {'MB/s':>8} {'client CPU s':>12} "
         f"{'emulator CPU s':>14} {'boot+sha ok':>11}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for devices in args.devices:
-            row = run(devices, args.mib, args.link_rate, args.in_flight, Path(tmp))
+            row = run(devices, args.mib, args.link_rate, args.bus_rate, args.in_flight, Path(tmp))
             print(
                 f"{row['devices']:>7} {row['mb']:>8.1f} {row['seconds']:>8.2f} "
                 f"{row['mbps']:>8.1f} {row['client_cpu']:>12.2f} {row['host_cpu']:>14.2f} "
