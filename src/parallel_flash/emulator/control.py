@@ -45,7 +45,7 @@ COMMANDS = ("plug", "unplug", "set_fault", "summaries", "stats", "ping", "shutdo
 EMULATOR_FAULTS = ("reappear-in-flashing",)
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class DeviceSpec:
     """One emulated device to plug in.
 

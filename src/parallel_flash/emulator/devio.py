@@ -237,7 +237,12 @@ class EmulatedDevice:
             )
         elif self.model is not None:
             data = b"" if device_to_host else setup_and_data[8 : 8 + length]
-            answer = b"" if self.model.control(request_type, request, value, index, data) else None
+            try:
+                accepted = self.model.control(request_type, request, value, index, data)
+            except Exception:
+                logger.exception("device model failed on a control request at %s", self.port)
+                accepted = False
+            answer = b"" if accepted else None
             self._retry_nak = True
         else:
             answer = None
@@ -267,16 +272,21 @@ class EmulatedDevice:
             self._retry_nak = False
             model = self.model
             assert model is not None  # no OUT endpoint without a model (submit checks)
-            data = head.buffer.retrieve() if head.buffer is not None and head.length else b""
-            result = model.bulk_out(data)
+            try:
+                result = self._deliver(model, head)
+            except Exception:
+                # A bug in the model must not wedge the endpoint: fail this
+                # transfer (libusb: LIBUSB_TRANSFER_ERROR) and go on.
+                logger.exception("device model failed on an OUT transfer at %s", self.port)
+                queue.popleft()
+                head.status = -errno.EPROTO
+                self._usbfs.complete(head)
+                continue
             if result is OutResult.NAK:
                 if not head.nak:
                     self.stats["naks"] += 1
                 head.nak = True
                 return
-            if result is OutResult.ACCEPTED and _needs_zlp(head, self.identity.max_packet_size):
-                self.stats["zlps_from_flag"] += 1
-                result = model.bulk_out(b"")
             if result is OutResult.GONE:
                 self._usbfs.disconnect(self, "disconnected by the device (fault)")
                 return
@@ -286,6 +296,15 @@ class EmulatedDevice:
             head.actual = head.length
             self._usbfs.complete(head)
             self._serve_in()
+
+    def _deliver(self, model: DeviceModel, urb: Urb) -> OutResult:
+        """Hand one OUT URB to the model, then its zero-length packet if it asked for one."""
+        data = urb.buffer.retrieve() if urb.buffer is not None and urb.length else b""
+        result = model.bulk_out(data)
+        if result is OutResult.ACCEPTED and _needs_zlp(urb, self.identity.max_packet_size):
+            self.stats["zlps_from_flag"] += 1
+            result = model.bulk_out(b"")
+        return result
 
     def _book_link(self, urb: Urb, now: float) -> float:
         start = max(urb.submitted, self._link_free)
@@ -302,7 +321,14 @@ class EmulatedDevice:
         model = self.model
         while self._in and model is not None and not self.gone:
             head = self._in[0]
-            reply = model.bulk_in(head.length)
+            try:
+                reply = model.bulk_in(head.length)
+            except Exception:
+                logger.exception("device model failed on an IN transfer at %s", self.port)
+                self._in.popleft()
+                head.status = -errno.EPROTO
+                self._usbfs.complete(head)
+                continue
             if reply is None:
                 return
             self._in.popleft()
