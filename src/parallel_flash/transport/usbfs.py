@@ -249,10 +249,11 @@ class UsbfsBudget:
             self._starved.append(client)
         if not self._warned:
             self._warned = True
-            cap = f"{self.limit_bytes >> 20} MB" if self.capped else "(none configured)"
+            cap = f"{self.limit_bytes >> 20} MB" if self.capped else "0 (no cap)"
             logger.warning(
-                "%s: the kernel refused a USB transfer for lack of usbfs memory (cap %s); "
-                "continuing with fewer transfers in flight. %s",
+                "%s: the kernel refused a USB transfer for lack of usbfs memory "
+                "(usbfs_memory_mb read as %s; other programs share it); continuing with fewer "
+                "transfers in flight; %s",
                 client.name,
                 cap,
                 RAISE_CAP_HINT,
