@@ -87,6 +87,25 @@ def test_command_plugs_a_device_through_the_control_socket() -> None:
     assert data["ports"] == ["1-1.1", "2-1.5"]
 
 
+def test_emulate_plugs_and_unplugs_on_a_schedule(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    late = "import time; time.sleep(3); exec(open(__import__('sys').argv[1]).read())"
+    script = tmp_path / "count.py"
+    script.write_text(COUNT_DEVICES.replace("int(sys.argv[1])", "0"))
+    result = emulate(
+        "--devices", "1", "--plug-after", "0.2:2", "--unplug-after", "0.2:1-1.1",
+        "--unplug-at", "1-1.1:4096", "--summary", str(summary),
+        "--", sys.executable, "-c", late, str(script),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "saw 1-1.2 1-1.3" in result.stdout
+    assert "unplugged 1-1.1" in result.stderr
+    devices = json.loads(summary.read_text())["devices"]
+    assert sorted(devices) == ["1-1.1", "1-1.2", "1-1.3"]
+    assert devices["1-1.1"]["present"] is False
+    assert devices["1-1.1"]["faults"] == "disconnect=4096"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
