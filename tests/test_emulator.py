@@ -152,6 +152,25 @@ def test_failed_boot_reappears_in_flashing_mode(small_sdi: Path, small_wim: Path
     assert summary["earlier"][0]["booted"] is True
 
 
+def test_fault_set_while_running_fails_only_that_device(small_sdi: Path, small_wim: Path) -> None:
+    with EmulatedLine(2) as line:
+        bad, good = line.ports
+        line.set_fault(bad, "status=-5")
+        results = [
+            run_client(line, clients.PROTOCOL, str(small_sdi), str(small_wim), port, "sync")
+            for port in (bad, good)
+        ]
+        line.wait_for("unplugged", good)
+        summaries = line.summaries()
+        events = [e for e in line.events() if e.get("event") == "unplugged"]
+    assert results[0]["status"] == -5 and results[0]["error"] is None
+    assert summaries[bad]["booted"] is False and summaries[bad]["present"] is True
+    assert summaries[bad]["faults"] == "status=-5"
+    assert summaries[bad]["status_sent"] == -5
+    assert results[1]["status"] == 0 and summaries[good]["booted"] is True
+    assert all(e["port"] == good for e in events)
+
+
 def test_nak_times_out_instead_of_hanging() -> None:
     with EmulatedLine([DeviceSpec(faults="stop-reading=0")]) as line:
         result = run_client(line, clients.NAK, line.ports[0])

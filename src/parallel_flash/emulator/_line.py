@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes.util
+import functools
 import itertools
 import json
 import logging
@@ -86,6 +87,13 @@ def check_environment() -> list[str]:
     if not os.path.exists(python):
         problems.append(f"{python} not found: install the Debian package python3")
         return problems
+    problems.extend(_probe_gi(python))
+    return problems
+
+
+@functools.cache
+def _probe_gi(python: str) -> tuple[str, ...]:
+    """Run ``python`` once to see whether it imports gi and UMockdev (cached per path)."""
     probe = (
         "import sys\n"
         "try:\n import gi\nexcept ImportError:\n print('python3-gi'); sys.exit()\n"
@@ -97,14 +105,13 @@ def check_environment() -> list[str]:
             [python, "-c", probe], capture_output=True, text=True, timeout=30, check=False
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired) as exc:
-        problems.append(f"cannot run {python}: {exc}")
-        return problems
+        return (f"cannot run {python}: {exc}",)
     if answer:
-        problems.append(
+        return (
             f"{python} cannot import {'gi' if answer == 'python3-gi' else 'UMockdev'}: "
-            f"install the Debian package {answer} (sudo apt-get install {answer})"
+            f"install the Debian package {answer} (sudo apt-get install {answer})",
         )
-    return problems
+    return ()
 
 
 def _import_paths() -> tuple[str, list[str]]:
