@@ -193,3 +193,16 @@ def test_fault_spec_round_trip(text: str, expected: DeviceFaults) -> None:
 def test_fault_spec_errors_name_the_item(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DeviceFaults.parse(text)
+
+
+@pytest.mark.parametrize("wim_length", [2_097_152, 2_000_000, 512, 1])
+def test_status_follows_the_last_transfer_whatever_its_length(
+    small_sdi: Path, small_wim: Path, wim_length: int
+) -> None:
+    """A last transfer that is a multiple of 512 ends with its ZLP; the status must follow it."""
+    sdi = small_sdi.read_bytes()
+    wim = small_wim.read_bytes()[:208] + bytes(max(0, wim_length - 208))
+    wim = wim[:wim_length]
+    device = DeviceModel(count_only=True)   # the header check needs the whole WIM; count only
+    boot(device, sdi, wim)
+    assert device.booted and device.received_bytes == len(sdi) + wim_length

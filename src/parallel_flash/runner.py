@@ -17,10 +17,10 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 
@@ -92,10 +92,26 @@ class Presentation:
 
             from .ui import LiveTable
 
-            return LiveTable(console=Console(file=stream, log_path=False), title=self.title)
+            table = LiveTable(console=Console(file=stream, log_path=False), title=self.title)
+            return _logging_through(table.console, table)
         from .ui import PlainOutput
 
         return PlainOutput(image.wim_path, stream=stream)
+
+
+@contextlib.contextmanager
+def _logging_through(console: Any, table: Any) -> Iterator[LineObserver]:
+    """While the live table is up, log records print above it instead of tearing it."""
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [RichHandler(console=console, show_path=False, markup=False)]
+    try:
+        with table:
+            yield table
+    finally:
+        root.handlers = saved
 
 
 def run_boot(
@@ -132,7 +148,8 @@ def run_boot(
             )
             stack.enter_context(report_file)
             observers.append(report_file)
-        observers.append(stack.enter_context(presentation.observer(image)))
+        presenter = stack.enter_context(presentation.observer(image))
+        observers.append(presenter)
         group = ObserverGroup(*observers)
         records: list[DeviceRecord] = []
 
@@ -144,6 +161,9 @@ def run_boot(
 
         _, interrupted = anyio.run(run_interruptible, work)
         result = LineResult(records=records, interrupted=interrupted)
+        close = getattr(presenter, "close", None)
+        if interrupted and callable(close):
+            close(interrupted=True)   # PlainOutput says so in its summary line
         if report_file is not None:
             report_file.finish_unfinished(records, reason="interrupted")
             report_file.close(interrupted=interrupted)

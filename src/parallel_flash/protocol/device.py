@@ -362,6 +362,8 @@ class DeviceModel:
         if self._zlp_due:
             self._zlp_due = False
             if length == 0:
+                if self.received_bytes >= self.expected_bytes:
+                    self._finish_transfer()
                 return OutResult.ACCEPTED
             self._reject(
                 f"no zero-length packet after a transfer that was a multiple of "
