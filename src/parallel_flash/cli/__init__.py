@@ -28,7 +28,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("boot", "demo", "info", "list", "emulate")
+COMMAND_MODULES: tuple[str, ...] = ("boot", "demo", "info", "list", "emulate", "img2wim")
 
 
 class _Parser(argparse.ArgumentParser):
