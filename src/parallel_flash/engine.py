@@ -261,17 +261,19 @@ class _Pipeline:
     async def _describe(self, exc: ProtocolError | TransportError) -> str:
         """A reason that names what we were waiting for, and the device's status if it has one."""
         phase = self.waiting_phase
+        # Transports name the port in their messages; the record already does.
+        detail = str(exc).removeprefix(f"{self.record.port}: ")
         if isinstance(exc, DeviceDisconnected):
             return f"disconnected while waiting for {phase.value}"
         if isinstance(exc, TransferTimeout):
-            reason = f"timed out waiting for {phase.value}: {exc}"
+            reason = f"timed out waiting for {phase.value}: {detail}"
             if phase is HostPhase.STREAM:
                 status = await self._status_after_stall()
                 if status is not None:
                     self.record.status = status
                     reason = f"WIM boot failure status 0x{status & 0xFFFFFFFF:08x}; {reason}"
             return reason
-        return f"{exc} (while waiting for {phase.value})"
+        return f"{detail} (while waiting for {phase.value})"
 
     async def _status_after_stall(self) -> int | None:
         """A device that stopped reading may already have said why (e.g. out of RAM).
