@@ -26,7 +26,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from construct import (
     Array,
@@ -43,6 +43,9 @@ from construct import (
 )
 
 from ..errors import FormatError
+
+if TYPE_CHECKING:
+    from ..inspect import FileDescription
 
 __all__ = (
     "HASH_ALG_SHA256",
@@ -795,8 +798,77 @@ class _BlockCursor:
 # --- info -------------------------------------------------------------------
 
 
-def describe_ffu(path: str | os.PathLike[str]) -> Any:
-    """``parallel-flash info`` for an FFU: headers, stores, partitions, hash check."""
-    from ..ffu_describe import describe  # noqa: PLC0415 - avoids an import cycle with inspect
+def describe_ffu(path: str | os.PathLike[str]) -> FileDescription:
+    """``parallel-flash info`` for an FFU: headers, stores, partition tables, hash check.
 
-    return describe(path)
+    Reads the whole file once to check the hash table; a corrupt or truncated
+    FFU raises FormatError, as img2wim would refuse it.
+    """
+    # Imported here: inspect dispatches to this module, and partition_extract
+    # is built on it.
+    from ..inspect import FileDescription, format_size
+    from ..partition_extract import read_partition_tables, written_bytes
+
+    ffu = read_ffu(path)
+    full_flash = ffu.manifest.first("FullFlash")
+    stores = len(ffu.stores)
+    rows: list[tuple[str, str]] = [
+        ("type", f"FFU v{ffu.version} ({stores} store{'s' if stores > 1 else ''})"),
+        ("size", format_size(ffu.file_size)),
+        ("platform id", ", ".join(ffu.platform_ids) or "(none)"),
+        ("chunk size", format_size(ffu.chunk_size)),
+        ("block size", ", ".join(sorted({format_size(s.block_size) for s in ffu.stores}))),
+        ("hash algorithm", "SHA-256" if ffu.hash_algorithm == HASH_ALG_SHA256 else "?"),
+        ("catalog", f"{format_size(ffu.catalog_size)}, signature not verified"),
+    ]
+    for key in ("Version", "OSVersion", "Description"):
+        if key in full_flash:
+            rows.append((f"manifest {key}", full_flash[key]))
+    if ffu.targeting_count:
+        rows.append(("device targeting infos", str(ffu.targeting_count)))
+    for table in read_partition_tables(ffu):
+        s = table.store
+        label = f"store {s.number}"
+        detail = [
+            f"sector size {s.sector_size}",
+            f"{s.descriptor_count} write descriptors",
+            f"{s.payload_blocks} blocks ({_human(s.payload_size)})",
+            f"{len(s.validation_entries)} validation entries",
+        ]
+        if s.device_path:
+            detail.insert(0, f"device {s.device_path}")
+        rows.append((label, ", ".join(detail)))
+        if table.gpt is None:
+            rows.append((f"{label} partitions", f"no GPT ({table.problem})"))
+            continue
+        written = written_bytes(ffu, s, table.gpt)
+        rows.append((f"{label} disk", format_size(table.gpt.disk_size)))
+        for part in table.gpt.partitions:
+            amount = written[part.index]
+            state = f"{_human(amount)} written" if amount else "not written"
+            rows.append(
+                (
+                    f"{label} partition {part.index + 1}",
+                    f"{part.name}: LBA {part.first_lba}-{part.last_lba}, "
+                    f"{_human(part.size)}, {state}",
+                )
+            )
+    result = scan_payload(ffu)
+    rows.append(("hash check", f"OK: all {result.chunks_verified} chunks match the hash table"))
+    return FileDescription(
+        path=ffu.path,
+        kind="ffu",
+        title=f"{ffu.path}: FFU",
+        rows=tuple(rows),
+        warnings=ffu.warnings,
+    )
+
+
+def _human(size: int) -> str:
+    """``4.0 MiB``: the short form for sizes inside a row."""
+    scaled, unit = float(size), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if scaled < 1024:
+            break
+        scaled, unit = scaled / 1024, larger
+    return f"{size} bytes" if unit == "bytes" else f"{scaled:.1f} {unit}"
