@@ -530,6 +530,7 @@ class Host:
 
     def close(self) -> None:
         # Dropping the last reference finalizes the testbed, which removes its directory.
+        self.handler.release_all()
         with self.usbfs.lock:
             for record in self.ports.values():
                 if record.device is not None and not record.device.gone:

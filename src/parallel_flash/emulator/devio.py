@@ -40,6 +40,8 @@ from .descriptors import DeviceIdentity, answer_standard_request
 from .ports import PortPath
 
 __all__ = (
+    "IDLE_AFTER",
+    "MAX_REAP_HOLD",
     "URB_TYPE_BULK",
     "URB_TYPE_CONTROL",
     "URB_ZERO_PACKET",
@@ -59,6 +61,12 @@ URB_TYPE_CONTROL = 2
 URB_TYPE_BULK = 3
 #: USBDEVFS_URB_ZERO_PACKET: send a ZLP after a full-packet OUT transfer.
 URB_ZERO_PACKET = 0x40
+
+#: A client that has neither submitted nor reaped anything for this long is
+#: idle, and an empty reap may be held back (see Usbfs.reap_hold).
+IDLE_AFTER = 0.05
+#: The longest an empty REAPURBNDELAY is held back.
+MAX_REAP_HOLD = 0.002
 
 #: What the kernel charges per URB beyond its buffer: struct async plus
 #: struct urb (drivers/usb/core/devio.c, proc_do_submiturb), rounded up.
@@ -164,6 +172,8 @@ class Client:
     #: Completed, not reaped, in completion order.
     completed: collections.deque[Urb] = field(default_factory=collections.deque)
     closed: bool = False
+    #: When this fd last submitted or reaped a URB (see Usbfs.reap_hold).
+    last_activity: float = 0.0
 
 
 class EmulatedDevice:
@@ -297,6 +307,13 @@ class EmulatedDevice:
             self._usbfs.complete(head)
             self._serve_in()
 
+    def next_due(self) -> float | None:
+        """When the OUT URB at the head of the queue is through the link (None: nothing due)."""
+        head = self._out[0] if self._out else None
+        if head is None or head.nak or head.due is None:
+            return None
+        return head.due
+
     def _deliver(self, model: DeviceModel, urb: Urb) -> OutResult:
         """Hand one OUT URB to the model, then its zero-length packet if it asked for one."""
         data = urb.buffer.retrieve() if urb.buffer is not None and urb.length else b""
@@ -396,6 +413,9 @@ class Usbfs:
         self.clock = clock
         self.lock = threading.RLock()
         self.devices: dict[str, EmulatedDevice] = {}
+        #: Called (lock held) when a URB of a client completes: the ioctl layer
+        #: releases that client's held reap.
+        self.on_completion: Callable[[Client], None] | None = None
 
     # -- devices ------------------------------------------------------------------
 
@@ -465,6 +485,7 @@ class Usbfs:
         if not self.memory.try_charge(urb.charge):
             return errno.ENOMEM
         urb.client = client
+        client.last_activity = urb.submitted
         client.pending[urb.user_addr] = urb
         if urb.type == URB_TYPE_CONTROL:
             device.submit_control(urb, control_data)
@@ -480,6 +501,8 @@ class Usbfs:
             self.memory.release(urb.charge)
             return
         client.completed.append(urb)
+        if self.on_completion is not None:
+            self.on_completion(client)
 
     def reap(self, client: Client) -> Urb | int:
         """REAPURBNDELAY: the oldest completed URB, or EAGAIN / ENODEV."""
@@ -489,8 +512,31 @@ class Usbfs:
         if client.completed:
             urb = client.completed.popleft()
             self.memory.release(urb.charge)
+            client.last_activity = self.clock()
             return urb
         return errno.ENODEV if device.gone else errno.EAGAIN
+
+    def reap_hold(self, client: Client) -> float:
+        """How long an empty reap may wait before it answers EAGAIN (0 = answer now).
+
+        The emulated fd always polls ready, so libusb's event loop asks for
+        completions in a busy loop: ~3000 round trips a second, most of two
+        CPUs between client and emulator. Holding an empty reap back a
+        little cuts that, at the price of delaying the client's other ioctls
+        on the same fd (umockdev serialises them) by as much. So it is done
+        only when that delay cannot matter: until a throttled OUT URB is
+        through the link, or when the client has been idle for IDLE_AFTER.
+        Any completion for the client releases the hold at once.
+        """
+        if client.completed or client.device.gone or client.closed:
+            return 0.0
+        now = self.clock()
+        due = client.device.next_due()
+        if due is not None:
+            return min(MAX_REAP_HOLD, max(0.0, due - now))
+        if now - client.last_activity < IDLE_AFTER:
+            return 0.0
+        return MAX_REAP_HOLD
 
     def discard(self, client: Client, user_addr: int) -> int:
         """DISCARDURB: a pending URB is reaped later with -ENOENT; else EINVAL."""

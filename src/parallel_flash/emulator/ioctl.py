@@ -27,7 +27,7 @@ from typing import Any
 import gi
 
 gi.require_version("UMockdev", "1.0")
-from gi.repository import UMockdev  # noqa: E402
+from gi.repository import GLib, UMockdev  # noqa: E402
 
 from .devio import URB_TYPE_BULK, URB_TYPE_CONTROL, Client, Urb, Usbfs, UsbfsMemory  # noqa: E402
 
@@ -84,6 +84,13 @@ _CTRL_DATA_OFFSET = 16
 Result = tuple[int, int]
 
 
+class _Deferred(tuple[int, int]):
+    """What a handler returns when it completes the ioctl later itself (a held reap)."""
+
+
+_DEFERRED: Result = _Deferred((0, 0))
+
+
 class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
     """One handler for every emulated device node; each open fd is a :class:`Client`."""
 
@@ -96,6 +103,12 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
         #: ioctls answered, by request number (for stats and benchmarks).
         self.counts: collections.Counter[int] = collections.Counter()
         self.eagain = 0
+        self.held = 0
+        #: Empty reaps being held back, by client (see Usbfs.reap_hold).
+        self._held: dict[Client, Any] = {}
+        #: The umockdev client whose ioctl is being handled (worker thread only).
+        self._current: Any = None
+        usbfs.on_completion = self._release
         self._dispatch: dict[int, Callable[[Any, Client], Result]] = {
             GET_CAPABILITIES: self._get_capabilities,
             SUBMITURB: self._submit_urb,
@@ -171,12 +184,40 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
                 result = (-1, errno.ENOTTY)
             else:
                 with self._usbfs.lock:
+                    self._current = client
                     result = handler(client.get_arg(), opened)
         except Exception:
             logger.exception("ioctl 0x%08x on %s failed", request, client.get_devnode())
             result = (-1, errno.EIO)
-        client.complete(*result)
+        finally:
+            self._current = None
+        if not isinstance(result, _Deferred):
+            client.complete(*result)
         return True
+
+    def _hold(self, opened: Client, seconds: float) -> Result:
+        """Answer this empty reap with EAGAIN later, or as soon as something completes."""
+        self._held[opened] = self._current
+        self.held += 1
+        GLib.timeout_add(max(1, round(seconds * 1000)), self._release_timer, opened)
+        return _DEFERRED
+
+    def _release_timer(self, opened: Client) -> bool:
+        with self._usbfs.lock:
+            self._release(opened)
+        return False
+
+    def _release(self, opened: Client) -> None:
+        """Complete a held reap with EAGAIN (lock held); libusb reaps again at once."""
+        client = self._held.pop(opened, None)
+        if client is not None:
+            self.eagain += 1
+            client.complete(-1, errno.EAGAIN)
+
+    def release_all(self) -> None:
+        with self._usbfs.lock:
+            for opened in list(self._held):
+                self._release(opened)
 
     def ioctl_stats(self) -> dict[str, int]:
         names = {
@@ -188,6 +229,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
             names.get(request, f"0x{request:08x}").lower(): n for request, n in self.counts.items()
         }
         stats["reap_eagain"] = self.eagain
+        stats["reap_held"] = self.held
         return stats
 
     # -- requests ----------------------------------------------------------------
@@ -231,7 +273,11 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
     def _reap_urb(self, arg: Any, client: Client) -> Result:
         reaped = self._usbfs.reap(client)
         if isinstance(reaped, int):
-            self.eagain += reaped == errno.EAGAIN
+            if reaped == errno.EAGAIN:
+                hold = self._usbfs.reap_hold(client)
+                if hold >= 0.0005 and client not in self._held:
+                    return self._hold(client, hold)
+                self.eagain += 1
             return -1, reaped
         handle = reaped.handle
         if reaped.reply and reaped.buffer is not None:
