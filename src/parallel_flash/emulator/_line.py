@@ -381,7 +381,19 @@ class EmulatedLine:
         self.command("set_fault", port=port, faults=faults)
 
     def summaries(self, *, transcript: bool = False) -> dict[str, dict[str, Any]]:
-        """What every device received, by port (DeviceModel.summary() + emulator counters)."""
+        """What every device received, by port path, in port order.
+
+        Each entry is the latest flashing-mode device plugged at that port:
+        its ``DeviceModel.summary()`` (name, unique_id, received_bytes,
+        expected_bytes, sha256, booted, disconnected, rejection, status_sent,
+        ...), the emulator's counters (control_urbs, out_urbs, out_bytes,
+        in_urbs, zlps_from_flag, naks, discarded, vid, pid, devnum,
+        gone_reason), and the port's state: ``state`` (flashing /
+        booted-image / empty), ``present`` (a device of any kind is plugged
+        there now), ``plugs`` (how often a device was plugged there) and
+        ``earlier`` (summaries of previous flashing-mode devices on that port).
+        With ``transcript=True`` each carries the model's transfer transcript.
+        """
         result = self.command("summaries", transcript=transcript)
         assert isinstance(result, dict)
         return result

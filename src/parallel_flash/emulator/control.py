@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -63,7 +63,6 @@ class DeviceSpec:
     faults: str | DeviceFaults = ""
     ram_limit: int = 1 << 32
     port: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.faults, str):
@@ -76,19 +75,19 @@ class DeviceSpec:
             "faults": self.faults,
             "ram_limit": self.ram_limit,
             "port": self.port,
-            **self.extra,
         }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> DeviceSpec:
-        known = {"name", "unique_id", "faults", "ram_limit", "port"}
+        unknown = set(data) - {"name", "unique_id", "faults", "ram_limit", "port"}
+        if unknown:
+            raise ValueError(f"device spec: unknown field(s) {', '.join(sorted(unknown))}")
         return cls(
             name=data.get("name"),
             unique_id=data.get("unique_id"),
             faults=data.get("faults") or "",
             ram_limit=int(data.get("ram_limit", 1 << 32)),
             port=data.get("port"),
-            extra={key: value for key, value in data.items() if key not in known},
         )
 
 
