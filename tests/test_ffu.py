@@ -304,7 +304,7 @@ def test_bad_security_signature(good_ffu: Path) -> None:
 def test_bad_image_signature_and_hash_algorithm(good_ffu: Path) -> None:
     ffu = read_ffu(good_ffu)
     _patch(good_ffu, ffu.image_offset + 4, b"ImageFlesh  ")
-    with pytest.raises(FormatError, match="image header.signature"):
+    with pytest.raises(FormatError, match=r"image header\.signature"):
         read_ffu(good_ffu)
     _patch(good_ffu, 20, struct.pack("<I", 0x8004))
     with pytest.raises(FormatError, match="not SHA-256"):

@@ -37,7 +37,7 @@ def _disk_bytes(sector_size: int = 512) -> tuple[bytearray, object]:
 
 @pytest.mark.parametrize("sector_size", [512, 4096])
 def test_build_then_parse(sector_size: int) -> None:
-    disk, layout = _disk_bytes(sector_size)
+    disk, _layout = _disk_bytes(sector_size)
     gpt = parse_gpt(lambda o, n: bytes(disk[o : o + n]), sector_size, source="mem")
     assert gpt.disk_guid == uuid.UUID(int=7)
     assert gpt.disk_size == len(disk) and len(disk) % (1 << 20) == 0

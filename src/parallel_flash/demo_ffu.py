@@ -48,9 +48,28 @@ DEMO_JUNCTIONS: dict[str, str] = {
     "/Users/All Users": "\\??\\C:\\ProgramData",
 }
 _WORDS = (
-    "device boot flash partition volume driver kernel registry service update package "
-    "manifest catalog payload block chunk store sector junction image capture"
-).split()
+    "device",
+    "boot",
+    "flash",
+    "partition",
+    "volume",
+    "driver",
+    "kernel",
+    "registry",
+    "service",
+    "update",
+    "package",
+    "manifest",
+    "catalog",
+    "payload",
+    "block",
+    "chunk",
+    "store",
+    "sector",
+    "junction",
+    "image",
+    "capture",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

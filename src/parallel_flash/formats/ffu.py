@@ -303,8 +303,8 @@ def _read_at(f: BinaryIO, offset: int, size: int, path: str, what: str) -> bytes
         raise FormatError(
             path,
             what,
-            f"needs {size} bytes at offset 0x{offset:x} but the file ends at 0x{offset + len(data):x}"
-            " (truncated file?)",
+            f"needs {size} bytes at offset 0x{offset:x} but the file ends at "
+            f"0x{offset + len(data):x} (truncated file?)",
         )
     return data
 

@@ -151,7 +151,8 @@ def parse_gpt(read: Callable[[int, int], bytes], sector_size: int, *, source: st
             raise FormatError(
                 source,
                 f"GPT entry {i} ({name!r})",
-                f"LBAs {ent.first_lba}..{ent.last_lba} lie outside the disk (last LBA {hdr.backup_lba})",
+                f"LBAs {ent.first_lba}..{ent.last_lba} lie outside the disk "
+                f"(last LBA {hdr.backup_lba})",
             )
         parts.append(
             GptPartition(
