@@ -41,6 +41,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+# Stdlib-only siblings; the device model (construct) and gi come after _bootstrap().
+from . import descriptors as d
+from .control import split_faults
+from .ports import HUB_PORTS, ROOT_PORTS, PortPath, default_port
+
 logger = logging.getLogger("parallel_flash.emulator.host")
 
 #: Exit status when a Debian package is missing (the error event names it).
@@ -85,7 +90,7 @@ def _fail(message: str, package: str | None = None) -> None:
 class _PortRecord:
     """Everything that happened on one port."""
 
-    port: Any  # PortPath
+    port: PortPath
     device: Any = None  # EmulatedDevice currently plugged, or None
     #: Flashing-mode devices plugged here, oldest first.
     history: list[Any] = field(default_factory=list)
@@ -101,19 +106,18 @@ class Host:
         from gi.repository import UMockdev
 
         from ..protocol.device import DeviceFaults, DeviceModel
-        from . import descriptors
-        from .devio import LinkThrottle, Usbfs, UsbfsMemory
+        from .devio import EmulatedDevice, LinkThrottle, Usbfs, UsbfsMemory
         from .ioctl import UsbdevfsHandler
 
         self._glib = glib
         self._DeviceModel = DeviceModel
         self._DeviceFaults = DeviceFaults
         self._LinkThrottle = LinkThrottle
-        self._descriptors = descriptors
+        self._EmulatedDevice = EmulatedDevice
         self.config = config
-        self.vid = int(config.get("vid", descriptors.MICROSOFT_VID))
-        self.pid = int(config.get("pid", descriptors.FLASHING_PID))
-        self.booted_pid = int(config.get("booted_pid", descriptors.BOOTED_PID))
+        self.vid = int(config.get("vid", d.MICROSOFT_VID))
+        self.pid = int(config.get("pid", d.FLASHING_PID))
+        self.booted_pid = int(config.get("booted_pid", d.BOOTED_PID))
         self.link_rate = config.get("link_rate")  # bytes/s or None
         self.bus_rate = config.get("bus_rate")
         self.leave_delay = float(config.get("leave_delay", 0.2))
@@ -158,7 +162,6 @@ class Host:
     def _sysfs_record(
         self, syspath: str, devnum: int, bus: int, identity: Any, devpath: str
     ) -> str:
-        d = self._descriptors
         blob = d.device_descriptor(identity) + d.configuration_descriptor(identity)
         hub = bool(identity.hub_ports)
         lines = [
@@ -205,10 +208,7 @@ class Host:
         )
         self.testbed.add_from_string(record)
 
-    def _ensure_hubs(self, port: Any) -> None:
-        from .devio import EmulatedDevice
-        from .ports import HUB_PORTS, ROOT_PORTS, PortPath
-
+    def _ensure_hubs(self, port: PortPath) -> None:
         chain: list[Any] = []
         parent = port.parent
         while parent is not None:
@@ -225,9 +225,9 @@ class Host:
             if key not in self._hubs:
                 needed.append((key, hub.sysfs_path(), hub, HUB_PORTS, hub.devpath))
         for key, syspath, hub_port, ports, devpath in needed:
-            identity = self._descriptors.DeviceIdentity(
-                vid=self._descriptors.HUB_VID,
-                pid=self._descriptors.HUB_PID,
+            identity = d.DeviceIdentity(
+                vid=d.HUB_VID,
+                pid=d.HUB_PID,
                 manufacturer="Linux Foundation",
                 product="2.0 hub (emulated)",
                 hub_ports=ports,
@@ -235,7 +235,7 @@ class Host:
             )
             devnum = 1 if not hub_port.ports else self._alloc_devnum(port.bus)
             self._devnums.setdefault(port.bus, {1})
-            device = EmulatedDevice(
+            device = self._EmulatedDevice(
                 port=hub_port, devnum=devnum, identity=identity, model=None, usbfs=self.usbfs
             )
             self._add_to_testbed(device, syspath, devpath)
@@ -243,9 +243,7 @@ class Host:
 
     # -- plugging ------------------------------------------------------------------
 
-    def _next_free_port(self) -> Any:
-        from .ports import default_port
-
+    def _next_free_port(self) -> PortPath:
         while True:
             port = default_port(self._default_index)
             self._default_index += 1
@@ -254,9 +252,6 @@ class Host:
                 return port
 
     def plug(self, spec: dict[str, Any]) -> str:
-        from .control import split_faults
-        from .ports import PortPath
-
         port = PortPath.parse(spec["port"]) if spec.get("port") else self._next_free_port()
         key = str(port)
         if key in self._hubs:
@@ -282,11 +277,8 @@ class Host:
 
     def _plug_device(self, record: _PortRecord, model: Any) -> None:
         """Plug a flashing-mode device (``model``) or, with None, a booted image."""
-        from .devio import EmulatedDevice
-
         port = record.port
         self._ensure_hubs(port)
-        d = self._descriptors
         if model is not None:
             identity = d.DeviceIdentity(
                 vid=self.vid, pid=self.pid, serial=model.unique_id.hex.upper()
@@ -302,7 +294,7 @@ class Host:
         bus_link = None
         if self.bus_rate:
             bus_link = self._bus_links.setdefault(port.bus, self._LinkThrottle(self.bus_rate))
-        device = EmulatedDevice(
+        device = self._EmulatedDevice(
             port=port,
             devnum=self._alloc_devnum(port.bus),
             identity=identity,
@@ -330,8 +322,6 @@ class Host:
             self.usbfs.disconnect(record.device, "unplugged")
 
     def set_fault(self, key: str, text: str) -> None:
-        from .control import split_faults
-
         record = self.ports.get(key)
         if record is None or record.device is None or record.device.model is None:
             raise ValueError(f"no flashing-mode device at port {key}")
