@@ -139,7 +139,8 @@ class EmulatedLine:
     :param bus_rate_mbps: a ceiling shared by all devices on one bus.
     :param usbfs_memory_mb: the emulated kernel's usbfs memory cap (0 = none),
         also written to the testbed's /sys/module/usbcore/parameters/usbfs_memory_mb.
-    :param faults: fault spec per port path or per device index.
+    :param faults: fault spec by port path (``"1-1.3"``) or by 0-based index
+        into ``devices``; added to the spec's own faults.
     :param vid: idVendor of the devices in flashing mode; :param pid: idProduct.
     :param booted_pid: idProduct after a successful boot.
     :param leave_delay: seconds from the status read until the device leaves.
@@ -248,7 +249,7 @@ class EmulatedLine:
         """Start the host process and wait until every initial device is plugged."""
         if self._process is not None:
             raise RuntimeError("EmulatedLine already started")
-        problems = [p for p in check_environment() if "libusb" not in p]
+        problems = check_environment()
         if problems:
             raise EmulatorError(problems[0])
         source_dir, extra = _import_paths()
