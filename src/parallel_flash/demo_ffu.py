@@ -177,12 +177,16 @@ def build_demo_disk(
 ) -> DemoDisk:
     """Lay out and fill the demo disk in ``workdir``; return where everything is.
 
+    A given ``tree`` gets the (empty) junction directories added if missing.
+
     ``mainos_fs="fat"`` and ``partitions`` without EFIESP/MainOS make the
     images ImgToWIM must refuse (for tests).
     """
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     source = Path(tree) if tree is not None else write_demo_tree(work / "tree", size=tree_size)
+    for junction in DEMO_JUNCTIONS:  # junctions are made from empty directories
+        (source / junction.lstrip("/")).mkdir(parents=True, exist_ok=True)
     sizes = {"EFIESP": efiesp_size, "MainOS": mainos_size, "Data": data_size}
     specs = [
         PartitionSpec(name, sizes.get(name, 2 * MiB), EFI_SYSTEM_TYPE if name == "EFIESP" else None)
