@@ -189,7 +189,7 @@ def build_demo_disk(
         (source / junction.lstrip("/")).mkdir(parents=True, exist_ok=True)
     sizes = {"EFIESP": efiesp_size, "MainOS": mainos_size, "Data": data_size}
     specs = [
-        PartitionSpec(name, sizes.get(name, 2 * MiB), EFI_SYSTEM_TYPE if name == "EFIESP" else None)
+        PartitionSpec(name, sizes.get(name, 2 * MiB), EFI_SYSTEM_TYPE)
         if name == "EFIESP"
         else PartitionSpec(name, sizes.get(name, 2 * MiB))
         for name in partitions

@@ -83,7 +83,6 @@ class Img2WimResult:
     temp_allocated: int  #: disk space the sparse MainOS image used
     removed_junctions: tuple[str, ...]
     kept_reparse_points: tuple[str, ...]
-    wim: Path
     wim_info: wimlib.WimInfo
     seconds: dict[str, float] = field(default_factory=dict)
 

@@ -311,7 +311,7 @@ def _store_header(
             else None,
         }
     )
-    return header + bytes(descriptors)
+    return bytes(header) + bytes(descriptors)
 
 
 def _payload(plan: _Plan, block_size: int) -> Iterator[bytes]:

@@ -260,7 +260,8 @@ def build_gpt(
             "entries_crc32": zlib.crc32(entries),
         }
         fields["header_crc32"] = zlib.crc32(GPT_HEADER.build(fields))
-        return GPT_HEADER.build(fields).ljust(sector_size, b"\0")
+        built: bytes = GPT_HEADER.build(fields)
+        return built.ljust(sector_size, b"\0")
 
     mbr = bytearray(sector_size)
     # one protective partition of type 0xEE covering the disk (UEFI spec 5.2.3)
