@@ -136,6 +136,19 @@ def test_protocol_sequence_reaches_the_device_model(
     assert after["state"] == "booted-image" and after["booted"] is True
 
 
+def test_count_only_line_skips_the_data_but_counts_it(small_sdi: Path, small_wim: Path) -> None:
+    with EmulatedLine(1, verify_data=False) as line:
+        port = line.ports[0]
+        result = run_client(line, clients.PROTOCOL, str(small_sdi), str(small_wim), port, "async")
+        summary = line.summaries(transcript=True)[port]
+    total = small_sdi.stat().st_size + small_wim.stat().st_size
+    assert result["status"] == 0
+    assert summary["received_bytes"] == summary["expected_bytes"] == total
+    assert summary["booted"] is True
+    assert summary["sha256"] is None
+    assert "transcript" not in summary or summary["transcript"] == []
+
+
 def test_failed_boot_reappears_in_flashing_mode(small_sdi: Path, small_wim: Path) -> None:
     with EmulatedLine([DeviceSpec(faults="reappear-in-flashing")]) as line:
         port = line.ports[0]

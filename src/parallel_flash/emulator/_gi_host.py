@@ -123,6 +123,7 @@ class Host:
         self.leave_delay = float(config.get("leave_delay", 0.2))
         self.reappear_delay = config.get("reappear_delay", 0.5)  # None = stay away
         self.record_transcript = bool(config.get("record_transcript", True))
+        self.verify_data = bool(config.get("verify_data", True))
 
         self.testbed = UMockdev.Testbed.new()
         self.root = self.testbed.get_root_dir()
@@ -268,6 +269,7 @@ class Host:
             ram_limit=int(spec.get("ram_limit", 1 << 32)),
             faults=faults,
             record_transcript=self.record_transcript,
+            count_only=not self.verify_data,
         )
         if record is None:
             record = self.ports[key] = _PortRecord(port)
@@ -379,6 +381,7 @@ class Host:
                     ram_limit=old.ram_limit,
                     faults=old.faults,
                     record_transcript=self.record_transcript,
+                    count_only=not self.verify_data,
                 )
                 # The failed boot happens once; a second boot succeeds.
                 record.flags = record.flags - {"reappear-in-flashing"}

@@ -147,6 +147,10 @@ class EmulatedLine:
     :param reappear_delay: seconds until it re-enumerates on the same port
         (as the booted image); None = it stays away.
     :param record_transcript: keep each model's transfer transcript.
+    :param verify_data: hash and check what each device receives (sha256,
+        SDI/WIM checks, transcript). False makes the models count bytes only
+        and lets the emulator skip reading image data out of the client:
+        several times the throughput, for benchmarks of the host side.
     :param log_level: logging level of the host process (stderr).
     """
 
@@ -164,6 +168,7 @@ class EmulatedLine:
         leave_delay: float = 0.2,
         reappear_delay: float | None = 0.5,
         record_transcript: bool = True,
+        verify_data: bool = True,
         log_level: int = logging.WARNING,
     ) -> None:
         specs = (
@@ -191,6 +196,7 @@ class EmulatedLine:
             "leave_delay": leave_delay,
             "reappear_delay": reappear_delay,
             "record_transcript": record_transcript,
+            "verify_data": verify_data,
             "log_level": log_level,
         }
         self.usbfs_memory_mb = usbfs_memory_mb

@@ -314,9 +314,22 @@ class EmulatedDevice:
             return None
         return head.due
 
+    def payload_needed(self) -> bool:
+        """Whether an OUT URB submitted now must have its data read from the client.
+
+        Not when the model only counts bytes (``count_only``) and is in the
+        middle of the image: the bytes would go unread, and moving them out
+        of the client is most of what the emulator costs per MiB.
+        """
+        model = self.model
+        return model is None or not model.count_only or model.phase != "receiving"
+
     def _deliver(self, model: DeviceModel, urb: Urb) -> OutResult:
         """Hand one OUT URB to the model, then its zero-length packet if it asked for one."""
-        data = urb.buffer.retrieve() if urb.buffer is not None and urb.length else b""
+        if urb.buffer is not None:
+            data: bytes | memoryview = urb.buffer.retrieve()
+        else:
+            data = _zeros(urb.length)  # not read from the client (payload_needed)
         result = model.bulk_out(data)
         if result is OutResult.ACCEPTED and _needs_zlp(urb, self.identity.max_packet_size):
             self.stats["zlps_from_flag"] += 1
@@ -557,6 +570,16 @@ class Usbfs:
             "memory_peak": self.memory.peak,
             "memory_refusals": self.memory.refused,
         }
+
+
+_zero_block = bytes(1 << 20)
+
+
+def _zeros(length: int) -> memoryview:
+    global _zero_block
+    if len(_zero_block) < length:
+        _zero_block = bytes(length)
+    return memoryview(_zero_block)[:length]
 
 
 def _needs_zlp(urb: Urb, max_packet_size: int) -> bool:

@@ -261,7 +261,9 @@ class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
             submitted=self._usbfs.clock(),
         )
         control_data = b""
-        if length and urb_type in (URB_TYPE_BULK, URB_TYPE_CONTROL):
+        skip = urb_type == URB_TYPE_BULK and not endpoint & 0x80
+        skip = skip and not client.device.payload_needed()
+        if length and urb_type in (URB_TYPE_BULK, URB_TYPE_CONTROL) and not skip:
             # Copied at submission, as the kernel does for OUT data; for IN
             # it is the local copy the reply is written into.
             urb.buffer = handle.resolve(_URB_BUFFER_OFFSET, length)
