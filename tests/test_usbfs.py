@@ -210,7 +210,8 @@ def test_every_stream_finishes_within_the_cap(devices: int, cap_mb: int) -> None
                 and budget.try_acquire(client, MiB)
             ):
                 in_flight.append(client)
-            waits[client.name] = 0 if client.held else waits[client.name] + 1
+            wanting = remaining[client.name] > 0
+            waits[client.name] = waits[client.name] + 1 if wanting and not client.held else 0
         if budget.capped:
             assert budget.reserved <= budget.ceiling
         if not in_flight:

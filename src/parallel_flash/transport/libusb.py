@@ -75,6 +75,9 @@ EVENT_WAIT = 0.5
 #: on Linux delivers them within milliseconds (DISCARDURB, then reap); if
 #: they never come, the transfers are leaked rather than freed under libusb.
 CANCEL_GRACE = 5.0
+#: Seconds past its own libusb timeout after which a single transfer whose
+#: completion never arrived is given up (a safety net: libusb always calls back).
+_COMPLETION_GRACE = 2.0
 #: libusb timeout of a streamed transfer, at least this many seconds. The
 #: stall watchdog (time since the last completion) is what detects a device
 #: that stopped reading; this timeout only has to be long enough that a
@@ -84,7 +87,23 @@ STREAM_TRANSFER_TIMEOUT_MIN = 30.0
 #: nothing of this process is in flight (the memory is held elsewhere).
 _REFUSAL_BACKOFF_MAX = 0.2
 
+#: A handleEvents call that returns sooner than this without running a single
+#: callback was a spurious wake-up ...
+_SPURIOUS_WAKEUP = 0.001
+#: ... after which the event thread sleeps this long. Adds at most this much
+#: latency to a completion, and only when poll() reports readiness falsely.
+_IDLE_NAP = 0.0005
+
 _EMPTY = bytearray()
+
+
+class _Activity:
+    """Callbacks run by the event thread so far (written by that thread only)."""
+
+    callbacks = 0
+
+
+_activity = _Activity()
 
 
 def hotplug_supported() -> bool:
@@ -212,12 +231,19 @@ class _Core:
 
     def _run(self) -> None:
         main = threading.main_thread()
+        clock = time.monotonic
         while not self._stop:
             if not main.is_alive():
                 logger.debug("main thread gone: event thread stops")
                 break
             try:
+                before, started = _activity.callbacks, clock()
                 self.usb.handleEventsTimeout(EVENT_WAIT)
+                if _activity.callbacks == before and clock() - started < _SPURIOUS_WAKEUP:
+                    # poll() said ready but nothing happened (umockdev's emulated fd
+                    # always does): nap instead of spinning, which would also keep
+                    # taking the GIL from the event loop's thread.
+                    time.sleep(_IDLE_NAP)
             except usb1.USBErrorInterrupted:
                 continue
             except Exception:  # keep handling events; a dead thread hangs every transfer
@@ -337,6 +363,7 @@ class UsbContext:
                 send.send_nowait(event)
 
         def callback(_context: usb1.USBContext, device: usb1.USBDevice, kind: int) -> bool:
+            _activity.callbacks += 1
             try:
                 event = HotplugEvent(kind == usb1.HOTPLUG_EVENT_DEVICE_ARRIVED, _describe(device))
                 loop.call_soon_threadsafe(deliver, event)
@@ -403,6 +430,7 @@ class _Transfer:
 
     def callback(self, usb_transfer: usb1.USBTransfer) -> None:
         """Runs on the event thread: hand the result to the loop, nothing else."""
+        _activity.callbacks += 1
         try:
             status = usb_transfer.getStatus()
             actual = usb_transfer.getActualLength()
@@ -574,8 +602,16 @@ class UsbLink(Link):
         transfer.notify = wake.set
         await self._submit_with_retry(transfer, what, timeout)
         try:
-            while transfer.pending:
-                await wake.wait()
+            # libusb times the transfer out itself; this bound only guards
+            # against a completion that never reaches us.
+            with anyio.move_on_after(timeout + _COMPLETION_GRACE):
+                while transfer.pending:
+                    await wake.wait()
+            if transfer.pending:
+                self._leaked += await _await_cancelled([transfer], wake)
+                raise TransferTimeout(f"libusb never completed the transfer ({what})")
+        except TransferTimeout:
+            raise
         except BaseException:
             self._leaked += await _await_cancelled([transfer], wake)
             raise

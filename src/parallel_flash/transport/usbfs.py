@@ -59,8 +59,10 @@ DEFAULT_USBFS_MEMORY_MB = 16
 URB_OVERHEAD = 4096
 #: Kept out of the streaming budget for everything small that is not
 #: budgeted: commands, WIM headers, ZLPs and the 16376-byte Id/status reads of
-#: up to 64 devices at once.
-SMALL_TRANSFER_RESERVE = 1 << 20
+#: 32 devices at once (more are retried by the refusal back-off). Under the
+#: default 16 MB cap this leaves room for fifteen 1 MiB transfers, which is
+#: all the kernel would take anyway (it charges ~1.0025 MiB for each).
+SMALL_TRANSFER_RESERVE = 512 << 10
 #: After this many successful submissions since the kernel last refused one,
 #: the believed limit grows by one transfer again (another process may have
 #: freed its usbfs memory).
