@@ -232,8 +232,10 @@ def test_v2_two_stores_round_trip(tmp_path: Path) -> None:
     disk = _disk(tmp_path / "disk.img")
     lun = tmp_path / "lun1.img"
     lun.write_bytes(random.Random(9).randbytes(300_000) + bytes(400_000))
+    check = ((1, 0, b"EFI PART"), (7, 3, b"xyz"))
     result = write_ffu(
-        [StoreSource(disk, "VenHw(A)"), StoreSource(lun, "VenHw(BB)")], tmp_path / "x.ffu"
+        [StoreSource(disk, "VenHw(A)", validation=check), StoreSource(lun, "VenHw(BB)")],
+        tmp_path / "x.ffu",
     )
     ffu = read_ffu(result.path)
     assert ffu.version == 2
@@ -241,6 +243,10 @@ def test_v2_two_stores_round_trip(tmp_path: Path) -> None:
     assert (first.store_count, second.store_count) == (2, 2)
     assert (first.device_path, second.device_path) == ("VenHw(A)", "VenHw(BB)")
     assert first.declared_payload_size == first.payload_size
+    assert [(v.sector_index, v.sector_offset, v.data) for v in first.validation_entries] == list(
+        check
+    )
+    assert second.validation_entries == ()
     # all store headers first, then the payloads in store order
     assert first.header_offset < second.header_offset < first.payload_offset
     assert second.payload_offset == first.payload_offset + first.payload_size

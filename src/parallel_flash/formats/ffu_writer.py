@@ -30,6 +30,7 @@ from .ffu import (
     IMAGE_HEADER,
     SECURITY_HEADER,
     STORE_HEADER,
+    VALIDATION_ENTRY,
     AccessMethod,
 )
 from .gpt import parse_gpt
@@ -52,6 +53,8 @@ class StoreSource:
     image: Path
     device_path: str = ""  #: v2 only, e.g. "VenHw(860845C1-BE09-4355-8BC1-30D64FF8E63A)"
     sector_size: int = 512
+    #: (sector index, offset in the sector, bytes) the device must hold before flashing
+    validation: tuple[tuple[int, int, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +276,12 @@ def _manifest(plans: Sequence[_Plan], version: int, platform_id: str) -> str:
 def _store_header(
     plan: _Plan, index: int, count: int, version: int, block_size: int, platform_id: str
 ) -> bytes:
+    validation = b"".join(
+        VALIDATION_ENTRY.build(
+            {"sector_index": s, "sector_offset": o, "byte_count": len(d), "data": d}
+        )
+        for s, o, d in plan.source.validation
+    )
     descriptors = bytearray()
     for first, n in plan.runs:
         if first in plan.end_blocks:
@@ -292,8 +301,8 @@ def _store_header(
             "block_size": block_size,
             "write_descriptor_count": len(plan.runs),
             "write_descriptor_length": len(descriptors),
-            "validation_count": 0,
-            "validation_length": 0,
+            "validation_count": len(plan.source.validation),
+            "validation_length": len(validation),
             "initial_table_index": 0,
             "initial_table_count": 0,
             "flash_only_table_index": 0,
@@ -311,7 +320,7 @@ def _store_header(
             else None,
         }
     )
-    return bytes(header) + bytes(descriptors)
+    return bytes(header) + validation + bytes(descriptors)
 
 
 def _payload(plan: _Plan, block_size: int) -> Iterator[bytes]:
