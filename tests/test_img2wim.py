@@ -301,3 +301,12 @@ def test_bad_target(ffu_v1: Path, tmp_path: Path) -> None:
 def test_junction_classification(target: str, elsewhere: bool) -> None:
     point = ReparsePoint(IO_REPARSE_TAG_MOUNT_POINT, target, "")
     assert leads_to_other_volume(point) is elsewhere
+
+
+def test_info_refuses_corrupt_ffu(ffu_v1: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.ffu"
+    shutil.copy(ffu_v1, bad)
+    expected = _flipped_chunk_byte(bad, tmp_path)
+    assert main(["info", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert expected in captured.out + captured.err

@@ -32,7 +32,7 @@ from rich.progress import (
 )
 
 from ..errors import WimlibError
-from ..img2wim import Img2WimProgress, img2wim
+from ..img2wim import IMAGE_NAME, Img2WimProgress, img2wim
 from ..inspect import format_size
 from . import EXIT_FAILED, EXIT_OK
 
@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     def on_progress(report: Img2WimProgress) -> None:
         task = tasks.get(report.stage)
         if task is None:
-            for other in tasks.values():
-                bars.update(other, completed=bars.tasks[other].total or 0)
+            for other in tasks.values():  # earlier stages are done: show them full
+                done = bars.tasks[other].total or bars.tasks[other].completed
+                bars.update(other, total=done, completed=done)
             task = tasks[report.stage] = bars.add_task(
                 _STAGES[report.stage], total=report.total or None
             )
@@ -113,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     info = result.wim_info
     print(
-        f"{result.wim}: {format_size(info.total_bytes)}, image '{'MainOS'}' (boot index "
-        f"{info.boot_index}), {info.compression.upper()}; {result.chunks_verified} FFU chunks "
-        f"verified; MainOS {format_size(result.mainos.size)}, "
-        f"{format_size(result.mainos_written)} written by the FFU"
+        f"{result.wim}: {format_size(info.total_bytes)}, image '{IMAGE_NAME}', boot index "
+        f"{info.boot_index}, {info.compression.upper()}"
+    )
+    print(
+        f"checked {result.chunks_verified} FFU chunks; MainOS {format_size(result.mainos.size)}, "
+        f"of which the FFU writes {format_size(result.mainos_written)}"
     )
     if result.removed_junctions:
         print(f"removed junctions to other partitions: {', '.join(result.removed_junctions)}")
