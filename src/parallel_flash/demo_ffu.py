@@ -136,6 +136,7 @@ def _make_efiesp(path: Path, size: int, workdir: Path) -> None:
     env = ["-i", str(path)]
     _run(["mmd", *env, "::/EFI", "::/EFI/Microsoft", "::/EFI/Microsoft/Boot"])
     _run(["mcopy", *env, str(boot), "::/EFI/Microsoft/Boot/bootmgfw.efi"])
+    boot.unlink()
 
 
 def _make_mainos(path: Path, size: int, tree: Path, workdir: Path, targets: dict[str, str]) -> None:
