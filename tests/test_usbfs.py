@@ -224,3 +224,23 @@ def test_every_stream_finishes_within_the_cap(devices: int, cap_mb: int) -> None
         assert max(waits.values()) < 5 * devices  # nobody starves
     assert not any(remaining.values())
     assert budget.reserved == 0
+
+
+def test_extra_slots_rotate_so_every_device_gets_the_same_rate() -> None:
+    """15 slots for 8 devices: freed bytes go to whoever holds fewest, so over time
+    each device completes about as many transfers as the others."""
+    budget = UsbfsBudget(16 * MiB)
+    clients = [BudgetClient(f"1-{i}", lambda: None) for i in range(8)]
+    for client in clients:
+        budget.register(client)
+    queue: list[BudgetClient] = []  # in flight, completing in submission order (one bus)
+    done = {client.name: 0 for client in clients}
+    for _ in range(2000):
+        for client in clients:
+            while client.held < 4 and budget.try_acquire(client, MiB):
+                queue.append(client)
+        finished = queue.pop(0)
+        budget.release(finished, MiB)
+        done[finished.name] += 1
+    counts = sorted(done.values())
+    assert counts[-1] - counts[0] <= 0.05 * counts[0], done

@@ -10,25 +10,27 @@ before it submits a transfer and gives the bytes back on completion.
 
 Policy, in order of importance:
 
-1. Progress for everyone. A stream with nothing in flight ("starved") gets
-   the next free bytes before anyone gets a second transfer, first come first
-   served. With 32 devices and a 16 MB cap the devices take turns, so none of
-   them sits idle long enough for its own timeouts to matter.
+1. Progress for everyone. Free bytes go to the stream holding the fewest
+   transfers, first come first served among equals: a stream with nothing in
+   flight is served before anyone gets a second transfer, and with 32
+   devices and a 16 MB cap the devices take turns, so none of them sits idle
+   long enough for its own timeouts to matter.
 2. Fair share. A stream may hold at most ``ceil(usable / (streams x size))``
-   transfers, so one device cannot hog the cap while others get one.
+   transfers, and because freed bytes go to whoever holds fewest, the extra
+   slots rotate: 15 slots for 8 devices average 1.9 each, not 2 for seven
+   and 1 for the last.
 3. Believe the kernel. When a submission is refused although the budget
    thought it fit (other processes use usbfs too, or the overhead estimate
    was low), the believed limit drops to what this process holds, the
-   stream backs off until one of its own transfers completes, and the user
-   is told once how to raise the cap. The limit creeps back up as
-   submissions succeed again.
+   stream backs off until bytes come free, and the user is told once how to
+   raise the cap. The limit creeps back up as submissions succeed again.
 
 Everything here runs on the event loop's thread; no locking.
 """
 
 from __future__ import annotations
 
-import collections
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -132,7 +134,9 @@ class UsbfsBudget:
         self.ceiling = self.usable
         self.reserved = 0
         self._clients: set[BudgetClient] = set()
-        self._starved: collections.deque[BudgetClient] = collections.deque()
+        #: Clients refused within their fair share, with their place in line.
+        self._waiting: dict[BudgetClient, int] = {}
+        self._arrivals = itertools.count()
         self._since_refusal = 0
         self._warned = False
         self._told_limited = False
@@ -161,9 +165,8 @@ class UsbfsBudget:
     def unregister(self, client: BudgetClient) -> None:
         """Forget a client; it must have released everything it held."""
         self._clients.discard(client)
-        if client in self._starved:
-            self._starved.remove(client)
-        self._wake_starved()
+        self._waiting.pop(client, None)
+        self._wake_next()
 
     def fair_share(self, nbytes: int) -> int:
         """How many transfers of ``nbytes`` one client may hold right now."""
@@ -175,43 +178,49 @@ class UsbfsBudget:
     # -- reservations --------------------------------------------------------------
 
     def try_acquire(self, client: BudgetClient, nbytes: int) -> bool:
-        """Reserve one transfer of ``nbytes`` for ``client``, or say why not by returning False.
+        """Reserve one transfer of ``nbytes`` for ``client``; False = not now.
 
-        A client refused while it holds nothing is queued and woken when
-        bytes come free; one that already holds transfers just retries after
-        its own next completion.
+        Bytes go to the client holding the fewest transfers, first come
+        first served among equals, up to its fair share. A client refused
+        within its share waits in line and is woken when bytes come free;
+        one over its share just retries after its own next completion.
         """
         if not self.capped:
             client.held += 1
             return True
         cost = self.cost(nbytes)
         fits = self.reserved + cost <= self.ceiling or self.reserved == 0
-        if client.held == 0:
-            first_in_line = not self._starved or self._starved[0] is client
-            if fits and first_in_line:
-                if self._starved and self._starved[0] is client:
-                    self._starved.popleft()
-                self._grant(client, cost)
-                # The next in line may fit too.
-                self._wake_starved()
-                return True
-            if client not in self._starved:
-                self._starved.append(client)
-            return False
-        if self._starved or client.held >= self.fair_share(nbytes) or not fits:
-            if not self._told_limited and client.held < 2:
+        share = self.fair_share(nbytes)
+        if client.held >= share:
+            if not self._told_limited and share < 4:
                 self._told_limited = True
                 logger.info(
                     "usbfs memory cap of %d MB limits transfers in flight to about %d per "
                     "device for %d devices; %s",
                     self.limit_bytes >> 20,
-                    self.fair_share(nbytes),
+                    share,
                     len(self._clients),
                     RAISE_CAP_HINT,
                 )
             return False
-        self._grant(client, cost)
-        return True
+        if fits and self._first_in_line(client):
+            self._waiting.pop(client, None)
+            self._grant(client, cost)
+            self._wake_next()  # the next in line may fit too
+            return True
+        if client not in self._waiting:
+            self._waiting[client] = next(self._arrivals)
+        return False
+
+    def _rank(self, client: BudgetClient) -> tuple[int, float]:
+        return (client.held, self._waiting.get(client, math.inf))
+
+    def _best_waiter(self) -> BudgetClient | None:
+        return min(self._waiting, key=self._rank, default=None)
+
+    def _first_in_line(self, client: BudgetClient) -> bool:
+        best = self._best_waiter()
+        return best is None or best is client or self._rank(client) < self._rank(best)
 
     def _grant(self, client: BudgetClient, cost: int) -> None:
         client.held += 1
@@ -231,7 +240,7 @@ class UsbfsBudget:
             if self._since_refusal >= _RECOVER_AFTER and self.ceiling < self.usable:
                 self._since_refusal = 0
                 self.ceiling = min(self.usable, self.ceiling + self.cost(nbytes))
-        self._wake_starved()
+        self._wake_next()
 
     def refused(self, client: BudgetClient, nbytes: int) -> None:
         """The kernel refused a submission this budget had granted; release it and shrink.
@@ -246,9 +255,9 @@ class UsbfsBudget:
         self.release(client, nbytes, submitted=False)
         self._since_refusal = 0
         self.ceiling = max(self.cost(nbytes), min(self.ceiling, self.reserved))
-        if client.held == 0 and self.reserved > 0 and client not in self._starved:
-            # Nothing of its own will complete: wait for another device's bytes.
-            self._starved.append(client)
+        if self.reserved > 0 and client not in self._waiting:
+            # Wait in line for bytes another completion frees.
+            self._waiting[client] = next(self._arrivals)
         if not self._warned:
             self._warned = True
             cap = f"{self.limit_bytes >> 20} MB" if self.capped else "0 (no cap)"
@@ -261,10 +270,11 @@ class UsbfsBudget:
                 RAISE_CAP_HINT,
             )
 
-    def _wake_starved(self) -> None:
-        if self._starved:
-            # Only the head can take bytes; it re-queues the others if needed.
-            self._starved[0].wake()
+    def _wake_next(self) -> None:
+        best = self._best_waiter()
+        if best is not None:
+            # Only the first in line can take bytes; it wakes the next one in turn.
+            best.wake()
 
 
 _process_budget: UsbfsBudget | None = None
