@@ -21,7 +21,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -302,7 +302,7 @@ async def watch_devices(
     *,
     polling: bool | None = None,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
-) -> AsyncIterator[HotplugEvent]:
+) -> AsyncGenerator[HotplugEvent, None]:
     """Arrivals and departures of matching devices, present ones first.
 
     Deduplicated by :class:`ArrivalDedup`. ``polling`` None = libusb hotplug
