@@ -783,6 +783,8 @@ class _OutStream:
         self.timeout_ms = _ms(max(STREAM_TRANSFER_TIMEOUT_MIN, stall_timeout * len(transfers) * 10))
         self.prepared: set[_Transfer] = set()
         self.bytes_done = 0
+        #: The first failed transfer's error; nothing after it counts as progress.
+        self.error: TransportError | None = None
         for transfer in transfers:
             transfer.notify = self._completed
 
@@ -926,28 +928,32 @@ class _OutStream:
             transfer.cost = 0
 
     def _reap(self, *, check: bool) -> None:
-        """Account for every delivered completion; with ``check``, raise on the first failure."""
-        error: TransportError | None = None
+        """Account for every delivered completion; with ``check``, raise on the first failure.
+
+        Progress counts the transfers that completed in full before any
+        failure, also while cleaning up after a cancellation (``check``
+        False), so an interrupted device's record says how far it got.
+        """
         while self.completed:
             transfer = self.completed.popleft()
             self.pending.remove(transfer)
             self._release(transfer)
             self.free.append(transfer)
-            if error is not None or not check:
+            if self.error is not None:
                 continue
             what = f"bulk OUT of {transfer.length} bytes"
             if transfer.status != usb1.TRANSFER_COMPLETED:
-                error = _status_error(transfer.status, what, self.timeout_ms / 1000)
+                self.error = _status_error(transfer.status, what, self.timeout_ms / 1000)
             elif transfer.actual != transfer.length:
-                error = TransportError(
+                self.error = TransportError(
                     f"device took {transfer.actual} of {transfer.length} bytes ({what})"
                 )
             elif transfer.length:
                 self.bytes_done += transfer.length
                 logger.log(TRACE, "%s: BULK OUT %d bytes (completed)", self.port, transfer.length)
                 self.on_progress(transfer.length)
-        if error is not None:
-            raise error
+        if check and self.error is not None:
+            raise self.error
 
 
 def _prepend(
