@@ -225,3 +225,36 @@ def test_a_device_without_the_simpleio_endpoints_is_refused_clearly(
     assert again.returncode == 1
     assert "interface 0 must have exactly one bulk IN and one bulk OUT endpoint" in again.stderr
     assert "it has none" in again.stderr
+
+
+def test_boot_takes_only_the_devices_the_filters_name(
+    tmp_path: Path, small_wim: Path, small_sdi: Path
+) -> None:
+    import uuid
+
+    from parallel_flash.emulator import DeviceSpec
+
+    report = tmp_path / "r.jsonl"
+    wanted = uuid.UUID("00000011-f151-a509-0000-00000000000a")
+    specs = [
+        DeviceSpec(port="1-1.1", unique_id=uuid.uuid4()),
+        DeviceSpec(port="1-1.2", unique_id=wanted),
+        DeviceSpec(port="2-1", unique_id=uuid.uuid4()),
+        DeviceSpec(port="2-2", unique_id=uuid.uuid4()),
+    ]
+    with EmulatedLine(specs) as line:
+        by_id = line.run(
+            _boot_argv(small_wim, small_sdi, report, "--id", str(wanted)),
+            capture_output=True, text=True, timeout=60,
+        )
+        by_port = line.run(
+            _boot_argv(small_wim, small_sdi, tmp_path / "p.jsonl", "--port", "2"),
+            capture_output=True, text=True, timeout=60,
+        )
+        summaries = line.summaries()
+    assert by_id.returncode == 0, by_id.stderr
+    assert list(_devices(report)) == ["1-1.2"]
+    assert by_port.returncode == 0, by_port.stderr
+    assert sorted(_devices(tmp_path / "p.jsonl")) == ["2-1", "2-2"]
+    assert not summaries["1-1.1"]["booted"] and summaries["1-1.1"]["received_bytes"] == 0
+    assert all(summaries[p]["booted"] for p in ("1-1.2", "2-1", "2-2"))
