@@ -270,14 +270,19 @@ def test_line_totals_counts_every_device() -> None:
     assert empty.devices == 0 and empty.mb_per_s == 0.0
 
 
-def test_a_simulated_line_writes_one_record_per_device(tmp_path: Path) -> None:
+def test_a_simulated_line_writes_one_record_per_device(
+    tmp_path: Path, small_sdi: Path, small_wim: Path
+) -> None:
     """End to end with the real engine: 3 devices, one with a failing status."""
-    # a .secwim-shaped payload; 2,000,003 bytes: not a multiple of 512
-    image = ImageBuffer.from_bytes(b"$SDI0001" + bytes(1_999_995), wim_path="line.secwim")
+    from parallel_flash.formats.secwim import build_secwim
+
+    bundle = build_secwim(small_sdi.read_bytes(), small_wim.read_bytes())
+    image = ImageBuffer.from_bytes(bundle, wim_path="line.secwim")
+    size = len(bundle)
     links = simulated_line(3, rate=None, faults={2: DeviceFaults(status=-0x3FFFFFE9)})
     path = tmp_path / "line.jsonl"
     with JsonlReport.open(
-        path, wim="line.secwim", sdi=None, image_sha256=image.sha256, image_bytes=2_000_003
+        path, wim="line.secwim", sdi=None, image_sha256=image.sha256, image_bytes=size
     ) as report:
         group = ObserverGroup(report)
         anyio.run(lambda: boot_line(links, image, observer=group))
@@ -292,7 +297,7 @@ def test_a_simulated_line_writes_one_record_per_device(tmp_path: Path) -> None:
     ]
     assert devices[1]["error"] == "WIM boot failure status 0xc0000017"
     assert devices[1]["status"] == -0x3FFFFFE9
-    assert all(e["bytes"] == 2_000_003 and e["image_sha256"] == image.sha256 for e in devices)
+    assert all(e["bytes"] == size and e["image_sha256"] == image.sha256 for e in devices)
     assert devices[0]["name"] == "Contoso.Simulated.001"
     summary = entries[-1]
     assert (summary["devices"], summary["booted"], summary["failed"]) == (3, 2, 1)

@@ -152,9 +152,12 @@ class ImageBuffer:
     def _validate(self) -> None:
         """Check the bytes we will send (not the file, which may change under us)."""
         from .formats.sdi import check_sdi_for_wim_boot, parse_sdi
+        from .formats.secwim import parse_secwim
         from .formats.wim import parse_wim_header
 
-        if self.sdi_length:
+        if self.is_secwim:
+            parse_secwim(self.view[: self.wim_length], path=self.wim_path)
+        else:
             sdi = parse_sdi(
                 self.view[: min(self.sdi_length, 0x600)],
                 path=self.sdi_path or "<sdi>",
