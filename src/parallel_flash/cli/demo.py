@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from ..image import ImageBuffer
@@ -93,13 +94,16 @@ def run(args: argparse.Namespace) -> int:
 def _inputs_from_ffu(workdir: Path) -> tuple[Path, Path]:
     """The seed flow: a generated disk image as an FFU, converted by img2wim."""
     from ..demo_ffu import build_demo_ffu
-    from ..demo_image import demo_inputs
+    from ..demo_image import build_demo_sdi
     from ..img2wim import img2wim
 
+    def say(text: str) -> None:
+        print(f"img2wim: {text}", file=sys.stderr, flush=True)
+
+    say(f"building a demo disk image (GPT, FAT EFIESP, NTFS MainOS) as an FFU in {workdir}")
     ffu = build_demo_ffu(workdir)
     wim = workdir / "demo-from-ffu.wim"
     if wim.exists():
         wim.unlink()
-    img2wim(ffu, wim)
-    _, sdi = demo_inputs(workdir, wim_size=1 << 20)
-    return wim, sdi
+    img2wim(ffu, wim, milestone=say)
+    return wim, build_demo_sdi(workdir / "demo.sdi")

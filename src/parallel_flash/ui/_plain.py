@@ -36,6 +36,11 @@ from ._text import format_mb, printable
 __all__ = ("PlainOutput",)
 
 
+def _seconds(value: float) -> str:
+    """One decimal, as ffutool prints, but never a bare 0.0 for a short transfer."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+
+
 class _Seen:
     """What has been printed for one device already."""
 
@@ -124,7 +129,7 @@ class PlainOutput:
         ):
             seen.completed = True
             seconds = record.stream_seconds()
-            self._emit(record, f"WIM transfer completed in {seconds:.1f} seconds.")
+            self._emit(record, f"WIM transfer completed in {_seconds(seconds)} seconds.")
 
     def _progress(self, record: DeviceRecord, seen: _Seen) -> None:
         total = record.bytes_total
@@ -159,7 +164,7 @@ class PlainOutput:
         if totals.in_progress:
             text += f", {totals.in_progress} unfinished"
         text += (
-            f"; {format_mb(totals.bytes_done)} MB sent in {totals.seconds:.1f} seconds, "
+            f"; {format_mb(totals.bytes_done)} MB sent in {_seconds(totals.seconds)} seconds, "
             f"{format_mb(totals.rate)} MB/s aggregate"
         )
         if self.interrupted:
@@ -195,7 +200,7 @@ class PlainOutput:
                     if record.status is not None
                     else ""
                 )
-                self._emit(record, f"Booted{status} in {record.elapsed():.1f} seconds.")
+                self._emit(record, f"Booted{status} in {_seconds(record.elapsed())} seconds.")
             else:
                 self._emit(record, f"FAILED: {printable(record.error or 'unknown error')}")
 
