@@ -32,8 +32,19 @@ thread, and every blocked synchronous transfer of the threads architecture.
 The ``pf --sim`` reference rows run the same boot against in-process Python
 devices (no libusb, no umockdev) to show the engine's own CPU cost.
 
+Latency caveat: with 8 devices under the default 16 MB usbfs cap only 15
+1 MiB transfers fit in flight (1.9 per device), so a device's link idles
+whenever its next transfer is submitted late. Under umockdev a late
+submission is common: the emulator holds an empty REAPURBNDELAY back for up
+to 2 ms per device (to save CPU), which stalls libusb's event handling and
+any ioctl on the same fd, and other load on a 2-CPU machine adds more. So
+figures at N=8 vary with machine load; ``--usbfs-mb 0`` (the cap raised, as
+parallel-flash's warning suggests) gives every device 4 transfers in flight
+and takes that latency out of the picture.
+
 Usage: python benchmarks/bench_architectures.py [--mib 64] [--devices 1 4 8]
-           [--rates 40 0] [--arch sequential threads parallel-flash]
+           [--rates 40 0] [--arch sequential threads parallel-flash] [--usbfs-mb 16]
+           [--verify] [--no-sim]
 """
 
 from __future__ import annotations
