@@ -5,7 +5,9 @@ Threading model (usb-testing.md, Glasgow's ``support/usb/libusb1.py``):
 * One :class:`usb1.USBContext` per process, shared by every
   :class:`UsbContext` that is open at the same time (reference counted).
 * One *non-daemon* thread loops ``handleEventsTimeout``; every transfer
-  callback runs there. A callback only reads the transfer's status and
+  callback runs there (after a spurious wake-up -- umockdev's emulated fd is
+  always "ready" -- it naps 0.5 ms rather than spin and hog the GIL). A
+  callback only reads the transfer's status and
   length and hands them to the event loop with ``call_soon_threadsafe`` --
   it never blocks, never calls libusb synchronously, never closes a transfer
   and catches everything (ctypes would print and swallow an exception).
