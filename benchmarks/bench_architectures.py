@@ -337,7 +337,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads-worker", nargs=2, metavar=("SDI", "WIM"),
                         help=argparse.SUPPRESS)
-    parser.add_argument("--mib", type=int, default=64, help="WIM size in MiB (default 64)")
+    parser.add_argument(
+        "--mib", type=int, default=256,
+        help="WIM size in MiB (default 256: long enough that start-up jitter does not decide "
+        "a device's average rate)",
+    )
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--rates", type=float, nargs="+", default=[LINK_RATE, 0.0],
                         help="link rates in MB/s, 0 = unthrottled (default: 40 0)")
