@@ -38,9 +38,10 @@ import os
 import pty
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _common import print_table, run_child
 
 WORKDIR = Path(os.environ.get("PF_BENCH_DIR", "/tmp/parallel-flash-bench"))
 WIDTH, HEIGHT = 170, 50
@@ -123,18 +124,6 @@ def child(args: argparse.Namespace) -> None:
     }))
 
 
-def run_child(**kw: object) -> dict[str, float]:
-    argv = [sys.executable, __file__, "--child"]
-    for key, value in kw.items():
-        if value is True:
-            argv.append(f"--{key.replace('_', '-')}")
-        elif value is not None and value is not False:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
 def frame_costs(counts: list[int]) -> list[list[str]]:
     """Build + render one frame into a terminal Console writing to /dev/null."""
     from rich.console import Console
@@ -173,18 +162,6 @@ def frame_costs(counts: list[int]) -> list[list[str]]:
     return rows
 
 
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for name in header:
-        t.add_column(name, justify="right")
-    for row in rows:
-        t.add_row(*row)
-    Console(width=max(Console().width, 150)).print(t)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -220,7 +197,7 @@ def main() -> None:
         best: dict[bool, dict[str, float]] = {}
         for _ in range(repeat):
             for on in (False, True):  # alternate, so drifting load hits both alike
-                run = run_child(table=on, **{"wim_mib": wim_mib, **config})
+                run = run_child(__file__, table=on, **{"wim_mib": wim_mib, **config})
                 if on not in best or run["aggregate"] > best[on]["aggregate"]:
                     best[on] = run
         off, on_ = best[False], best[True]
@@ -240,18 +217,20 @@ def main() -> None:
             # CPU-bound: judged by CPU per byte; paced lines: by throughput
             "yes" if (cpu_ratio if config["rate"] == 0 else ratio) >= TARGET else "NO",
         ])
-    table(
+    print_table(
         f"Live table on vs off, {wim_mib} MiB WIM + SDI, best of {repeat} (table drawn at up "
         f"to 4 frames/s, <= {MAX_DUTY:.0%} CPU, into a {WIDTH}x{HEIGHT} pty)",
         ["line", "booted", "off MB/s", "on MB/s", "on/off", "per-device on/off",
          "CPU per byte off/on", "run s", "frames", "drawing CPU / wall", "target", "met"],
         rows,
+        width=150,
     )
-    table(
+    print_table(
         f"Cost of one frame (build + render, {WIDTH}x{HEIGHT} terminal)",
         ["devices", "rows drawn live", "CPU ms per live frame", "CPU share at 4 frames/s",
          "CPU ms final frame (all rows)"],
         frame_costs([8, 64, 256]),
+        width=150,
     )
 
 

@@ -18,10 +18,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _common import print_table, run_child
 
 WORKDIR = Path(os.environ.get("PF_BENCH_DIR", "/tmp/parallel-flash-bench"))
 
@@ -67,29 +67,6 @@ def child(args: argparse.Namespace) -> None:
     }))
 
 
-def run_child(**kw: object) -> dict[str, object]:
-    argv = [sys.executable, __file__, "--child"]
-    for key, value in kw.items():
-        if value is True:
-            argv.append(f"--{key.replace('_', '-')}")
-        elif value is not None and value is not False:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for name in header:
-        t.add_column(name, justify="right")
-    for row in rows:
-        t.add_row(*row)
-    Console().print(t)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -107,9 +84,9 @@ def main() -> None:
     WORKDIR.mkdir(parents=True, exist_ok=True)
 
     # 1. link-rate share at 8 x 40 MB/s (full device model: hashes every byte)
-    rate = run_child(devices=8, rate=40, wim_mib=wim_mib)
+    rate = run_child(__file__, devices=8, rate=40, wim_mib=wim_mib)
     shares = [r / 40e6 for r in rate["rates"]]  # type: ignore[union-attr]
-    table(
+    print_table(
         f"8 simulated devices at 40 MB/s, {wim_mib} MiB WIM (target: each >= 98 % of link)",
         ["devices booted", "min MB/s", "mean MB/s", "min % of link", "target", "met"],
         [[f"{rate['booted']}/8", f"{min(rate['rates']) / 1e6:.2f}",  # type: ignore[arg-type]
@@ -118,10 +95,10 @@ def main() -> None:
     )
 
     # 2. CPU per GB: 256 devices, unthrottled, count-only
-    cpu = run_child(devices=256, rate=0, count_only=True, wim_mib=wim_mib)
+    cpu = run_child(__file__, devices=256, rate=0, count_only=True, wim_mib=wim_mib)
     gb = cpu["bytes"] / 1e9  # type: ignore[operator]
     per_gb = cpu["cpu"] / gb  # type: ignore[operator]
-    table(
+    print_table(
         "256 devices, unthrottled, count-only model, 1 MiB transfers (target <= 0.05 CPU s/GB)",
         ["booted", "GB sent", "wall s", "aggregate GB/s", "CPU s", "CPU s per GB", "target", "met"],
         [[f"{cpu['booted']}/256", f"{gb:.1f}", f"{cpu['wall']:.2f}",
@@ -130,10 +107,10 @@ def main() -> None:
     )
 
     # 3. RSS: 1 vs 256 devices on the same image
-    one = run_child(devices=1, rate=0, count_only=True, wim_mib=wim_mib)
+    one = run_child(__file__, devices=1, rate=0, count_only=True, wim_mib=wim_mib)
     many = cpu
     growth = (many["peak_rss"] - one["peak_rss"]) / 1e6  # type: ignore[operator]
-    table(
+    print_table(
         f"Peak resident memory, {wim_mib} MiB WIM (target: growth 1 -> 256 devices <= 64 MB)",
         ["image MB", "RSS 1 device MB", "RSS 256 devices MB", "growth MB", "target", "met"],
         [[f"{one['image_bytes'] / 1e6:.1f}", f"{one['peak_rss'] / 1e6:.1f}",  # type: ignore[operator]
