@@ -6,9 +6,18 @@ import argparse
 import re
 
 from ..engine import DEFAULT_IN_FLIGHT, BootOptions
+from ..errors import InputError
 from ..protocol.device import DeviceFaults
+from ..runner import SimulatedLine
 
-__all__ = ("add_boot_options", "boot_options", "byte_size", "fault_spec", "positive_float")
+__all__ = (
+    "add_boot_options",
+    "boot_options",
+    "byte_size",
+    "fault_spec",
+    "positive_float",
+    "simulated_line",
+)
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?)?b?\s*", re.IGNORECASE)
@@ -89,4 +98,30 @@ def boot_options(args: argparse.Namespace) -> BootOptions:
         reset_timeout=args.reset_timeout,
         transfer_timeout=args.transfer_timeout,
         status_timeout=args.status_timeout,
+    )
+
+
+def simulated_line(
+    count: int,
+    rate_mbps: float,
+    bus_rate_mbps: float | None,
+    faults: list[tuple[int, DeviceFaults]],
+    *,
+    flags: tuple[str, str, str],
+) -> SimulatedLine:
+    """Check the simulated-line options (named by ``flags``: count, rate, faults) and build it."""
+    count_flag, rate_flag, fault_flag = flags
+    if not 1 <= count <= 4096:
+        raise InputError(f"{count_flag} must be between 1 and 4096 devices, not {count}")
+    if rate_mbps < 0:
+        raise InputError(f"{rate_flag} must be >= 0 MB/s, not {rate_mbps}")
+    by_slot = dict(faults)
+    unknown = sorted(slot for slot in by_slot if slot > count)
+    if unknown:
+        raise InputError(f"{fault_flag} names slots {unknown}, but the line has {count} devices")
+    return SimulatedLine(
+        count=count,
+        rate=rate_mbps * 1e6 or None,
+        bus_rate=bus_rate_mbps * 1e6 if bus_rate_mbps else None,
+        faults=by_slot,
     )

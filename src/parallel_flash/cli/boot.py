@@ -7,9 +7,15 @@ import sys
 
 from ..engine import LineResult
 from ..image import ImageBuffer
-from ..runner import LinkSource, Presentation, SimulatedLine, run_boot
+from ..runner import LinkSource, Presentation, run_boot
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from ._args import add_boot_options, boot_options, fault_spec, positive_float
+from ._args import (
+    add_boot_options,
+    boot_options,
+    fault_spec,
+    positive_float,
+    simulated_line,
+)
 
 __all__ = ("exit_code", "register")
 
@@ -90,21 +96,11 @@ def _link_source(args: argparse.Namespace) -> LinkSource:
         from ..discovery import usb_link_source
 
         return usb_link_source(args)
-    if not 1 <= args.sim <= 4096:
-        raise InputError(f"--sim must be between 1 and 4096 devices, not {args.sim}")
-    if args.sim_rate < 0:
-        raise InputError(f"--sim-rate must be >= 0 MB/s, not {args.sim_rate}")
     if args.watch:
         raise InputError("--watch waits for USB devices; it cannot be combined with --sim")
-    faults = dict(args.sim_fault)
-    unknown = sorted(slot for slot in faults if slot > args.sim)
-    if unknown:
-        raise InputError(f"--sim-fault names slots {unknown}, but --sim has {args.sim} devices")
-    return SimulatedLine(
-        count=args.sim,
-        rate=args.sim_rate * 1e6 or None,
-        bus_rate=args.sim_bus_rate * 1e6 if args.sim_bus_rate else None,
-        faults=faults,
+    return simulated_line(
+        args.sim, args.sim_rate, args.sim_bus_rate, args.sim_fault,
+        flags=("--sim", "--sim-rate", "--sim-fault"),
     )
 
 

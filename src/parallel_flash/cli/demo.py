@@ -14,8 +14,15 @@ import sys
 from pathlib import Path
 
 from ..image import ImageBuffer
-from ..runner import Presentation, SimulatedLine, run_boot
-from ._args import add_boot_options, boot_options, byte_size, fault_spec, positive_float
+from ..runner import Presentation, run_boot
+from ._args import (
+    add_boot_options,
+    boot_options,
+    byte_size,
+    fault_spec,
+    positive_float,
+    simulated_line,
+)
 from .boot import exit_code
 
 __all__ = ("default_workdir", "register")
@@ -53,15 +60,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import InputError
-
-    if not 1 <= args.devices <= 4096:
-        raise InputError(f"--devices must be between 1 and 4096, not {args.devices}")
-    if args.rate < 0:
-        raise InputError(f"--rate must be >= 0 MB/s, not {args.rate}")
-    faults = dict(args.fault)
-    if any(slot > args.devices for slot in faults):
-        raise InputError(f"--fault names a slot beyond the {args.devices} devices of the line")
+    line = simulated_line(
+        args.devices, args.rate, args.bus_rate, args.fault,
+        flags=("--devices", "--rate", "--fault"),
+    )
     options = boot_options(args)
     workdir = args.workdir or default_workdir()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -71,12 +73,6 @@ def run(args: argparse.Namespace) -> int:
         from ..demo_image import demo_inputs
 
         wim, sdi = demo_inputs(workdir, wim_size=args.wim_size)
-    line = SimulatedLine(
-        count=args.devices,
-        rate=args.rate * 1e6 or None,
-        bus_rate=args.bus_rate * 1e6 if args.bus_rate else None,
-        faults=faults,
-    )
     with ImageBuffer.load(wim, sdi) as image:
         result = run_boot(
             image,
