@@ -10,7 +10,7 @@ import pytest
 
 from parallel_flash.engine import BootOptions, boot_line
 from parallel_flash.errors import InputError
-from parallel_flash.events import DeviceRecord, DeviceState
+from parallel_flash.events import DeviceRecord, DeviceState, FailureReason
 from parallel_flash.image import ImageBuffer
 from parallel_flash.protocol.device import DeviceFaults
 from parallel_flash.transport.sim import simulated_line
@@ -68,16 +68,16 @@ async def test_eight_devices_boot_and_receive_exactly_the_image(image: ImageBuff
 
 
 FAULTS = {
-    2: (DeviceFaults(status=-5), "WIM boot failure status 0xfffffffb"),
-    3: (DeviceFaults(stop_reading_after=1 << 20), "stopped reading after"),
-    4: (DeviceFaults(disconnect_after=100_000), "disconnected while waiting for"),
-    5: (DeviceFaults(stale_position=1, refuse_reset=True), "busy, reset refused"),
-    6: (DeviceFaults(silent_status=True), "timed out waiting for the boot status"),
+    2: (DeviceFaults(status=-5), "WIM boot failure status 0xfffffffb", "device-status"),
+    3: (DeviceFaults(stop_reading_after=1 << 20), "stopped reading after", "timeout"),
+    4: (DeviceFaults(disconnect_after=100_000), "disconnected while waiting for", "disconnected"),
+    5: (DeviceFaults(stale_position=1, refuse_reset=True), "busy, reset refused", "protocol"),
+    6: (DeviceFaults(silent_status=True), "timed out waiting for the boot status", "timeout"),
 }
 
 
 async def test_each_fault_fails_only_its_own_device(image: ImageBuffer) -> None:
-    faults = {slot: fault for slot, (fault, _) in FAULTS.items()}
+    faults = {slot: fault for slot, (fault, _, _) in FAULTS.items()}
     faults[7] = DeviceFaults(stale_position=4096, log_packets=2)  # recovers
     links = simulated_line(8, rate=None, faults=faults)
     options = BootOptions(transfer_timeout=0.2, status_timeout=0.5)
@@ -86,8 +86,10 @@ async def test_each_fault_fails_only_its_own_device(image: ImageBuffer) -> None:
         if record.slot in FAULTS:
             assert record.state is DeviceState.FAILED, record
             assert FAULTS[record.slot][1] in (record.error or ""), record.error
+            assert record.reason == FAULTS[record.slot][2], record
         else:
             assert record.state is DeviceState.BOOTED, record.error
+            assert record.reason is FailureReason.NONE
             assert links[record.slot - 1].model.sha256 == image.sha256
     assert records[1].status == -5
     assert len(records[6].logs) == 2 * 4  # two before each reply: Id, Reset, Id again, status
@@ -101,6 +103,7 @@ async def test_ram_limit_failure_reports_the_device_status(image: ImageBuffer) -
         assert record.state is DeviceState.FAILED
         assert record.status is not None and record.status < 0
         assert "0xc0000017" in (record.error or "")
+        assert record.reason is FailureReason.DEVICE_STATUS
 
 
 async def test_cancellation_marks_every_device_interrupted(image: ImageBuffer) -> None:
@@ -113,6 +116,7 @@ async def test_cancellation_marks_every_device_interrupted(image: ImageBuffer) -
     for record in records:
         assert record.state is DeviceState.FAILED
         assert record.error == "interrupted"
+        assert record.reason is FailureReason.INTERRUPTED
         assert 0 < record.bytes_done < record.bytes_total
     assert sum(1 for kind, _, _ in recorder.calls if kind == "finished") == 4
     assert all(link.closed for link in links)

@@ -96,6 +96,8 @@ def test_each_record_is_on_disk_as_soon_as_its_device_finishes(tmp_path: Path) -
             "mb_per_s": 20.0,
             "status": 0,
             "error": None,
+            "reason": "none",
+            "loader": "simpleio",
             "image_sha256": SHA,
             "started": "2023-11-14T22:13:20.000+00:00",
             "finished": "2023-11-14T22:13:28.000+00:00",
@@ -190,6 +192,7 @@ def test_interrupted_devices_get_records_and_the_summary_says_so(tmp_path: Path)
     cut = entries[1]
     assert cut["state"] == "sending WIM" and cut["ok"] is False
     assert cut["error"] == "interrupted" and cut["bytes"] == 40 * MB
+    assert cut["reason"] == "interrupted"
     assert entries[2]["state"] == "identifying" and entries[2]["error"] == "interrupted"
     assert entries[3]["interrupted"] is True and entries[3]["unfinished"] == 2
     # the engine's records are left as they were

@@ -175,6 +175,7 @@ def test_wait_boot_fails_a_device_that_comes_back_in_flashing_mode(
     assert devices[good]["ok"] is True
     assert devices[bad]["ok"] is False
     assert "came back in flashing mode" in devices[bad]["error"]
+    assert devices[bad]["reason"] == "not-booted"
 
 
 def test_sigint_stops_the_station_with_a_record_per_device(

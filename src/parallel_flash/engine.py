@@ -29,10 +29,18 @@ from .errors import (
     DeviceDisconnected,
     InputError,
     ProtocolError,
+    TransferStall,
     TransferTimeout,
     TransportError,
 )
-from .events import DeviceLog, DeviceRecord, DeviceState, LineObserver, NullObserver
+from .events import (
+    DeviceLog,
+    DeviceRecord,
+    DeviceState,
+    FailureReason,
+    LineObserver,
+    NullObserver,
+)
 from .image import ImageBuffer
 from .protocol.host import (
     Finished,
@@ -133,7 +141,7 @@ async def boot_device(
     try:
         await pipeline.run()
     except anyio.get_cancelled_exc_class():
-        pipeline.finish(error="interrupted")
+        pipeline.finish(error="interrupted", reason=FailureReason.INTERRUPTED)
         raise
     return record
 
@@ -202,10 +210,13 @@ class _Pipeline:
                     return
         except DeviceBootError as exc:
             record.status = exc.status
-            self.finish(error=str(exc))
+            self.finish(error=str(exc), reason=FailureReason.DEVICE_STATUS)
         except (ProtocolError, TransportError) as exc:
             host.abort()
-            self.finish(error=await self._describe(exc))
+            error = await self._describe(exc)
+            # A stalled stream whose device then said why is the device's verdict.
+            reason = FailureReason.DEVICE_STATUS if record.status is not None else _reason(exc)
+            self.finish(error=error, reason=reason)
 
     async def _stream(self, action: StreamImage) -> None:
         record = self.record
@@ -289,7 +300,7 @@ class _Pipeline:
         except (TransportError, ProtocolError, TimeoutError):
             return None
 
-    def finish(self, *, error: str | None = None) -> None:
+    def finish(self, *, error: str | None = None, reason: FailureReason | None = None) -> None:
         record = self.record
         if record.state.finished:
             return
@@ -299,8 +310,22 @@ class _Pipeline:
         else:
             record.state = DeviceState.FAILED
             record.error = error
+            record.reason = reason or FailureReason.USB_ERROR
             logger.info("%s: failed: %s", record.port, error)
         self.observer.device_finished(record)
+
+
+def _reason(exc: ProtocolError | TransportError) -> FailureReason:
+    """The counted reason for a failure the pipeline caught."""
+    if isinstance(exc, ProtocolError):
+        return FailureReason.PROTOCOL
+    if isinstance(exc, DeviceDisconnected):
+        return FailureReason.DISCONNECTED
+    if isinstance(exc, TransferTimeout):
+        return FailureReason.TIMEOUT
+    if isinstance(exc, TransferStall):
+        return FailureReason.STALL
+    return FailureReason.USB_ERROR
 
 
 def _chunks(image: ImageBuffer, plan: TransferPlan) -> Iterator[OutChunk]:

@@ -19,6 +19,7 @@ __all__ = (
     "DeviceLog",
     "DeviceRecord",
     "DeviceState",
+    "FailureReason",
     "LineObserver",
     "NullObserver",
     "ObserverGroup",
@@ -40,6 +41,37 @@ class DeviceState(enum.StrEnum):
     @property
     def finished(self) -> bool:
         return self in (DeviceState.BOOTED, DeviceState.FAILED)
+
+
+class FailureReason(enum.StrEnum):
+    """Why a device ended where it did: a fixed set, so it can be counted.
+
+    The report's ``reason`` field and the Prometheus label
+    ``parallel_flash_devices_finished_total{reason}`` carry these values
+    (never free text: a label with unbounded values breaks a time-series
+    database). The human-readable detail stays in the record's ``error``.
+    """
+
+    #: booted
+    NONE = "none"
+    #: the device answered the whole exchange and reported a failure status
+    DEVICE_STATUS = "device-status"
+    #: a transfer made no progress in time
+    TIMEOUT = "timeout"
+    #: an endpoint answered STALL
+    STALL = "stall"
+    #: the device went away mid-boot
+    DISCONNECTED = "disconnected"
+    #: any other USB failure (cannot open, kernel refused a transfer...)
+    USB_ERROR = "usb-error"
+    #: the device broke the protocol's rules
+    PROTOCOL = "protocol"
+    #: booted, but the image did not come up (station ``--wait-boot``)
+    NOT_BOOTED = "not-booted"
+    #: the run was stopped (Ctrl-C, SIGTERM) before the device finished
+    INTERRUPTED = "interrupted"
+    #: the run died of an error outside the device (recorded by the report)
+    ABORTED = "aborted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +110,10 @@ class DeviceRecord:
     finished: float | None = None
     status: int | None = None
     error: str | None = None
+    #: Set with ``error`` when the device fails; NONE while it has not failed.
+    reason: FailureReason = FailureReason.NONE
+    #: Which loader generation the host spoke to (a bounded metrics label).
+    loader: str = "simpleio"
     logs: list[DeviceLog] = field(default_factory=list)
 
     @property

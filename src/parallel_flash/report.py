@@ -39,7 +39,7 @@ from typing import Any
 
 from . import __version__
 from .errors import FormatError, InputError
-from .events import DeviceLog, DeviceRecord, DeviceState
+from .events import DeviceLog, DeviceRecord, DeviceState, FailureReason
 
 __all__ = (
     "MAX_LOGS_PER_DEVICE",
@@ -159,11 +159,12 @@ def device_entry(
     image_sha256: str,
     now: float,
     error: str | None = None,
+    reason: FailureReason | None = None,
 ) -> dict[str, Any]:
     """The ``{"type": "device"}`` record for *record* at monotonic time *now*.
 
-    *error* overrides the record's own error (used for devices that were
-    interrupted before they finished).
+    *error* and *reason* override the record's own (used for devices that
+    were interrupted before they finished).
     """
     stream_seconds = record.stream_seconds(now)
     error_logs = [log for log in record.logs if log.is_error]
@@ -182,6 +183,8 @@ def device_entry(
         "mb_per_s": round(record.bytes_done / stream_seconds / 1e6, 3) if stream_seconds else 0.0,
         "status": record.status,
         "error": error if error is not None else record.error,
+        "reason": (reason or record.reason).value,
+        "loader": record.loader,
         "image_sha256": image_sha256,
         "started": _iso(record.wall_started),
         "finished": _iso(record.wall_started + record.elapsed(now)),
@@ -223,6 +226,9 @@ class JsonlReport:
         self.records: list[DeviceRecord] = []
         self._written: set[DeviceRecord] = set()
         self.interrupted = False
+        #: Called with each device entry right after its line is on disk
+        #: (publishers: a result is only announced once it is on record).
+        self.on_record: list[Callable[[dict[str, Any]], None]] = []
 
     @classmethod
     def open(
@@ -294,16 +300,25 @@ class JsonlReport:
         # so a crash or power cut loses no finished device.
         os.fsync(self._fd)
 
-    def write_device(self, record: DeviceRecord, *, error: str | None = None) -> bool:
+    def write_device(
+        self,
+        record: DeviceRecord,
+        *,
+        error: str | None = None,
+        reason: FailureReason | None = None,
+    ) -> bool:
         """Write *record*'s line now, once; returns False if it was written already."""
         if record in self._written:
             return False
         if record not in self.records:
             self.records.append(record)
-        self._write(
-            device_entry(record, image_sha256=self.image_sha256, now=self._clock(), error=error)
+        entry = device_entry(
+            record, image_sha256=self.image_sha256, now=self._clock(), error=error, reason=reason
         )
+        self._write(entry)
         self._written.add(record)
+        for listener in self.on_record:
+            listener(entry)
         return True
 
     def finish_unfinished(
@@ -320,11 +335,14 @@ class JsonlReport:
         records themselves are not changed (the engine owns them).
         """
         count = 0
+        failure = FailureReason.INTERRUPTED if reason == "interrupted" else FailureReason.ABORTED
         for record in list(records) if records is not None else list(self.records):
             if record in self._written:
                 continue
-            finished = record.state.finished
-            self.write_device(record, error=None if finished else reason)
+            if record.state.finished:
+                self.write_device(record)
+            else:
+                self.write_device(record, error=reason, reason=failure)
             count += 1
         if count and reason == "interrupted":
             self.interrupted = True

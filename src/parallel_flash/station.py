@@ -42,7 +42,15 @@ from .discovery import (
 )
 from .engine import BootOptions, boot_device, run_interruptible
 from .errors import InputError, ProtocolError, TransportError
-from .events import DeviceLog, DeviceRecord, DeviceState, LineObserver, NullObserver, ObserverGroup
+from .events import (
+    DeviceLog,
+    DeviceRecord,
+    DeviceState,
+    FailureReason,
+    LineObserver,
+    NullObserver,
+    ObserverGroup,
+)
 from .image import ImageBuffer
 from .transport.base import Link
 from .transport.libusb import UsbContext
@@ -269,6 +277,7 @@ class _Station:
     def _fail(self, record: DeviceRecord, error: str) -> None:
         record.state = DeviceState.FAILED
         record.error = error
+        record.reason = FailureReason.USB_ERROR
         record.finished = time.monotonic()
         logger.info("%s: failed: %s", record.port, error)
         self.observer.device_finished(record)
@@ -292,6 +301,7 @@ class _Station:
             if error is not None:
                 record.state = DeviceState.FAILED
                 record.error = error
+                record.reason = FailureReason.NOT_BOOTED
                 logger.info("%s: failed: %s", record.port, error)
             self.observer.device_finished(record)
 
