@@ -24,8 +24,8 @@ thread together): that is what bounds a CPU-bound line's throughput, and it
 is far less disturbed than wall time by other load on a shared machine.
 
 A second table gives the cost of one frame (build + render) for 8, 64 and
-256 devices, with the row cap the live table applies on a 50-line terminal,
-and uncapped (the final frame, drawn once).
+256 devices on the benchmark's terminal: a live frame (a table for 8, the
+port grid from 32) and the final one (totals and every failure).
 
 Usage: python benchmarks/bench_live_table.py [--wim-mib 64] [--repeat 3] [--quick]
 """
@@ -129,15 +129,14 @@ def frame_costs(counts: list[int]) -> list[list[str]]:
     from rich.console import Console
 
     from parallel_flash.events import DeviceRecord, DeviceState
-    from parallel_flash.ui import render_line
-    from parallel_flash.ui._table import _FRAME_LINES
+    from parallel_flash.ui import LineView, render_line
 
     rows = []
     now = 1000.0
     with open(os.devnull, "w") as sink:
         console = Console(file=sink, force_terminal=True, width=WIDTH, height=HEIGHT)
         for count in counts:
-            records = []
+            view = LineView(clock=lambda: now)
             for slot in range(1, count + 1):
                 record = DeviceRecord(
                     slot=slot, port=f"1-{slot}", name=f"Contoso.Simulated.{slot:03d}",
@@ -145,19 +144,27 @@ def frame_costs(counts: list[int]) -> list[list[str]]:
                     stream_started=now - 4, bytes_total=70_000_000, bytes_done=slot * 100_000,
                 )
                 record.state = DeviceState.SENDING_WIM
-                records.append(record)
+                view.device_added(record)
+                if slot % 16 == 0:  # a few failures for the recap
+                    record.state, record.error, record.finished = (
+                        DeviceState.FAILED, "disconnected", now
+                    )
+                    view.device_finished(record)
             figures = []
-            for max_rows in (HEIGHT - _FRAME_LINES, None):
+            for final in (False, True):
                 frames = 0
                 start = time.thread_time()  # CPU, not wall: the machine may be busy
                 while frames < 5 or time.thread_time() - start < 0.5:
-                    console.print(render_line(records, now=now, max_rows=max_rows, width=WIDTH))
+                    console.print(
+                        render_line(view, now=now, width=WIDTH, height=HEIGHT, final=final)
+                    )
                     frames += 1
                 figures.append((time.thread_time() - start) / frames)
-            capped, full = figures
+            live, final_cost = figures
+            layout = "grid" if count >= 32 else "table"
             rows.append([
-                str(count), f"{min(count, HEIGHT - _FRAME_LINES)}", f"{capped * 1e3:.1f}",
-                f"{capped * 4 * 100:.1f} %", f"{full * 1e3:.1f}",
+                str(count), layout, f"{live * 1e3:.1f}",
+                f"{live * 4 * 100:.1f} %", f"{final_cost * 1e3:.1f}",
             ])
     return rows
 
@@ -174,7 +181,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="16 MiB WIM, one run each")
     args = parser.parse_args()
-    from parallel_flash.ui._table import MAX_DUTY
+    from parallel_flash.ui._live import MAX_DUTY
 
     if args.child:
         child(args)
@@ -227,8 +234,8 @@ def main() -> None:
     )
     print_table(
         f"Cost of one frame (build + render, {WIDTH}x{HEIGHT} terminal)",
-        ["devices", "rows drawn live", "CPU ms per live frame", "CPU share at 4 frames/s",
-         "CPU ms final frame (all rows)"],
+        ["devices", "layout", "CPU ms per live frame", "CPU share at 4 frames/s",
+         "CPU ms final frame"],
         frame_costs([8, 64, 256]),
         width=150,
     )

@@ -130,8 +130,15 @@ def test_failures_logs_and_interleaved_devices_stay_attributable() -> None:
     assert "1-1.1: 50% (60.0 of 100.0 MB, 6.0 MB/s)" in lines
     assert "1-1.2: 50% (60.0 of 100.0 MB, 6.0 MB/s)" in lines
     assert "1-1.1: WIM transfer completed in 8.0 seconds." in lines
-    assert lines[-1].startswith("Summary: 3 devices, 1 booted, 2 failed; 160.0 MB sent")
-    per_device = [line for line in lines if not line.startswith("Summary")]
+    # the summary, then every failed device with its port, name, ID and reason
+    assert lines[-4].startswith("Summary: 3 devices, 1 booted, 2 failed; 160.0 MB sent")
+    assert lines[-3:] == [
+        "Failed devices (2):",
+        "  1-1.2  Contoso.B  00000011-f151-a509-0000-000000000002  "
+        "disconnected while waiting for the image data",
+        "  1-1.3  -  -  timed out waiting for the Id reply",
+    ]
+    per_device = lines[:-4]
     assert all(re.match(r"1-1\.[123]: ", line) for line in per_device)
 
 

@@ -30,8 +30,9 @@ from types import TracebackType
 from typing import TextIO
 
 from ..events import DeviceLog, DeviceRecord, DeviceState
-from ..report import line_totals
+from ._layout import failure_reason
 from ._text import format_mb, printable
+from ._view import LineView
 
 __all__ = ("PlainOutput",)
 
@@ -78,7 +79,8 @@ class PlainOutput:
         self.stream = stream if stream is not None else sys.stdout
         self.step = step
         self.poll_interval = poll_interval
-        self.records: list[DeviceRecord] = []
+        #: what the summary is drawn from (bounded over a shift)
+        self.view = LineView(clock=clock)
         self.interrupted = False
         self._clock = clock
         self._seen: dict[DeviceRecord, _Seen] = {}
@@ -149,13 +151,13 @@ class PlainOutput:
     def poll(self) -> None:
         """Print progress steps reached since the last call (thread-safe)."""
         with self._lock:
-            for record in list(self.records):
+            for record in self.view.active:
                 if not record.state.finished:
                     self._progress(record, self._seen_for(record))
 
     def summary(self) -> str:
         """The closing line: counts and aggregate throughput (MB = 1e6 bytes)."""
-        totals = line_totals(list(self.records), now=self._clock())
+        totals = self.view.snapshot(self._clock()).totals
         text = (
             f"Summary: {totals.devices} device{'' if totals.devices == 1 else 's'}, "
             f"{totals.booted} booted, "
@@ -171,15 +173,30 @@ class PlainOutput:
             text += " (interrupted)"
         return text + "."
 
+    def recap(self) -> list[str]:
+        """Every failed device (port, name, ID, reason): what the operator acts on."""
+        failures = self.view.snapshot(self._clock()).failures
+        if not failures:
+            return []
+        lines = [f"Failed devices ({len(failures)}):"]
+        for record in failures:
+            lines.append(
+                f"  {printable(record.port)}  {printable(record.name) or '-'}  "
+                f"{printable(record.unique_id) or '-'}  {failure_reason(record)}"
+            )
+        return lines
+
     # -- LineObserver --------------------------------------------------------------
 
     def device_added(self, record: DeviceRecord) -> None:
         with self._lock:
-            self.records.append(record)
+            self.view.device_added(record)
             self._seen_for(record)
 
     def device_changed(self, record: DeviceRecord) -> None:
         with self._lock:
+            if record.state.finished and record not in self._seen:
+                return  # a late call for a device already finished and forgotten
             self._catch_up(record)
 
     def device_log(self, record: DeviceRecord, log: DeviceLog) -> None:
@@ -194,6 +211,8 @@ class PlainOutput:
     def device_finished(self, record: DeviceRecord) -> None:
         with self._lock:
             self._catch_up(record)
+            self.view.device_finished(record)
+            self._seen.pop(record, None)  # nothing more to print for it
             if record.state is DeviceState.BOOTED:
                 status = (
                     f" (status 0x{record.status & 0xFFFFFFFF:08x})"
@@ -202,7 +221,7 @@ class PlainOutput:
                 )
                 self._emit(record, f"Booted{status} in {_seconds(record.elapsed())} seconds.")
             else:
-                self._emit(record, f"FAILED: {printable(record.error or 'unknown error')}")
+                self._emit(record, f"FAILED: {failure_reason(record)}")
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -223,7 +242,7 @@ class PlainOutput:
         return self
 
     def close(self, *, interrupted: bool = False) -> None:
-        """Stop polling and print the summary line (once).
+        """Stop polling and print the summary line and the failures (once).
 
         :param interrupted: the run was cut short (Ctrl-C); said in the summary
         """
@@ -236,7 +255,7 @@ class PlainOutput:
             if self._closed:
                 return
             self._closed = True
-            self._emit(None, self.summary())
+            self._emit(None, self.summary(), *self.recap())
 
     def __exit__(
         self,

@@ -1,108 +1,52 @@
-"""The live table: a pure function from device records to a renderable, drawn by one Live.
+"""The device table: one row per port, for lines small enough to read row by row.
 
-:func:`render_line` builds a fresh frame from the records at a given
-instant (style.md, principle 10); :class:`LiveTable` is the observer that
-owns the one :class:`~rich.live.Live` redrawing it.
+Every column has a fixed width, chosen from the terminal's width and the
+line's ports and image size, never from the numbers being drawn: a row
+does not shift sideways as a rate goes from 9.9 to 10.0 MB/s. Narrow
+terminals drop the unique-ID column, then the progress bar, then the
+bytes; the percentage is always there, and names lose their middle, not
+the tail that tells ``...3.2.1`` from ``...3.2.7``.
 
-Cost matters because the engine runs in the same interpreter: every frame
-competes with the event loop for the GIL. Hence:
-
-* The frame is a :class:`~rich.console.Group` of one :class:`~rich.text.Text`
-  per row, with the columns laid out here, not a :class:`rich.table.Table`:
-  rich's Table pads, measures and wraps every cell separately, which costs
-  about 0.1 ms per cell -- 37 ms for a 43-row frame against 7 ms this way
-  (benchmarks/bench_live_table.py prints the figures).
-* Rows drawn are capped to the terminal's height; finished rows are the
-  first folded into a "not shown" line, while the totals count every device.
-  The final frame, drawn once on exit, shows every row.
-* Frames are paced by :class:`_Refresher`, which keeps the table's share of
-  CPU time under :data:`MAX_DUTY` by drawing less often when a frame is
-  expensive, instead of rich's fixed-rate refresh thread.
-* The observer calls themselves do almost nothing (an append; a line printed
-  on a failure or a device error log).
+Rows are :class:`~rich.text.Text` laid out here, not a rich Table: a Table
+measures and wraps every cell, about 0.1 ms a cell, and the frames share
+the interpreter with the engine (benchmarks/bench_live_table.py).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
+from dataclasses import dataclass
 
-from rich.align import AlignMethod
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
+from rich.cells import cell_len
 from rich.text import Text
 
-from ..events import DeviceLog, DeviceRecord, DeviceState
-from ..report import line_totals
+from ..events import DeviceRecord, DeviceState
+from ._layout import STATE_STYLE, failure_reason, percent, shorten_middle
 from ._text import format_duration, format_mb, printable
 
-__all__ = ("MAX_DUTY", "LiveTable", "render_line")
+__all__ = ("choose_rows", "table_lines")
 
-logger = logging.getLogger(__name__)
-
-#: Largest share of one CPU the redraws may take. The refresh interval
-#: stretches to keep to it (issue 2: the line keeps >= 97 % of its
-#: throughput with the table on).
-MAX_DUTY = 0.02
-
-_STATE_STYLE: dict[DeviceState, str] = {
-    DeviceState.FOUND: "dim",
-    DeviceState.IDENTIFYING: "cyan",
-    DeviceState.RESETTING: "yellow",
-    DeviceState.SENDING_SDI: "blue",
-    DeviceState.SENDING_WIM: "blue",
-    DeviceState.AWAITING_STATUS: "magenta",
-    DeviceState.BOOTED: "bold green",
-    DeviceState.FAILED: "bold red",
-}
-
-#: Lines a live frame needs besides the device rows: title, header, rule,
-#: rule, totals, the "not shown" line, and one spare so a line logged
-#: above the table never pushes the totals off screen.
-_FRAME_LINES = 7
-_GAP = "  "
 _BAR_WIDTH = 12
 _STATE_WIDTH = max(len(state.value) for state in DeviceState)
 _ID_WIDTH = 36
 _PORT_MAX = 16
-_NAME_MAX = 32
-_NAME_MAX_NARROW = 20
 _RESULT_MIN = 6
-#: Narrower terminals drop the unique-ID column, so the result (a failure
-#: reason) keeps about 30 characters ...
+#: Terminal widths from which the table shows the unique-ID column ...
 _IDS_MIN_WIDTH = 170
-#: ... then the progress bar ...
+#: ... the progress bar ...
 _BAR_MIN_WIDTH = 120
-#: ... then the bytes column, and names are cut shorter.
-_MB_MIN_WIDTH = 95
+#: ... and the bytes column; below it names get shorter and gaps narrower.
+_MB_MIN_WIDTH = 100
+#: Name column width by terminal width (widest first).
+_NAME_WIDTHS = ((150, 32), (_MB_MIN_WIDTH, 24), (0, 16))
 
 
-def _result(record: DeviceRecord) -> Text:
-    if record.state is DeviceState.BOOTED:
-        return Text("booted", style="green")
-    if record.state is DeviceState.FAILED:
-        if record.error:
-            reason = record.error
-        elif record.status is not None:
-            reason = f"status 0x{record.status & 0xFFFFFFFF:08x}"
-        else:
-            reason = "failed"
-        return Text(printable(reason), style="red")
-    return Text("")
-
-
-def _bar(done: int, total: int, state: DeviceState) -> Text:
+def _bar(record: DeviceRecord) -> Text:
     """A progress bar in half-cell steps, like rich's ProgressBar without its cost."""
-    if state is DeviceState.FAILED:
-        style = "red"
-    elif state is DeviceState.BOOTED:
-        style = "green"
-    else:
-        style = "bar.complete"
-    halves = int(_BAR_WIDTH * 2 * min(done, total) / total) if total > 0 else 0
+    state = record.state
+    style = {DeviceState.FAILED: "red", DeviceState.BOOTED: "green"}.get(state, "bar.complete")
+    total = record.bytes_total
+    halves = int(_BAR_WIDTH * 2 * min(record.bytes_done, total) / total) if total > 0 else 0
     full, half = divmod(halves, 2)
     bar = Text("━" * full, style=style)
     if half:
@@ -111,346 +55,148 @@ def _bar(done: int, total: int, state: DeviceState) -> Text:
     return bar
 
 
-class _Columns:
-    """Which columns this frame has, from the terminal's width."""
-
-    __slots__ = ("bar", "ids", "mb", "name_max")
-
-    def __init__(self, width: int | None) -> None:
-        self.ids = width is None or width >= _IDS_MIN_WIDTH
-        self.bar = width is None or width >= _BAR_MIN_WIDTH
-        self.mb = width is None or width >= _MB_MIN_WIDTH
-        self.name_max = _NAME_MAX if self.mb else _NAME_MAX_NARROW
-
-    def header(self) -> list[str]:
-        names = ["Port", "Name"]
-        if self.ids:
-            names.append("ID")
-        names.append("State")
-        if self.bar:
-            names.append("Progress")
-        if self.mb:
-            names.append("MB")
-        return [*names, "MB/s", "ETA", "Result"]
-
-    def justify(self) -> list[AlignMethod]:
-        right = {"MB", "MB/s", "ETA"}
-        return ["right" if name in right else "left" for name in self.header()]
+def _result(record: DeviceRecord) -> Text:
+    if record.state is DeviceState.BOOTED:
+        return Text("booted", style="green")
+    if record.state is DeviceState.FAILED:
+        return Text(failure_reason(record), style="red")
+    return Text("")
 
 
-def _device_cells(record: DeviceRecord, now: float, cols: _Columns) -> list[Text]:
-    state = record.state
-    cells = [
-        Text(printable(record.port)),
-        Text(printable(record.name)) if record.name else Text("-", style="dim"),
+@dataclass(frozen=True, slots=True)
+class _Column:
+    title: str
+    width: int
+    right: bool
+    cell: Callable[[DeviceRecord, float], Text]
+
+
+def _columns(ports: Sequence[DeviceRecord], width: int | None) -> list[_Column]:
+    """The columns for this terminal width, each with its fixed width."""
+    wide = width is None
+    port_width = min(_PORT_MAX, max([4, *(len(printable(r.port)) for r in ports)]))
+    name_cap = next(w for limit, w in _NAME_WIDTHS if wide or (width or 0) >= limit)
+    # as wide as the longest name, up to the cap: it grows as devices appear, never as they run
+    name_width = min(name_cap, max([len("Name"), *(cell_len(printable(r.name)) for r in ports)]))
+    total = max([0, *(r.bytes_total for r in ports)])
+    mb_width = max(len("MB"), 2 * len(format_mb(total)) + 1)
+
+    def name(record: DeviceRecord, now: float) -> Text:
+        if not record.name:
+            return Text("-", style="dim")
+        return Text(shorten_middle(printable(record.name), name_width))
+
+    def state(record: DeviceRecord, now: float) -> Text:
+        return Text(record.state.value, style=STATE_STYLE.get(record.state, ""))
+
+    def eta(record: DeviceRecord, now: float) -> Text:
+        return Text("" if record.state.finished else format_duration(record.eta(now)))
+
+    columns = [
+        _Column("Port", port_width, False, lambda r, now: Text(printable(r.port))),
+        _Column("Name", name_width, False, name),
     ]
-    if cols.ids:
-        cells.append(Text(printable(record.unique_id)))
-    cells.append(Text(state.value, style=_STATE_STYLE.get(state, "")))
-    if cols.bar:
-        cells.append(_bar(record.bytes_done, record.bytes_total, state))
-    if cols.mb:
-        cells.append(Text(f"{format_mb(record.bytes_done)}/{format_mb(record.bytes_total)}"))
-    eta = "" if state.finished else format_duration(record.eta(now))
-    cells += [Text(format_mb(record.rate(now))), Text(eta), _result(record)]
-    return cells
+    if wide or (width or 0) >= _IDS_MIN_WIDTH:
+        columns.append(_Column("ID", _ID_WIDTH, False, lambda r, now: Text(printable(r.unique_id))))
+    columns.append(_Column("State", _STATE_WIDTH, False, state))
+    if wide or (width or 0) >= _BAR_MIN_WIDTH:
+        columns.append(_Column("Progress", _BAR_WIDTH, False, lambda r, now: _bar(r)))
+    columns.append(_Column("%", 4, True, lambda r, now: Text(f"{percent(r)}%")))
+    if wide or (width or 0) >= _MB_MIN_WIDTH:
+        columns.append(
+            _Column(
+                "MB",
+                mb_width,
+                True,
+                lambda r, now: Text(f"{format_mb(r.bytes_done)}/{format_mb(r.bytes_total)}"),
+            )
+        )
+    columns.append(_Column("MB/s", 6, True, lambda r, now: Text(format_mb(r.rate(now)))))
+    columns.append(_Column("ETA", 7, True, eta))
+    columns.append(_Column("Result", _RESULT_MIN, False, lambda r, now: _result(r)))
+    return columns
 
 
-def _choose_rows(
-    records: Sequence[DeviceRecord], max_rows: int | None
+def _line(cells: list[Text], columns: list[_Column], widths: list[int], gap: str) -> Text:
+    line = Text(no_wrap=True, overflow="ellipsis", end="\n")
+    last = len(cells) - 1
+    for index, (cell, column) in enumerate(zip(cells, columns, strict=True)):
+        cell.overflow = "ellipsis"
+        if index == last:
+            cell.truncate(widths[index])  # no trailing padding
+        else:
+            cell.align("right" if column.right else "left", widths[index])
+            cell.append(gap)
+        line.append_text(cell)
+    return line
+
+
+def choose_rows(
+    ports: Sequence[DeviceRecord], max_rows: int | None
 ) -> tuple[list[DeviceRecord], list[DeviceRecord]]:
-    """Split *records* into (shown, hidden), at most *max_rows* shown.
+    """Split *ports* into (shown, folded), at most *max_rows* lines in all.
 
-    Rows still in progress are kept first, then failures, then booted ones;
-    the shown rows stay in slot order.
+    Failed and in-progress devices come first, then booted ones; one line
+    is kept for the count of the folded rest, and the shown rows stay in
+    port order.
     """
-    if max_rows is None or len(records) <= max_rows:
-        return list(records), []
-    keep = max(0, max_rows - 1)  # one line says what is not shown
+    if max_rows is None or len(ports) <= max_rows:
+        return list(ports), []
+    keep = max(0, max_rows - 1)
 
     def rank(item: tuple[int, DeviceRecord]) -> tuple[int, int]:
         index, record = item
-        if not record.state.finished:
-            return (0, index)
-        return (1 if record.state is DeviceState.FAILED else 2, index)
+        return (1 if record.state is DeviceState.BOOTED else 0, index)
 
-    ranked = sorted(enumerate(records), key=rank)
-    shown_idx = sorted(index for index, _ in ranked[:keep])
-    shown_set = set(shown_idx)
-    shown = [records[i] for i in shown_idx]
-    hidden = [record for i, record in enumerate(records) if i not in shown_set]
-    return shown, hidden
+    ranked = sorted(enumerate(ports), key=rank)
+    shown_index = sorted(index for index, _ in ranked[:keep])
+    shown_set = set(shown_index)
+    shown = [ports[i] for i in shown_index]
+    folded = [record for i, record in enumerate(ports) if i not in shown_set]
+    return shown, folded
 
 
-def _hidden_note(hidden: Sequence[DeviceRecord]) -> Text:
-    booted = sum(1 for r in hidden if r.state is DeviceState.BOOTED)
-    failed = sum(1 for r in hidden if r.state is DeviceState.FAILED)
-    active = len(hidden) - booted - failed
+def folded_note(folded: Sequence[DeviceRecord], what: str) -> Text:
+    """``... 29 more (27 booted, 2 in progress)``: what the frame had no room for."""
+    booted = sum(1 for r in folded if r.state is DeviceState.BOOTED)
+    failed = sum(1 for r in folded if r.state is DeviceState.FAILED)
+    active = len(folded) - booted - failed
     parts = [f"{booted} booted"] if booted else []
     if failed:
         parts.append(f"{failed} failed")
     if active:
         parts.append(f"{active} in progress")
-    return Text(f"... {len(hidden)} devices not shown ({', '.join(parts)})", style="dim")
+    return Text(
+        f"... {len(folded)} more {what} not shown ({', '.join(parts)})",
+        style="dim",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
 
 
-def _widths(rows: list[list[Text]], cols: _Columns, width: int | None) -> list[int]:
-    header = cols.header()
-    widths = [len(name) for name in header]
-    for row in rows:
-        for index, cell in enumerate(row):
-            widths[index] = max(widths[index], cell.cell_len)
-    caps = {"Port": _PORT_MAX, "Name": cols.name_max, "ID": _ID_WIDTH, "State": _STATE_WIDTH}
-    for index, name in enumerate(header):
-        if name in caps:
-            widths[index] = min(widths[index], caps[name])
+def table_lines(
+    ports: Sequence[DeviceRecord], *, now: float, width: int | None, max_rows: int | None
+) -> list[Text]:
+    """Header, rule and one row per port (folded to *max_rows* device lines)."""
+    columns = _columns(ports, width)
+    gap = "  " if width is None or width >= _MB_MIN_WIDTH else " "
+    widths = [column.width for column in columns]
     if width is not None:  # the result takes what is left, and nothing more
-        used = sum(widths[:-1]) + len(_GAP) * (len(widths) - 1)
+        used = sum(widths[:-1]) + len(gap) * (len(widths) - 1)
         widths[-1] = max(_RESULT_MIN, width - used)
-    return widths
-
-
-def _line(cells: list[Text], widths: list[int], justify: list[AlignMethod]) -> Text:
-    line = Text(no_wrap=True, overflow="ellipsis", end="\n")
-    last = len(cells) - 1
-    for index, cell in enumerate(cells):
-        cell.overflow = "ellipsis"
-        if index == last:
-            cell.truncate(widths[index])  # no trailing padding
-        else:
-            cell.align(justify[index], widths[index])
-        line.append_text(cell)
-        if index != last:
-            line.append(_GAP)
-    return line
-
-
-def render_line(
-    records: Sequence[DeviceRecord],
-    *,
-    now: float,
-    title: str | None = None,
-    max_rows: int | None = None,
-    width: int | None = None,
-) -> RenderableType:
-    """Build the frame for *records* as they stand at monotonic time *now*.
-
-    One row per device (port, friendly name, unique ID, state, progress bar,
-    MB done/total, MB/s, ETA, result) and a totals row (done, booted and
-    failed counts, aggregate MB/s over all devices, total bytes).
-
-    Pure: the same records and *now* give the same frame. Every
-    device-supplied string is passed through :func:`printable` and wrapped
-    in :class:`~rich.text.Text`, so it can neither be read as markup nor
-    reach the terminal as a control sequence. MB is 1,000,000 bytes.
-
-    :param title: shown above the table (literally, like device strings)
-    :param max_rows: at most this many device rows (the terminal's height);
-        the rest are summed up in one line, finished devices first
-    :param width: the terminal's width: the result column fills it, and
-        narrow screens drop the unique-ID column, then the progress bar,
-        then the bytes; None draws every column at its natural width
-    """
-    snapshot = list(records)  # the engine may append while we draw
-    totals = line_totals(snapshot, now=now)
-    cols = _Columns(width)
-    shown, hidden = _choose_rows(snapshot, max_rows)
-
-    rows = [_device_cells(record, now, cols) for record in shown]
-    etas = [record.eta(now) for record in snapshot if not record.state.finished]
-    line_eta = ""
-    if etas:
-        line_eta = format_duration(
-            None if any(eta is None for eta in etas) else max(e for e in etas if e is not None)
+    else:
+        widths[-1] = max(
+            [_RESULT_MIN, *(_result(r).cell_len for r in ports)],
         )
-    plural = "" if totals.devices == 1 else "s"
-    footer = [Text("total", style="bold"), Text(f"{totals.devices} device{plural}", style="bold")]
-    if cols.ids:
-        footer.append(Text(""))
-    footer.append(Text(f"{totals.devices - totals.in_progress}/{totals.devices} done"))
-    if cols.bar:
-        footer.append(_bar(totals.bytes_done, totals.bytes_total, DeviceState.SENDING_WIM))
-    if cols.mb:
-        footer.append(Text(f"{format_mb(totals.bytes_done)}/{format_mb(totals.bytes_total)}"))
-    footer += [
-        Text(format_mb(totals.rate), style="bold"),
-        Text(line_eta),
-        Text.assemble(
-            (f"{totals.booted} booted", "green"),
-            ", ",
-            (f"{totals.failed} failed", "red" if totals.failed else ""),
-            f" in {format_duration(totals.seconds)}",
-        ),
+    shown, folded = choose_rows(ports, max_rows)
+    header = [Text(column.title, style="bold") for column in columns]
+    table_width = min(sum(widths) + len(gap) * (len(widths) - 1), width or 10**6)
+    lines = [
+        _line(header, columns, widths, gap),
+        Text("─" * table_width, style="dim", no_wrap=True, overflow="crop"),
     ]
-
-    header = [Text(name, style="bold") for name in cols.header()]
-    widths = _widths([header, *rows, footer], cols, width)
-    justify = cols.justify()
-    table_width = sum(widths) + len(_GAP) * (len(widths) - 1)
-    rule = Text("─" * table_width, style="dim", no_wrap=True, overflow="crop")
-
-    lines: list[RenderableType] = []
-    if title:
-        heading = Text(printable(title), style="bold", no_wrap=True, overflow="ellipsis")
-        heading.align("center", table_width)
-        lines.append(heading)
-    lines += [_line(header, widths, justify), rule]
-    lines += [_line(row, widths, justify) for row in rows]
-    lines += [rule, _line(footer, widths, justify)]
-    if hidden:
-        lines.append(_hidden_note(hidden))
-    return Group(*lines)
-
-
-class _Refresher(threading.Thread):
-    """Redraws the Live every *interval* s, or less often if frames are dear.
-
-    After each frame the pause is stretched to ``frame CPU time / MAX_DUTY``
-    so drawing never takes more than :data:`MAX_DUTY` of a CPU, however
-    many devices the table shows or however slow the machine is.
-    """
-
-    def __init__(self, live: Live, interval: float) -> None:
-        super().__init__(name="parallel-flash-live-table", daemon=True)
-        self.live = live
-        self.interval = interval
-        self.done = threading.Event()
-        #: frames drawn and CPU seconds spent drawing them (for benchmarks)
-        self.frames = 0
-        self.cpu = 0.0
-
-    def run(self) -> None:
-        pause = self.interval
-        while not self.done.wait(pause):
-            start = time.thread_time()
-            self.live.refresh()
-            cost = time.thread_time() - start
-            self.frames += 1
-            self.cpu += cost
-            pause = max(self.interval, cost / MAX_DUTY)
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join()
-
-
-class LiveTable:
-    """A :class:`~parallel_flash.events.LineObserver` drawing the live table.
-
-    Use it as a context manager around the run::
-
-        with LiveTable(title="booting x.wim") as table:
-            await boot_line(links, image, observer=table)
-
-    Error Log packets (level <= 2) and failures are printed above the table
-    (they stay in the scrollback); the table itself is redrawn up to
-    *refresh_per_second* times a second, less often when a frame is
-    expensive (see :data:`MAX_DUTY`).
-    """
-
-    def __init__(
-        self,
-        *,
-        console: Console | None = None,
-        title: str | None = None,
-        refresh_per_second: float = 4.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if not 0 < refresh_per_second <= 30:
-            raise ValueError(f"refresh_per_second must be in (0, 30], got {refresh_per_second}")
-        self.console = console if console is not None else Console(log_path=False)
-        self.title = title
-        self.records: list[DeviceRecord] = []
-        self.refresh_per_second = refresh_per_second
-        self._clock = clock
-        self._final = False
-        self._render_failed = False
-        self._refresher: _Refresher | None = None
-        self._frames = 0
-        self._cpu = 0.0
-        self._live = Live(
-            console=self.console,
-            get_renderable=self.renderable,
-            auto_refresh=False,  # _Refresher paces the frames
-            transient=False,
-        )
-
-    def renderable(self) -> RenderableType:
-        """The current frame: rows capped to the terminal, or all rows at the end."""
-        try:
-            width, height = self.console.size
-            max_rows = None if self._final else max(3, height - _FRAME_LINES)
-            return render_line(
-                self.records,
-                now=self._clock(),
-                title=self.title,
-                max_rows=max_rows,
-                width=width,
-            )
-        except Exception:  # a drawing bug must not take the line down
-            if not self._render_failed:
-                self._render_failed = True
-                logger.exception("cannot draw the live table")
-            return Text("(live table unavailable, see log)", style="red")
-
-    def statistics(self) -> tuple[int, float]:
-        """(frames drawn, CPU seconds spent drawing them) by the refresh thread so far."""
-        refresher = self._refresher
-        if refresher is None:
-            return self._frames, self._cpu
-        return self._frames + refresher.frames, self._cpu + refresher.cpu
-
-    def __enter__(self) -> LiveTable:
-        self._final = False
-        self._live.start(refresh=True)
-        if self.console.is_terminal and self._refresher is None:
-            self._refresher = _Refresher(self._live, 1 / self.refresh_per_second)
-            self._refresher.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._refresher is not None:
-            self._refresher.stop()
-            self._frames += self._refresher.frames
-            self._cpu += self._refresher.cpu
-            self._refresher = None
-        self._final = True  # the last frame, left on screen, shows every row
-        self._live.stop()
-
-    # -- LineObserver --------------------------------------------------
-
-    def device_added(self, record: DeviceRecord) -> None:
-        self.records.append(record)
-
-    def device_changed(self, record: DeviceRecord) -> None:
-        pass  # the next redraw reads the record
-
-    def device_log(self, record: DeviceRecord, log: DeviceLog) -> None:
-        if log.is_error:
-            self.console.log(
-                Text.assemble(
-                    (printable(record.port), "bold"),
-                    " ",
-                    printable(record.name or "-"),
-                    f": device log (level {log.level}, event {log.event_id}): ",
-                    (printable(log.text), "yellow"),
-                )
-            )
-
-    def device_finished(self, record: DeviceRecord) -> None:
-        if record.state is DeviceState.FAILED:
-            self.console.log(
-                Text.assemble(
-                    (printable(record.port), "bold"),
-                    " ",
-                    printable(record.name or "-"),
-                    ": ",
-                    ("failed: ", "bold red"),
-                    _result(record),
-                )
-            )
+    for record in shown:
+        lines.append(_line([column.cell(record, now) for column in columns], columns, widths, gap))
+    if folded:
+        lines.append(folded_note(folded, "devices"))
+    return lines
