@@ -12,7 +12,11 @@ codes and messages without string matching:
 * :class:`TransportError` and subclasses -- the USB link (real or simulated)
   failed: timeout, stall, disconnect.
 * :class:`DeviceBootError` -- the device answered the whole exchange and
-  reported failure (negative status).
+  reported failure (negative status); :class:`LoaderStatusError` is its NOK
+  loaders' form (a non-zero status in a reply, with its meaning).
+* :class:`DeviceRefused` -- the device's own description rules it out for
+  this boot (a missing capability, too little RAM); raised before any image
+  byte is sent.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from __future__ import annotations
 __all__ = (
     "DeviceBootError",
     "DeviceDisconnected",
+    "DeviceRefused",
     "EmulatorError",
     "FormatError",
     "InputError",
+    "LoaderStatusError",
     "LocalProtocolError",
     "ParallelFlashError",
     "ProtocolError",
@@ -76,6 +82,25 @@ class DeviceBootError(ParallelFlashError):
     def __init__(self, status: int) -> None:
         self.status = status
         super().__init__(f"WIM boot failure status 0x{status & 0xFFFFFFFF:08x}")
+
+
+class LoaderStatusError(DeviceBootError):
+    """Raised when a NOK loader (Lumia, UFP) answers a message with a non-zero status.
+
+    Names the request and the status's meaning (ThrowFlashError's table).
+    """
+
+    def __init__(self, status: int, *, request: str, meaning: str) -> None:
+        self.status = status
+        self.request = request
+        self.meaning = meaning
+        ParallelFlashError.__init__(
+            self, f"{request} answered status 0x{status:04X} ({meaning})"
+        )
+
+
+class DeviceRefused(ParallelFlashError):
+    """Raised when a device's own description rules it out, before any image byte is sent."""
 
 
 class TransportError(ParallelFlashError):

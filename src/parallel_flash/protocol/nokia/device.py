@@ -1,0 +1,252 @@
+"""What the Lumia and UFP device models share: NOKV, NOKD, NOKXFR, NOKU, the wire rules.
+
+The models have the same face as SimpleIO's
+:class:`~parallel_flash.protocol.device.DeviceModel` (``control``,
+``bulk_out``, ``bulk_in``, ``disconnect``, ``summary``), so the simulated
+link and the umockdev emulator host them unchanged. One bulk OUT transfer is
+one message.
+
+No device-side code of either loader is public: the models do what the
+public hosts wait for (loaders.md, the emulator recipes in A.1 and A.2) and
+are strict about the rules a host must keep, so a host bug shows up as a
+rejection with a reason: a zero-length packet, a second message before the
+reply to the first was read, a reply read into less than 0xF000 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ..device import OutResult
+from .faults import NokFaults
+from .messages import (
+    NOKU,
+    REPLY_BUFFER_SIZE,
+    AppType,
+    Command,
+    NokInfo,
+    encode_param_reply,
+    encode_status_reply,
+    parse_param_request,
+)
+
+__all__ = ("NokDeviceModel",)
+
+TranscriptEntry = tuple[Any, ...]
+
+
+def _usb_id(ids: tuple[int, int] | None) -> str | None:
+    return None if ids is None else f"{ids[0]:04x}:{ids[1]:04x}"
+
+
+class NokDeviceModel:
+    """A device running a NOK flash app; subclasses add the loader's own messages."""
+
+    #: Which loader this models ("lumia", "ufp").
+    loader = "nok"
+    #: Status a protocol violation earns the next image message (invalid sub block length).
+    VIOLATION_STATUS = 0x0010
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        ids: tuple[int, int],
+        faults: NokFaults | None = None,
+        count_only: bool = False,
+        record_transcript: bool = True,
+        max_packet_size: int = 512,
+        write_buffer_size: int | None,
+        protocol_mask: int | None,
+        mmos_over_usb: int | None,
+        largest_memory_region: int | None,
+        platform_id: str | None = None,
+        params: dict[str, bytes] | None = None,
+    ) -> None:
+        self.friendly_name = name
+        self.ids = ids
+        self.faults = faults or NokFaults()
+        self.count_only = count_only
+        self.max_packet_size = max_packet_size
+        self.transcript: list[TranscriptEntry] = []
+        self._record = record_transcript and not count_only
+        self.params = params or {}
+        f = self.faults
+        self.info = NokInfo.build(
+            app_type=AppType.FLASH_APP if f.app_type is None else f.app_type,
+            write_buffer_size=(
+                None if f.no_write_buffer
+                else write_buffer_size if f.write_buffer is None else f.write_buffer
+            ),
+            protocol_mask=protocol_mask if f.mask is None else f.mask,
+            mmos_over_usb=(
+                None if f.no_mmos else mmos_over_usb if f.mmos_flag is None else f.mmos_flag
+            ),
+            largest_memory_region=largest_memory_region if f.memory is None else f.memory,
+            platform_id=platform_id,
+            security_flags=bytes((3, 1, 1, 1, 0, 0, 1, 0)),
+        )
+        self.booted = False
+        self.disconnected = False
+        self.received_bytes = 0
+        self.expected_bytes = 0
+        self.rejection: str | None = None
+        #: The last non-zero status this device answered, if any.
+        self.status_sent: int | None = None
+        self.messages = 0
+        #: (vid, pid) the device comes back with after it left, or None to stay away.
+        self.returns_as: tuple[int, int] | None = None
+        self._replies: list[bytes] = []
+        self._gone = False
+        self._hash = None if count_only else hashlib.sha256()
+
+    # -- outputs ----------------------------------------------------------------------
+
+    @property
+    def sha256(self) -> str | None:
+        """Hex SHA-256 of every image byte received (None in count-only mode)."""
+        return None if self._hash is None else self._hash.hexdigest()
+
+    @property
+    def phase(self) -> str:
+        return "gone" if self._gone else self._phase_name()
+
+    def _phase_name(self) -> str:
+        raise NotImplementedError
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able account of what the device saw."""
+        return {
+            "loader": self.loader,
+            "name": self.friendly_name,
+            "unique_id": "",
+            "phase": self.phase,
+            "received_bytes": self.received_bytes,
+            "expected_bytes": self.expected_bytes,
+            "sha256": self.sha256,
+            "booted": self.booted,
+            "disconnected": self.disconnected,
+            "rejection": self.rejection,
+            "status_sent": self.status_sent,
+            "messages": self.messages,
+            "returns_as": _usb_id(self.returns_as),
+            "faults": self.faults.describe(),
+        }
+
+    # -- inputs -----------------------------------------------------------------------
+
+    def control(
+        self, request_type: int, request: int, value: int, index: int, data: bytes = b""
+    ) -> bool:
+        """The NOK hosts send no class or vendor requests: STALL them (and note it)."""
+        if self._record:
+            self.transcript.append(("control", request_type, request, value, index))
+        return False
+
+    def bulk_out(self, data: bytes | memoryview) -> OutResult:
+        """One bulk OUT transfer: one whole message."""
+        if self._gone:
+            return OutResult.GONE
+        f = self.faults
+        if f.disconnect_after is not None and self.received_bytes >= f.disconnect_after:
+            self.disconnect()
+            return OutResult.GONE
+        if f.stop_reading_after is not None and self.received_bytes >= f.stop_reading_after:
+            return OutResult.NAK
+        length = len(data)
+        if self._record:
+            self.transcript.append(("out", length, bytes(data[:8])))
+        if length == 0:
+            self._reject("a zero-length packet arrived; NOK loaders never use them")
+            return OutResult.ACCEPTED
+        if self._replies:
+            self._reject(
+                f"a {length}-byte message arrived before the reply to the previous one was read"
+            )
+        self.messages += 1
+        reply = self._answer(data)
+        if reply is not None:
+            self._queue(reply)
+        return OutResult.ACCEPTED
+
+    def bulk_in(self, max_length: int) -> bytes | None:
+        """The next queued reply, or None when the device has nothing to say."""
+        if self._gone or not self._replies:
+            return None
+        if max_length < REPLY_BUFFER_SIZE:
+            self._reject(f"host read a reply into {max_length} bytes, less than 0xF000")
+        reply = self._replies.pop(0)
+        if self._record:
+            self.transcript.append(("in", len(reply)))
+        self._reply_read()
+        return reply[:max_length]
+
+    def disconnect(self) -> None:
+        """The device (or whoever hosts it) pulled the plug."""
+        self.disconnected = True
+        self._gone = True
+        self._replies.clear()
+
+    # -- the conversation -------------------------------------------------------------
+
+    def _answer(self, data: bytes | memoryview) -> bytes | None:
+        if self.faults.noku:
+            return NOKU
+        head = bytes(data[:11])
+        if head == Command.INFO.value:
+            return self.info.encode()
+        if head == Command.DISABLE_TIMEOUT.value:
+            return encode_status_reply(b"NOKD\0\0", 0)
+        if head == Command.REBOOT.value:
+            self._reboot()
+            return None
+        name = parse_param_request(head)
+        if name is not None:
+            return encode_param_reply(name, self.params.get(name, b""))
+        reply = self._loader_message(data)
+        return NOKU if reply is None else reply
+
+    def _loader_message(self, data: bytes | memoryview) -> bytes | None:
+        """A message of the loader's own; None = unknown (answered NOKU)."""
+        raise NotImplementedError
+
+    def _reboot(self) -> None:
+        """NOKR: leave the bus (the subclass says how it comes back)."""
+        self.disconnect()
+
+    def _reply_read(self) -> None:
+        """Called after the host read a reply (a RAM-booting device leaves then)."""
+
+    def _status(self, signature: bytes, status: int) -> bytes:
+        if status:
+            self.status_sent = status
+        return encode_status_reply(signature, status)
+
+    def _take(self, data: bytes | memoryview) -> None:
+        """Count (and hash) image bytes."""
+        if self._hash is not None:
+            self._hash.update(data)
+        self.received_bytes += len(data)
+
+    def _fault_status(self, first: int, length: int) -> int | None:
+        """The injected status, for the message holding image bytes [first, first+length)."""
+        f = self.faults
+        if f.status is not None and first <= f.status_at < first + max(length, 1):
+            return f.status
+        return None
+
+    def _silent(self) -> bool:
+        at = self.faults.silent_after
+        return at is not None and self.received_bytes >= at
+
+    def _queue(self, reply: bytes) -> None:
+        if not self._silent():
+            self._replies.append(reply)
+
+    def _reject(self, reason: str) -> None:
+        if self.rejection is None:
+            self.rejection = reason
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.friendly_name!r} {self.phase}>"
