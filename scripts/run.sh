@@ -5,6 +5,8 @@
 #                                        booting a WIM and SDI the project generates itself
 #   bash scripts/run.sh test [ARGS...]   the whole test suite (pytest), umockdev and wimlib included
 #   bash scripts/run.sh bench            every benchmark in benchmarks/
+#   bash scripts/run.sh coverage [ARGS]  the test suite under coverage.py, subprocesses included,
+#                                        then the per-module figure
 #
 # It installs the Debian packages it needs (only those missing), creates .venv with the
 # project and its test dependencies, then runs the job from that venv.
@@ -51,8 +53,16 @@ case "$job" in
   demo)  exec .venv/bin/parallel-flash demo "$@" ;;
   test)  export PARALLEL_FLASH_REQUIRE_ALL=1
          exec .venv/bin/python -m pytest "$@" ;;
+  coverage)
+         export PARALLEL_FLASH_REQUIRE_ALL=1
+         .venv/bin/python -m coverage erase
+         status=0
+         .venv/bin/python -m coverage run -m pytest "$@" || status=$?
+         .venv/bin/python -m coverage combine -q
+         .venv/bin/python -m coverage report
+         exit "$status" ;;
   bench) for script in benchmarks/bench_*.py; do
            echo "== $script"; .venv/bin/python "$script"
          done ;;
-  *)     echo "usage: bash scripts/run.sh {demo|test|bench} [ARGS...]" >&2; exit 2 ;;
+  *)     echo "usage: bash scripts/run.sh {demo|test|coverage|bench} [ARGS...]" >&2; exit 2 ;;
 esac

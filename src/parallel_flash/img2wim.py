@@ -72,6 +72,8 @@ class Img2WimProgress:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Img2WimResult:
+    """What one conversion read from the FFU and wrote."""
+
     ffu: Path
     wim: Path
     ffu_version: int

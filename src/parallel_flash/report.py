@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .errors import FormatError, InputError
 from .events import DeviceLog, DeviceRecord, DeviceState, FailureReason
 

@@ -528,7 +528,7 @@ class Host:
             for record in self.ports.values():
                 if record.device is not None and not record.device.gone:
                     self.usbfs.disconnect(record.device, "emulator shut down")
-        self.testbed = None
+        del self.testbed
 
 
 def main(argv: list[str]) -> int:

@@ -91,7 +91,7 @@ class _Deferred(tuple[int, int]):
 _DEFERRED: Result = _Deferred((0, 0))
 
 
-class UsbdevfsHandler(UMockdev.IoctlBase):  # type: ignore[misc]
+class UsbdevfsHandler(UMockdev.IoctlBase):
     """One handler for every emulated device node; each open fd is a :class:`Client`."""
 
     def __init__(self, usbfs: Usbfs) -> None:

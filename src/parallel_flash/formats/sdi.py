@@ -109,10 +109,12 @@ SDI_TOC_ENTRY = Struct(
     "reserved"     / Padding(24)                              * "",
 )  # fmt: skip
 
+_EMPTY_TOC: list[dict[str, Any] | None] = [{}] * SDI_TOC_ENTRIES
+
 SDI_HEAD = Struct(
     "header" / SDI_HEADER,
     "gap"    / Padding(SDI_TOC_OFFSET - SDI_HEADER_SIZE),
-    "toc"    / Default(Array(SDI_TOC_ENTRIES, SDI_TOC_ENTRY), [{}] * SDI_TOC_ENTRIES),
+    "toc"    / Default(Array(SDI_TOC_ENTRIES, SDI_TOC_ENTRY), _EMPTY_TOC),
 )  # fmt: skip
 
 

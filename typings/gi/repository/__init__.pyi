@@ -1,0 +1,2 @@
+from . import GLib as GLib
+from . import UMockdev as UMockdev
