@@ -76,3 +76,22 @@ def test_import_loads_no_dependency() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == ""
+
+
+def test_readme_python_example_runs(
+    tmp_path: Path,
+    small_wim: Path,
+    small_sdi: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's Python API example, run as written (on the tests' small WIM and SDI)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "MMOS.wim").symlink_to(small_wim)
+    (tmp_path / "boot.sdi").symlink_to(small_sdi)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines()[-1] == "8 0 []"
+    assert len((tmp_path / "line.jsonl").read_text().splitlines()) >= 8
