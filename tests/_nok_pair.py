@@ -70,7 +70,7 @@ def drive(
             device.bulk_out(action.data)
             host.completed()
         elif isinstance(action, AwaitReturn):
-            if device.returns_as is None:
+            if device.returns_as is None or device.stays_away:
                 host.abort()
                 raise TransferTimeout(f"no device came back waiting for {action.what}")
             host.returned(*device.returns_as)

@@ -29,7 +29,6 @@ from .errors import (
     DeviceDisconnected,
     InputError,
     ProtocolError,
-    TransferStall,
     TransferTimeout,
     TransportError,
 )
@@ -40,8 +39,10 @@ from .events import (
     FailureReason,
     LineObserver,
     NullObserver,
+    failure_reason,
 )
 from .image import ImageBuffer
+from .nok_boot import boot_nok_device
 from .protocol.host import (
     Finished,
     HostPhase,
@@ -54,6 +55,8 @@ from .protocol.host import (
     WimBootHost,
 )
 from .protocol.messages import REPLY_BUFFER_SIZE, parse_status
+from .protocol.nokia.host import NokTimeouts
+from .protocol.selection import FILE_TYPE_NAMES, Loader, loader_for
 from .transport.base import Link, OutChunk
 
 __all__ = (
@@ -100,6 +103,8 @@ class BootOptions:
     #: "No progress" window per transfer; a stream's window is this times in_flight.
     transfer_timeout: float = 1.0
     status_timeout: float = 15.0
+    #: The Lumia and UFP loaders' waits (loaders.md A.1; the CLI keeps the defaults).
+    nok_timeouts: NokTimeouts = field(default_factory=NokTimeouts)
 
     def __post_init__(self) -> None:
         if self.transfer_size is not None and not 0 < self.transfer_size <= 0xFFFF_FFFF:
@@ -134,9 +139,26 @@ async def boot_device(
     options: BootOptions | None = None,
     observer: LineObserver | None = None,
 ) -> DeviceRecord:
-    """Boot one device over an opened link; the caller owns (and closes) the link."""
+    """Boot one device over an opened link; the caller owns (and closes) the link.
+
+    The device's USB IDs choose its loader (:mod:`.protocol.selection`); a
+    loader that cannot take this image fails the device, saying what it needs.
+    """
     options = options or BootOptions()
     observer = observer or NullObserver()
+    loader = loader_for(*link.usb_ids) or Loader.SIMPLEIO
+    record.loader = loader.value
+    if not loader.takes(image.kind):
+        record.finished = time.monotonic()
+        record.state = DeviceState.FAILED
+        record.reason = FailureReason.REFUSED
+        kind = FILE_TYPE_NAMES.get(image.kind, image.kind)
+        record.error = f"a {loader.value} device needs {loader.needs}; {image.wim_path} is {kind}"
+        observer.device_finished(record)
+        return record
+    if loader is not Loader.SIMPLEIO:
+        await boot_nok_device(link, image, record, observer, loader, options.nok_timeouts)
+        return record
     pipeline = _Pipeline(link, image, record, options, observer)
     try:
         await pipeline.run()
@@ -215,7 +237,9 @@ class _Pipeline:
             host.abort()
             error = await self._describe(exc)
             # A stalled stream whose device then said why is the device's verdict.
-            reason = FailureReason.DEVICE_STATUS if record.status is not None else _reason(exc)
+            reason = (
+                FailureReason.DEVICE_STATUS if record.status is not None else failure_reason(exc)
+            )
             self.finish(error=error, reason=reason)
 
     async def _stream(self, action: StreamImage) -> None:
@@ -313,19 +337,6 @@ class _Pipeline:
             record.reason = reason or FailureReason.USB_ERROR
             logger.info("%s: failed: %s", record.port, error)
         self.observer.device_finished(record)
-
-
-def _reason(exc: ProtocolError | TransportError) -> FailureReason:
-    """The counted reason for a failure the pipeline caught."""
-    if isinstance(exc, ProtocolError):
-        return FailureReason.PROTOCOL
-    if isinstance(exc, DeviceDisconnected):
-        return FailureReason.DISCONNECTED
-    if isinstance(exc, TransferTimeout):
-        return FailureReason.TIMEOUT
-    if isinstance(exc, TransferStall):
-        return FailureReason.STALL
-    return FailureReason.USB_ERROR
 
 
 def _chunks(image: ImageBuffer, plan: TransferPlan) -> Iterator[OutChunk]:

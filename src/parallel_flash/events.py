@@ -15,6 +15,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .errors import (
+    DeviceBootError,
+    DeviceDisconnected,
+    DeviceRefused,
+    ProtocolError,
+    TransferStall,
+    TransferTimeout,
+)
+
 __all__ = (
     "DeviceLog",
     "DeviceRecord",
@@ -23,6 +32,7 @@ __all__ = (
     "LineObserver",
     "NullObserver",
     "ObserverGroup",
+    "failure_reason",
 )
 
 
@@ -72,6 +82,26 @@ class FailureReason(enum.StrEnum):
     INTERRUPTED = "interrupted"
     #: the run died of an error outside the device (recorded by the report)
     ABORTED = "aborted"
+    #: the device's own description ruled it out before any image byte was sent
+    #: (a missing capability, too little RAM, a loader that needs another file)
+    REFUSED = "refused"
+
+
+def failure_reason(exc: Exception) -> FailureReason:
+    """The counted reason for a failure a pipeline caught."""
+    if isinstance(exc, DeviceRefused):
+        return FailureReason.REFUSED
+    if isinstance(exc, DeviceBootError):
+        return FailureReason.DEVICE_STATUS
+    if isinstance(exc, ProtocolError):
+        return FailureReason.PROTOCOL
+    if isinstance(exc, DeviceDisconnected):
+        return FailureReason.DISCONNECTED
+    if isinstance(exc, TransferTimeout):
+        return FailureReason.TIMEOUT
+    if isinstance(exc, TransferStall):
+        return FailureReason.STALL
+    return FailureReason.USB_ERROR
 
 
 @dataclass(frozen=True, slots=True)

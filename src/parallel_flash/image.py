@@ -1,4 +1,4 @@
-"""SDI + WIM, read once into one shared in-memory buffer.
+"""SDI + WIM (or a .secwim, or an FFU), read once into one shared in-memory buffer.
 
 Every device pipeline streams zero-copy slices of the same buffer, so memory
 does not grow with the number of devices. The buffer is an *anonymous,
@@ -40,7 +40,13 @@ class _Source:
 
 
 class ImageBuffer:
-    """The bytes every device receives: SDI (maybe empty), then the WIM."""
+    """The bytes every device receives: SDI (maybe empty), then the WIM; or a whole FFU.
+
+    An FFU (for UFP devices' FFU-to-RAM boot) is held like a .secwim, as one
+    file with SDI length 0; :attr:`kind` tells them apart, and
+    :attr:`ffu_header_length` / :attr:`ffu_chunk_size` are what its loader
+    needs to cut it.
+    """
 
     def __init__(
         self,
@@ -51,6 +57,9 @@ class ImageBuffer:
         sha256: str,
         wim_path: str,
         sdi_path: str | None,
+        kind: str | None = None,
+        ffu_header_length: int | None = None,
+        ffu_chunk_size: int | None = None,
     ) -> None:
         self._mmap = buffer
         self.view = memoryview(buffer)
@@ -59,6 +68,10 @@ class ImageBuffer:
         self.sha256 = sha256
         self.wim_path = wim_path
         self.sdi_path = sdi_path
+        #: "wim" (SDI + WIM), "secwim" or "ffu": which loaders can take it.
+        self.kind = kind or ("secwim" if sdi_length == 0 else "wim")
+        self.ffu_header_length = ffu_header_length
+        self.ffu_chunk_size = ffu_chunk_size
 
     @property
     def total_length(self) -> int:
@@ -66,7 +79,7 @@ class ImageBuffer:
 
     @property
     def is_secwim(self) -> bool:
-        return self.sdi_length == 0
+        return self.kind == "secwim"
 
     # -- construction ------------------------------------------------------------
 
@@ -81,6 +94,10 @@ class ImageBuffer:
 
         wim_source = _stat(wim, "WIM")
         kind = detect_file_type(wim_source.path)
+        if kind == "ffu":
+            if sdi is not None:
+                raise InputError(f"{wim_source.path}: is an FFU, which is sent whole; drop --sdi")
+            return cls._load_ffu(wim_source)
         if kind == "secwim":
             if sdi is not None:
                 raise InputError(
@@ -95,9 +112,11 @@ class ImageBuffer:
                 )
             sources = [_stat(sdi, "SDI"), wim_source]
         elif kind is None:
-            raise FormatError(wim_source.path, "magic", "not a WIM, .secwim or SDI file")
+            raise FormatError(wim_source.path, "magic", "not a WIM, .secwim, FFU or SDI file")
         else:
-            raise FormatError(wim_source.path, "magic", f"is a {kind} file, not a WIM or .secwim")
+            raise FormatError(
+                wim_source.path, "magic", f"is a {kind} file, not a WIM, .secwim or FFU"
+            )
         total = sum(source.size for source in sources)
         if total > MAX_IMAGE_BYTES:
             names = " + ".join(f"{s.path} ({s.size} bytes)" for s in sources)
@@ -122,6 +141,28 @@ class ImageBuffer:
             wim_source.path, image.sdi_length, image.wim_length, digest,
         )
         return image
+
+    @classmethod
+    def _load_ffu(cls, source: _Source) -> ImageBuffer:
+        """An FFU for UFP devices: its headers checked, then read whole like a .secwim."""
+        from .formats.ffu import read_ffu
+
+        ffu = read_ffu(source.path)
+        if source.size > MAX_IMAGE_BYTES:
+            raise InputError(f"{source.path}: {source.size} bytes; an FFU must stay under 4 GiB")
+        buffer, digest = _read_into_anonymous_map([source], source.size)
+        logger.info("loaded FFU %s (%d bytes), SHA-256 %s", source.path, source.size, digest)
+        return cls(
+            buffer,
+            sdi_length=0,
+            wim_length=source.size,
+            sha256=digest,
+            wim_path=source.path,
+            sdi_path=None,
+            kind="ffu",
+            ffu_header_length=ffu.stores[0].payload_offset,
+            ffu_chunk_size=ffu.chunk_size,
+        )
 
     @classmethod
     def from_bytes(

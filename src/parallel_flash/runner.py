@@ -28,6 +28,7 @@ from .engine import BootOptions, LineResult, boot_line, run_interruptible
 from .events import DeviceRecord, LineObserver, ObserverGroup
 from .image import ImageBuffer
 from .protocol.device import DeviceFaults
+from .protocol.nokia.faults import NokFaults
 from .transport.base import Link
 from .transport.sim import SimLink, simulated_line
 
@@ -53,8 +54,10 @@ class SimulatedLine:
     rate: float | None = 40e6
     #: Shared per-bus ceiling in bytes/s; None = no shared ceiling.
     bus_rate: float | None = None
-    faults: dict[int, DeviceFaults] | None = None
+    faults: dict[int, DeviceFaults | NokFaults] | None = None
     count_only: bool = False
+    #: Slot -> kind of device (``lumia``, ``ufp-v1``, ``ufp-v2``); SimpleIO when not named.
+    kinds: dict[int, str] | None = None
 
     def links(self) -> list[SimLink]:
         return simulated_line(
@@ -63,6 +66,7 @@ class SimulatedLine:
             bus_rate=self.bus_rate,
             faults=self.faults,
             count_only=self.count_only,
+            kinds=self.kinds,
         )
 
     @contextlib.asynccontextmanager

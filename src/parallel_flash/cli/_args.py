@@ -8,6 +8,7 @@ import re
 from ..engine import DEFAULT_IN_FLIGHT, BootOptions
 from ..errors import InputError
 from ..protocol.device import DeviceFaults
+from ..protocol.nokia.faults import NokFaults
 from ..runner import SimulatedLine
 
 __all__ = (
@@ -16,6 +17,7 @@ __all__ = (
     "byte_size",
     "fault_spec",
     "positive_float",
+    "sim_mix",
     "simulated_line",
 )
 
@@ -45,15 +47,31 @@ def positive_float(text: str) -> float:
     return value
 
 
-def fault_spec(text: str) -> tuple[int, DeviceFaults]:
-    """``SLOT:SPEC``, e.g. ``3:status=-5`` or ``2:stop-reading=1048576,logs=2``."""
+def fault_spec(text: str) -> tuple[int, str]:
+    """``SLOT:SPEC``, e.g. ``3:status=-5`` or ``2:stop-reading=1048576,logs=2``.
+
+    The faults are parsed once the slot's kind of device is known
+    (:func:`simulated_line`): SimpleIO and NOK devices fail differently.
+    """
     slot_text, sep, spec = text.partition(":")
     if not sep or not slot_text.isdigit() or int(slot_text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected SLOT:FAULTS, e.g. 3:status=-5")
-    try:
-        return int(slot_text), DeviceFaults.parse(spec)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return int(slot_text), spec
+
+
+def sim_mix(text: str) -> dict[str, int]:
+    """``lumia=2,ufp-v1=1,ufp-v2=1``: how many simulated devices of each NOK kind."""
+    from ..transport.sim import SIM_DEVICE_KINDS
+
+    mix: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, count = item.partition("=")
+        if kind not in SIM_DEVICE_KINDS or not sep or not count.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected KIND=N with KIND one of {', '.join(SIM_DEVICE_KINDS)}"
+            )
+        mix[kind] = mix.get(kind, 0) + int(count)
+    return mix
 
 
 def add_boot_options(parser: argparse.ArgumentParser) -> None:
@@ -105,23 +123,45 @@ def simulated_line(
     count: int,
     rate_mbps: float,
     bus_rate_mbps: float | None,
-    faults: list[tuple[int, DeviceFaults]],
+    faults: list[tuple[int, str]],
     *,
     flags: tuple[str, str, str],
+    mix: dict[str, int] | None = None,
 ) -> SimulatedLine:
-    """Check the simulated-line options (named by ``flags``: count, rate, faults) and build it."""
+    """Check the simulated-line options (named by ``flags``: count, rate, faults) and build it.
+
+    ``mix`` gives the last slots of the line other kinds of device, in the
+    order given (``--sim 8 --sim-mix lumia=2,ufp-v2=2``: slots 5-6 Lumia, 7-8 UFP v2).
+    """
     count_flag, rate_flag, fault_flag = flags
     if not 1 <= count <= 4096:
         raise InputError(f"{count_flag} must be between 1 and 4096 devices, not {count}")
     if rate_mbps < 0:
         raise InputError(f"{rate_flag} must be >= 0 MB/s, not {rate_mbps}")
-    by_slot = dict(faults)
-    unknown = sorted(slot for slot in by_slot if slot > count)
+    kinds: dict[int, str] = {}
+    mixed = sum((mix or {}).values())
+    if mixed > count:
+        raise InputError(f"--sim-mix names {mixed} devices, but the line has {count}")
+    slot = count - mixed + 1
+    for kind, number in (mix or {}).items():
+        for _ in range(number):
+            kinds[slot] = kind
+            slot += 1
+    unknown = sorted(slot for slot, _ in faults if slot > count)
     if unknown:
         raise InputError(f"{fault_flag} names slots {unknown}, but the line has {count} devices")
+    by_slot: dict[int, DeviceFaults | NokFaults] = {}
+    for slot, text in faults:
+        kind = kinds.get(slot, "simpleio")
+        parse = DeviceFaults.parse if kind == "simpleio" else NokFaults.parse
+        try:
+            by_slot[slot] = parse(text)
+        except ValueError as exc:
+            raise InputError(f"{fault_flag} {slot}:{text} ({kind} device): {exc}") from None
     return SimulatedLine(
         count=count,
         rate=rate_mbps * 1e6 or None,
         bus_rate=bus_rate_mbps * 1e6 if bus_rate_mbps else None,
         faults=by_slot,
+        kinds=kinds,
     )

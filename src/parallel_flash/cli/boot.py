@@ -14,6 +14,7 @@ from ._args import (
     boot_options,
     fault_spec,
     positive_float,
+    sim_mix,
     simulated_line,
 )
 
@@ -23,14 +24,23 @@ __all__ = ("exit_code", "register")
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "boot",
-        help="boot devices from a WIM loaded into their RAM",
+        help="boot devices from a WIM, .secwim or FFU loaded into their RAM",
         description=(
-            "Send SDI + WIM to every device in flashing mode at once and let each boot it "
-            "from RAM (ffutool -WIM, in parallel). Exit status: 0 all booted, 1 any failed, "
-            "2 bad input, 130 interrupted."
+            "Send the image to every device in flashing mode at once and let each boot it "
+            "from RAM, each device through its own loader: SimpleIO devices (045E:062A) take "
+            "SDI + WIM or a .secwim (ffutool -WIM, in parallel); Lumia flash-app devices take a "
+            "signed .secwim (MMOS over USB); UFP devices (045E:0658) take an FFU (FFU to RAM). "
+            "A device whose loader cannot take FILE fails, saying which file it needs. "
+            "The Lumia and UFP loaders are derived from public host code (WPinternals, "
+            "UnifiedFlashingPlatform) and have not been tried on hardware; ffutool's -WIM on "
+            "UFP devices uses a closed native path and is not offered. "
+            "Exit status: 0 all booted, 1 any failed, 2 bad input, 130 interrupted."
         ),
     )
-    parser.add_argument("wim", metavar="WIM", help="the WIM (or a .secwim holding its own SDI)")
+    parser.add_argument(
+        "wim", metavar="FILE",
+        help="the WIM (with --sdi), a .secwim holding its own SDI, or an FFU for UFP devices",
+    )
     parser.add_argument("--sdi", metavar="FILE", help="the SDI sent in front of the WIM (boot.sdi)")
     sim = parser.add_argument_group("simulated line (no USB)")
     sim.add_argument("--sim", type=int, metavar="N", help="boot N simulated devices instead of USB")
@@ -44,7 +54,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sim.add_argument(
         "--sim-fault", type=fault_spec, action="append", default=[], metavar="SLOT:FAULTS",
-        help="inject faults into simulated device SLOT, e.g. 3:status=-5, 2:stop-reading=1048576",
+        help="inject faults into simulated device SLOT, e.g. 3:status=-5, 2:stop-reading=1048576 "
+             "(Lumia/UFP slots: e.g. 7:no-mmos, 8:status=0x1003)",
+    )
+    sim.add_argument(
+        "--sim-mix", type=sim_mix, default=None, metavar="KIND=N,...",
+        help="make the last slots Lumia or UFP devices, e.g. lumia=2,ufp-v1=1,ufp-v2=1",
     )
     add_boot_options(parser)
     _add_usb_arguments(parser)
@@ -101,6 +116,7 @@ def _link_source(args: argparse.Namespace) -> LinkSource:
     return simulated_line(
         args.sim, args.sim_rate, args.sim_bus_rate, args.sim_fault,
         flags=("--sim", "--sim-rate", "--sim-fault"),
+        mix=args.sim_mix,
     )
 
 

@@ -18,6 +18,8 @@ import abc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ..errors import TransferTimeout
+
 __all__ = ("Link", "OutChunk", "ProgressCallback")
 
 #: Called on the event loop's thread after each completed OUT transfer of a
@@ -38,6 +40,9 @@ class OutChunk:
 
 class Link(abc.ABC):
     """One device in flashing mode, opened and with interface 0 claimed."""
+
+    #: (idVendor, idProduct): the engine picks the device's loader by it.
+    usb_ids: tuple[int, int]
 
     #: Where the device sits: a sysfs port path (``1-1.4.2``) for real USB,
     #: ``sim-N`` for the simulated line. The key across re-enumeration.
@@ -77,6 +82,15 @@ class Link(abc.ABC):
         on cancellation, every queued transfer is cancelled and its
         cancellation awaited before this returns, so the buffers are free.
         """
+
+    async def wait_return(self, timeout: float) -> tuple[int, int] | None:
+        """After the device left the bus, wait for a device on the same port.
+
+        Returns the (idVendor, idProduct) of the first device that arrives on
+        this port within ``timeout`` seconds, or None. A device still there
+        with its old identity is not an arrival.
+        """
+        raise TransferTimeout(f"{self.port}: this link cannot watch its port for a return")
 
     @abc.abstractmethod
     async def aclose(self) -> None:

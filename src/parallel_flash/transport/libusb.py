@@ -511,6 +511,9 @@ class _Wake:
 # -- the link -----------------------------------------------------------------------
 
 
+#: Seconds between device-list scans while waiting for a device to come back on its port.
+_RETURN_POLL_INTERVAL = 0.1
+
 class UsbLink(Link):
     """One device in flashing mode over libusb, interface 0 claimed."""
 
@@ -526,6 +529,7 @@ class UsbLink(Link):
     ) -> None:
         self.port = info.port
         self.info = info
+        self.usb_ids = (info.vendor_id, info.product_id)
         self.max_packet_size = max_packet_size
         self.endpoint_in = endpoint_in
         self.endpoint_out = endpoint_out
@@ -730,6 +734,18 @@ class UsbLink(Link):
         await stream.run(iter(chunks))
 
     # -- closing -------------------------------------------------------------------
+
+    async def wait_return(self, timeout: float) -> tuple[int, int] | None:
+        """Poll the device list for a new device on this port (a re-enumeration: new address)."""
+        deadline = anyio.current_time() + timeout
+        while True:
+            for device in await self._owner.enumerate():
+                if device.port == self.port and device.key != self.info.key:
+                    return (device.vendor_id, device.product_id)
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                return None
+            await anyio.sleep(min(_RETURN_POLL_INTERVAL, remaining))
 
     async def aclose(self) -> None:
         if self._closed:

@@ -22,9 +22,30 @@ import anyio.lowlevel
 
 from ..errors import DeviceDisconnected, TransferStall, TransferTimeout
 from ..protocol.device import DeviceFaults, DeviceModel, OutResult
+from ..protocol.messages import FLASHING_PID, MICROSOFT_VID
+from ..protocol.nokia.device import NokDeviceModel
+from ..protocol.nokia.faults import NokFaults
+from ..protocol.nokia.lumia_device import LumiaDeviceModel
+from ..protocol.nokia.ufp_device import UfpDeviceModel
 from .base import Link, OutChunk, ProgressCallback
 
-__all__ = ("USB2_DEVICE_RATE", "USB2_PORT_RATE", "SimBus", "SimLink", "simulated_line")
+__all__ = (
+    "SIM_DEVICE_KINDS",
+    "USB2_DEVICE_RATE",
+    "USB2_PORT_RATE",
+    "SimBus",
+    "SimDevice",
+    "SimLink",
+    "simulated_line",
+)
+
+#: Any device model a simulated port can hold.
+SimDevice = DeviceModel | NokDeviceModel
+#: Kinds of simulated device: a SimpleIO phone, a Lumia flash app, a UFP device
+#: speaking protocol v1 or v2.
+SIM_DEVICE_KINDS = ("simpleio", "lumia", "ufp-v1", "ufp-v2")
+#: How long a simulated device takes to come back on its port after it left.
+_REENUMERATE_DELAY = 0.05
 
 #: What a USB 2.0 high-speed device sustains in practice (usb-testing.md: 30-42 MB/s).
 USB2_DEVICE_RATE = 40e6
@@ -54,7 +75,7 @@ class SimLink(Link):
 
     def __init__(
         self,
-        model: DeviceModel,
+        model: SimDevice,
         *,
         port: str,
         rate: float | None = USB2_DEVICE_RATE,
@@ -64,6 +85,9 @@ class SimLink(Link):
         if rate is not None and rate <= 0:
             raise ValueError(f"link rate must be positive, not {rate}")
         self.model = model
+        self.usb_ids = (
+            model.ids if isinstance(model, NokDeviceModel) else (MICROSOFT_VID, FLASHING_PID)
+        )
         self.port = port
         self.rate = rate
         self.bus = bus
@@ -162,6 +186,22 @@ class SimLink(Link):
             f"(no transfer completed for {stall_timeout:g} s)"
         )
 
+    # -- re-enumeration ----------------------------------------------------------
+
+    async def wait_return(self, timeout: float) -> tuple[int, int] | None:
+        """The model leaves the bus by itself; it comes back as ``returns_as`` (if any)."""
+        deadline = anyio.current_time() + timeout
+        model = self.model
+        while not model.disconnected:
+            if anyio.current_time() >= deadline:
+                return None
+            await anyio.sleep(0.01)
+        if not isinstance(model, NokDeviceModel) or model.returns_as is None or model.stays_away:
+            await anyio.sleep(max(0.0, deadline - anyio.current_time()))
+            return None
+        await anyio.sleep(min(_REENUMERATE_DELAY, timeout))
+        return model.returns_as
+
     # -- lifetime ----------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -183,23 +223,26 @@ def simulated_line(
     rate: float | None = USB2_DEVICE_RATE,
     bus_rate: float | None = None,
     devices_per_bus: int = 0,
-    faults: dict[int, DeviceFaults] | None = None,
+    faults: dict[int, DeviceFaults | NokFaults] | None = None,
     count_only: bool = False,
     record_transcript: bool = True,
     ram_limit: int = 1 << 32,
+    kinds: dict[int, str] | None = None,
 ) -> list[SimLink]:
     """``count`` simulated devices on ports ``sim-1`` .. ``sim-N``.
 
-    ``faults`` maps a 1-based slot to the faults of that device. With
+    ``faults`` maps a 1-based slot to the faults of that device, ``kinds``
+    to its kind (:data:`SIM_DEVICE_KINDS`; SimpleIO when not given). With
     ``bus_rate``, devices share one :class:`SimBus` per ``devices_per_bus``
     devices (0 = all on one bus), as devices behind one USB 2.0 root port do.
     """
     if count < 1:
         raise ValueError(f"a simulated line needs at least one device, not {count}")
     faults = faults or {}
-    unknown = sorted(set(faults) - set(range(1, count + 1)))
+    kinds = kinds or {}
+    unknown = sorted((set(faults) | set(kinds)) - set(range(1, count + 1)))
     if unknown:
-        raise ValueError(f"faults given for slots {unknown}, but the line has {count} devices")
+        raise ValueError(f"slots {unknown} named, but the line has {count} devices")
     buses: list[SimBus] = []
     links = []
     for slot in range(1, count + 1):
@@ -209,13 +252,57 @@ def simulated_line(
             while len(buses) <= index:
                 buses.append(SimBus(bus_rate))
             bus = buses[index]
-        model = DeviceModel(
-            friendly_name=f"Contoso.Simulated.{slot:03d}",
-            unique_id=uuid.UUID(f"00000011-f151-a509-0000-{slot:012x}"),
-            ram_limit=ram_limit,
-            faults=faults.get(slot),
+        model = _sim_model(
+            slot,
+            kinds.get(slot, "simpleio"),
+            faults.get(slot),
             count_only=count_only,
             record_transcript=record_transcript,
+            ram_limit=ram_limit,
         )
         links.append(SimLink(model, port=f"sim-{slot}", rate=rate, bus=bus))
     return links
+
+
+def _sim_model(
+    slot: int,
+    kind: str,
+    faults: DeviceFaults | NokFaults | None,
+    *,
+    count_only: bool,
+    record_transcript: bool,
+    ram_limit: int,
+) -> SimDevice:
+    """The device model of one simulated slot."""
+    if kind == "simpleio":
+        if isinstance(faults, NokFaults):
+            raise ValueError(f"slot {slot} is a SimpleIO device; its faults are SimpleIO faults")
+        return DeviceModel(
+            friendly_name=f"Contoso.Simulated.{slot:03d}",
+            unique_id=uuid.UUID(f"00000011-f151-a509-0000-{slot:012x}"),
+            ram_limit=ram_limit,
+            faults=faults,
+            count_only=count_only,
+            record_transcript=record_transcript,
+        )
+    if isinstance(faults, DeviceFaults):
+        raise ValueError(f"slot {slot} is a {kind} device; its faults are NOK faults")
+    if kind == "lumia":
+        return LumiaDeviceModel(
+            name=f"Lumia.Simulated.{slot:03d}",
+            faults=faults,
+            count_only=count_only,
+            record_transcript=record_transcript,
+            ram_limit=ram_limit,
+        )
+    if kind in ("ufp-v1", "ufp-v2"):
+        return UfpDeviceModel(
+            name=f"UFP.Simulated.{slot:03d}",
+            protocol_version=int(kind[-1]),
+            faults=faults,
+            count_only=count_only,
+            record_transcript=record_transcript,
+            ram_limit=min(ram_limit, 1 << 31),
+        )
+    known = ", ".join(SIM_DEVICE_KINDS)
+    raise ValueError(f"slot {slot}: unknown device kind {kind!r} (known: {known})")

@@ -96,6 +96,10 @@ def _columns(ports: Sequence[DeviceRecord], width: int | None) -> list[_Column]:
         _Column("Port", port_width, False, lambda r, now: Text(printable(r.port))),
         _Column("Name", name_width, False, name),
     ]
+    if any(r.loader != "simpleio" for r in ports):
+        # Lumia and UFP devices on the line: say which loader each device speaks.
+        loader_width = max(len("Loader"), *(len(r.loader) for r in ports))
+        columns.append(_Column("Loader", loader_width, False, lambda r, now: Text(r.loader)))
     if wide or (width or 0) >= _IDS_MIN_WIDTH:
         columns.append(_Column("ID", _ID_WIDTH, False, lambda r, now: Text(printable(r.unique_id))))
     columns.append(_Column("State", _STATE_WIDTH, False, state))

@@ -95,8 +95,10 @@ class NokDeviceModel:
         #: The last non-zero status this device answered, if any.
         self.status_sent: int | None = None
         self.messages = 0
-        #: (vid, pid) the device comes back with after it left, or None to stay away.
+        #: (vid, pid) the device comes back with after it left; None = as the booted image.
         self.returns_as: tuple[int, int] | None = None
+        #: After it left, nothing comes back on its port (fault ``no-return``).
+        self.stays_away = self.faults.no_return
         self._replies: list[bytes] = []
         self._gone = False
         self._hash = None if count_only else hashlib.sha256()

@@ -197,9 +197,7 @@ class LumiaDeviceModel(NokDeviceModel):
             self.booted = True
             self._phase = _Phase.BOOTED
             f = self.faults
-            if f.no_return:
-                self.returns_as = None
-            elif f.return_pid is not None:
+            if f.return_pid is not None:
                 self.returns_as = (self.label_ids[0], f.return_pid)
             else:
                 self.returns_as = self.label_ids

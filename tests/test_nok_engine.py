@@ -1,0 +1,164 @@
+"""Lumia and UFP devices through the engine on the simulated line, mixed with SimpleIO ones.
+
+Each refusal or fault fails only its own device, with a reason that names
+the status and its meaning; the rest of the line boots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import anyio
+import pytest
+
+from _nok_pair import FfuInput, make_ffu
+from parallel_flash.engine import BootOptions, boot_line
+from parallel_flash.events import DeviceRecord, FailureReason
+from parallel_flash.formats.sdi import build_sdi
+from parallel_flash.formats.secwim import build_secwim
+from parallel_flash.image import ImageBuffer
+from parallel_flash.protocol.device import DeviceFaults
+from parallel_flash.protocol.nokia.device import NokDeviceModel
+from parallel_flash.protocol.nokia.faults import NokFaults
+from parallel_flash.protocol.nokia.host import NokTimeouts
+from parallel_flash.transport.sim import SimLink, simulated_line
+
+FAST = BootOptions(
+    nok_timeouts=NokTimeouts(info=0.5, reply=0.5, transfer_base=0.5, reenumerate=0.5)
+)
+MIX = {1: "simpleio", 2: "lumia", 3: "lumia", 4: "ufp-v1", 5: "ufp-v2"}
+
+
+@pytest.fixture(scope="module")
+def secwim_path(tmp_path_factory: pytest.TempPathFactory, small_wim: Path) -> Path:
+    path = tmp_path_factory.mktemp("secwim") / "mmos.secwim"
+    path.write_bytes(build_secwim(build_sdi(), small_wim.read_bytes()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ffu(tmp_path_factory: pytest.TempPathFactory) -> FfuInput:
+    return make_ffu(tmp_path_factory.mktemp("ffu"), version=2)
+
+
+def run_line(
+    path: Path, kinds: dict[int, str], faults: dict[int, DeviceFaults | NokFaults] | None = None
+) -> tuple[list[DeviceRecord], list[SimLink]]:
+    links = simulated_line(len(kinds), rate=None, kinds=kinds, faults=faults)
+    with ImageBuffer.load(path) as image:
+        records = anyio.run(lambda: boot_line(links, image, options=FAST))
+    return sorted(records, key=lambda r: r.slot), links
+
+
+def test_a_secwim_boots_simpleio_and_lumia_devices(secwim_path: Path) -> None:
+    records, links = run_line(secwim_path, MIX)
+    assert [r.loader for r in records] == ["simpleio", "lumia", "lumia", "ufp", "ufp"]
+    assert [r.ok for r in records] == [True, True, True, False, False]
+    digest = hashlib.sha256(secwim_path.read_bytes()).hexdigest()
+    for record, link in zip(records[:3], links[:3], strict=True):
+        assert link.model.sha256 == digest
+        assert record.bytes_done == record.bytes_total == secwim_path.stat().st_size
+    assert records[1].name == "Lumia FlashApp 2.75"
+    for record in records[3:]:
+        assert record.reason is FailureReason.REFUSED
+        assert record.error == (
+            f"a ufp device needs an FFU (FFU to RAM); {secwim_path} is a .secwim"
+        )
+        assert links[record.slot - 1].model.messages == 0  # nothing was sent
+
+
+def test_an_ffu_boots_ufp_v1_and_v2_devices(ffu: FfuInput) -> None:
+    records, links = run_line(ffu.path, MIX)
+    assert [r.ok for r in records] == [False, False, False, True, True]
+    assert "a simpleio device needs a WIM (with --sdi) or a .secwim" in (records[0].error or "")
+    assert "a lumia device needs a signed .secwim" in (records[1].error or "")
+    digest = hashlib.sha256(ffu.data).hexdigest()
+    for link in links[3:]:
+        model = link.model
+        assert isinstance(model, NokDeviceModel)
+        assert model.sha256 == digest and model.booted and model.rejection is None
+
+
+@pytest.mark.parametrize(
+    ("slot", "faults", "reason", "match", "refused"),
+    [
+        (2, "no-mmos", FailureReason.REFUSED, "subblock 0x1F is absent", True),
+        (2, "mmos=0", FailureReason.REFUSED, "subblock 0x1F is 0, not 1", True),
+        (2, "wbs=0", FailureReason.REFUSED, "WriteBufferSize 0", True),
+        (2, "status=0x1003", FailureReason.DEVICE_STATUS, r"0x1003 \(hash mismatch\)", False),
+        (2, "switch-status=0x0012", FailureReason.DEVICE_STATUS,
+         r"NOKXCBA .* 0x0012 \(authentication required\)", False),
+        (2, "disconnect=4096", FailureReason.DISCONNECTED, "disconnected while waiting for", False),
+        (2, "stop-reading=4096", FailureReason.TIMEOUT, "timed out waiting for the device to "
+         "take an MMOS piece", False),
+        (2, "silent-after=1", FailureReason.TIMEOUT, "reply to an MMOS piece", False),
+        (2, "no-return", FailureReason.TIMEOUT, "did not come back in Label mode", False),
+        (2, "return-pid=0x066e", FailureReason.PROTOCOL, "unexpectedly switched mode", False),
+    ],
+)
+def test_each_lumia_fault_fails_only_its_device(
+    secwim_path: Path, slot: int, faults: str, reason: FailureReason, match: str, refused: bool
+) -> None:
+    records, links = run_line(secwim_path, MIX, {slot: NokFaults.parse(faults)})
+    failed = records[slot - 1]
+    assert not failed.ok and failed.reason is reason, failed.error
+    assert re.search(match, failed.error or ""), failed.error
+    assert [r.ok for i, r in enumerate(records[:3], start=1) if i != slot] == [True, True]
+    model = links[slot - 1].model
+    if refused:
+        assert failed.error.startswith("refused before sending any image byte")  # type: ignore[union-attr]
+        assert model.received_bytes == 0 and failed.bytes_done == 0
+
+
+@pytest.mark.parametrize(
+    ("faults", "reason", "match"),
+    [
+        ("mask=0", FailureReason.REFUSED, r"protocol mask 0x0000 has neither"),
+        ("wbs=0", FailureReason.REFUSED, "WriteBufferSize 0"),
+        ("memory=4096", FailureReason.REFUSED, "LargestMemoryRegion of 4096 bytes"),
+        ("noku-v2", FailureReason.REFUSED, "flash protocol v2 not supported"),
+        ("status=0x1304", FailureReason.DEVICE_STATUS, r"0x1304 \(invalid platform ID\)"),
+        ("disconnect=0x10000", FailureReason.DISCONNECTED, "disconnected while waiting for"),
+        ("stop-reading=0x10000", FailureReason.TIMEOUT, "timed out waiting for the device to take"),
+    ],
+)
+def test_each_ufp_fault_fails_only_its_device(
+    ffu: FfuInput, faults: str, reason: FailureReason, match: str
+) -> None:
+    records, links = run_line(ffu.path, {1: "ufp-v2", 2: "ufp-v2", 3: "ufp-v1"},
+                              {2: NokFaults.parse(faults)})
+    assert records[1].reason is reason, records[1].error
+    assert re.search(match, records[1].error or ""), records[1].error
+    assert records[0].ok and records[2].ok
+    if reason is FailureReason.REFUSED and faults != "noku-v2":
+        assert links[1].model.received_bytes == 0
+
+
+def test_boot_sim_mix_from_the_command_line(
+    secwim_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from parallel_flash.cli import main
+
+    report = tmp_path / "run.jsonl"
+    code = main([
+        "boot", str(secwim_path), "--sim", "4", "--sim-mix", "lumia=2,ufp-v2=1",
+        "--sim-fault", "3:no-mmos", "--plain", "--report", str(report), "--sim-rate", "0",
+    ])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    devices = {line["port"]: line for line in lines if "port" in line}
+    assert {port: d["loader"] for port, d in devices.items()} == {
+        "sim-1": "simpleio", "sim-2": "lumia", "sim-3": "lumia", "sim-4": "ufp",
+    }
+    assert devices["sim-2"]["state"] == "booted"
+    assert "subblock 0x1F is absent" in devices["sim-3"]["error"]
+    assert "needs an FFU" in devices["sim-4"]["error"]
+    assert main(["boot", str(secwim_path), "--sim", "2", "--sim-mix", "lumia=3"]) == 2
+    assert "--sim-mix names 3 devices" in capsys.readouterr().err
+    assert main(["boot", str(secwim_path), "--sim", "2", "--sim-mix", "lumia=1",
+                 "--sim-fault", "2:logs=3"]) == 2
+    assert "unknown fault 'logs'" in capsys.readouterr().err
