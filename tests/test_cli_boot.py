@@ -173,9 +173,8 @@ def test_bad_arguments_exit_2(small_wim: Path, capsys: pytest.CaptureFixture[str
     assert "--in-flight" in capsys.readouterr().err
     assert main(["boot", str(small_wim), "--sim", "2", "--sim-fault", "9:status=-1"]) == 2
     assert "slots [9]" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main(["boot", str(small_wim), "--sim-fault", "x"])
-    assert exc.value.code == 2
+    assert main(["boot", str(small_wim), "--sim-fault", "x"]) == 2
+    assert "--sim-fault" in capsys.readouterr().err
 
 
 # -- Ctrl-C --------------------------------------------------------------------------

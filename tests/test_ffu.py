@@ -13,6 +13,8 @@ from construct import GreedyRange
 
 from parallel_flash.errors import FormatError
 from parallel_flash.formats import ffu as ffu_mod
+from parallel_flash.formats import ffu_payload
+from parallel_flash.formats.ffu_descriptors import walk_descriptors
 from parallel_flash.formats.ffu import (
     IMAGE_HEADER,
     SECURITY_HEADER,
@@ -22,8 +24,8 @@ from parallel_flash.formats.ffu import (
     iter_descriptors,
     parse_manifest,
     read_ffu,
-    scan_payload,
 )
+from parallel_flash.formats.ffu_payload import scan_payload
 from parallel_flash.formats.ffu_writer import PLACEHOLDER_CATALOG, StoreSource, write_ffu
 from parallel_flash.formats.gpt import PartitionSpec, build_gpt
 
@@ -143,11 +145,11 @@ def test_write_descriptor_decoders_agree() -> None:
         sector_size=512, store_count=1, device_path="", declared_payload_size=None,
         validation_entries=(), gpt_tables=((0, 0), (0, 0), (0, 0)),
         descriptor_count=200, descriptor_offset=0, descriptor_length=len(blob),
-        header_offset=0, payload_offset=0, payload_blocks=0,
+        header_offset=0, payload_offset=0, payload_blocks=1000,  # the budget: blocks the file holds
     )  # fmt: skip
     import io
 
-    got = list(ffu_mod._walk_descriptors(io.BytesIO(blob), "mem", store))  # type: ignore[arg-type]
+    got = list(walk_descriptors(io.BytesIO(blob), "mem", store))  # type: ignore[arg-type]
     assert len(got) == len(expected) == 200
     for g, e in zip(got, expected, strict=True):
         assert g.block_count == e.block_count
@@ -276,12 +278,12 @@ def test_odd_block_and_chunk_sizes(tmp_path: Path) -> None:
     result = write_ffu([disk], tmp_path / "x.ffu", chunk_size=64 << 10, block_size=192 << 10)
     ffu = read_ffu(result.path)
     assert ffu.chunk_size == 64 << 10 and ffu.stores[0].block_size == 192 << 10
-    original = ffu_mod.READ_SIZE
+    original = ffu_payload.READ_SIZE
     try:
-        ffu_mod.READ_SIZE = 1  # force the smallest read: lcm(64K, 192K)
+        ffu_payload.READ_SIZE = 1  # force the smallest read: lcm(64K, 192K)
         rebuilt = _rebuild(result.path, 1, disk.stat().st_size)
     finally:
-        ffu_mod.READ_SIZE = original
+        ffu_payload.READ_SIZE = original
     assert rebuilt[: 4 << 20] == disk.read_bytes()[: 4 << 20]
 
 
@@ -366,7 +368,7 @@ def test_unknown_access_method_and_store_version(good_ffu: Path) -> None:
 
 
 def test_missing_file() -> None:
-    with pytest.raises(FormatError, match="No such file"):
+    with pytest.raises(FormatError, match="does not exist"):
         read_ffu("/nonexistent/x.ffu")
 
 

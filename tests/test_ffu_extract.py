@@ -12,13 +12,13 @@ from parallel_flash.errors import FormatError
 from parallel_flash.formats.ffu import read_ffu
 from parallel_flash.formats.ffu_writer import StoreSource, write_ffu
 from parallel_flash.formats.gpt import EFI_SYSTEM_TYPE, PartitionSpec, build_gpt
-from parallel_flash.partition_extract import (
+from parallel_flash.formats.ffu_disk import (
     StoreDisk,
-    extract_partition,
     find_partition,
     read_partition_tables,
     written_bytes,
 )
+from parallel_flash.partition_extract import extract_partition
 
 MiB = 1 << 20
 

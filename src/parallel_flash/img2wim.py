@@ -13,38 +13,48 @@ MMOS flow; this is the open equivalent (formats.md, end of "FFU"):
 4. write the WIM beside the target and rename it into place, so a failure or
    Ctrl-C never leaves a partial WIM.
 
+The output must be a new regular file (an existing one only with
+``overwrite``), never a device, FIFO, socket, directory or the FFU itself;
+that is checked before anything is read. :class:`StopSignals` turns SIGINT
+and SIGTERM into :class:`Stopped`, raised where it is safe (never inside
+libwim's C code), so every temporary file and partial WIM is removed.
+
 The catalog's signature is *not* verified. The engine reports progress and
 milestones through callbacks and never imports rich; the CLI draws them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Literal
 
 from . import ntfs3g, wimlib
-from .errors import FormatError, InputError
-from .formats.ffu import Ffu, read_ffu
+from .errors import FormatError, InputError, WimlibError
+from .formats import check_output_path, open_regular
+from .formats.ffu import read_ffu
+from .formats.ffu_disk import REQUIRED_PARTITIONS, find_mainos, read_partition_tables
 from .formats.gpt import GptPartition
-from .partition_extract import (
-    StoreDisk,
-    extract_partition,
-    find_partition,
-    read_partition_tables,
-)
+from .partition_extract import extract_partition
 
 __all__ = (
     "IMAGE_NAME",
     "REQUIRED_PARTITIONS",
     "Img2WimProgress",
     "Img2WimResult",
+    "StopSignals",
+    "Stopped",
     "img2wim",
     "leads_to_other_volume",
 )
@@ -53,8 +63,6 @@ logger = logging.getLogger(__name__)
 
 #: The only partition ImgToWIM captures, and the image name it gives it.
 IMAGE_NAME = "MainOS"
-#: ImgToWIM refuses an FFU without these (EFIESP: it is not a phone image).
-REQUIRED_PARTITIONS = ("EFIESP", "MainOS")
 #: The drive letter MainOS has on the device; a junction to another letter
 #: leads off the volume.
 MAINOS_DRIVE = "C"
@@ -93,6 +101,68 @@ ProgressCallback = Callable[[Img2WimProgress], None]
 MilestoneCallback = Callable[[str], None]
 
 
+class Stopped(KeyboardInterrupt):
+    """img2wim was stopped by SIGINT or SIGTERM; everything it made is removed.
+
+    A KeyboardInterrupt, so code that handles Ctrl-C handles it; ``signum``
+    says which signal (the CLI exits 128 + signum: 130 or 143).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """Turn SIGINT and SIGTERM into :class:`Stopped` for the life of a ``with`` block.
+
+    Raised at once from Python code; while libwim runs C code (:meth:`deferred`)
+    the signal is only noted and raised by :meth:`check`, which img2wim calls
+    from libwim's progress callback, so libwim unwinds through its own abort
+    path and removes its partial file. After the first stop, further signals
+    are noted but never raised, so cleanup is not cut short.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._defer = 0
+        self._raised = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if not self._defer:
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`Stopped` if a signal arrived and none was raised yet."""
+        if self.signum is not None and not self._raised:
+            self._raised = True
+            raise Stopped(self.signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Signals in this block are noted, raised by the next :meth:`check`."""
+        self._defer += 1
+        try:
+            yield
+        finally:
+            self._defer -= 1
+        self.check()
+
+
 def img2wim(
     ffu_path: str | os.PathLike[str],
     wim_path: str | os.PathLike[str],
@@ -102,6 +172,8 @@ def img2wim(
     temp_dir: str | os.PathLike[str] | None = None,
     compression: wimlib.Compression = "lzx",
     num_threads: int = 0,
+    overwrite: bool = False,
+    stop: StopSignals | None = None,
 ) -> Img2WimResult:
     """Convert the FFU at ``ffu_path`` into a WIM of its MainOS partition at ``wim_path``.
 
@@ -109,36 +181,28 @@ def img2wim(
     :param milestone: receives the steps Microsoft's tool prints ("Reading the
         image file", ...); logged at INFO when not given.
     :param temp_dir: where the sparse MainOS image goes; default: beside the WIM.
+    :param overwrite: replace an existing (regular) WIM file.
+    :param stop: signal handling to honour inside libwim (see :class:`StopSignals`).
     :raises ~parallel_flash.errors.FormatError: bad or corrupt FFU, missing
-        EFIESP/MainOS, MainOS not NTFS.
-    :raises ~parallel_flash.errors.InputError: unusable WIM path.
-    :raises ~parallel_flash.errors.WimlibError: wimlib failed.
+        EFIESP/MainOS, MainOS not NTFS (or not readable as NTFS).
+    :raises ~parallel_flash.errors.InputError: unusable WIM path or temp dir.
+    :raises ~parallel_flash.errors.WimlibError: wimlib failed writing the WIM.
+    :raises Stopped: a signal arrived (with ``stop``); nothing is left behind.
     """
     say = milestone or (lambda text: logger.info("%s", text))
     ffu_file, wim_file = Path(ffu_path), Path(wim_path)
-    _check_target(wim_file)
+    with open_regular(ffu_file):
+        pass  # refuses a FIFO, device or directory before anything else
+    check_output_path(wim_file, what="WIM", inputs=[ffu_file], overwrite=overwrite)
+    work = _work_dir(temp_dir, wim_file)
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
 
     say(f"Reading the image file {ffu_file}")
     ffu = read_ffu(ffu_file)
-    tables = read_partition_tables(ffu)
-    found = {name: find_partition(tables, name) for name in REQUIRED_PARTITIONS}
-    for name, hit in found.items():
-        if hit is None:
-            raise FormatError(
-                str(ffu_file),
-                "partition table",
-                f"no {name} partition: only FFUs with EFIESP and MainOS partitions can be "
-                f"converted (found: {_partition_names(tables) or 'no GPT in any store'})",
-            )
-    main = found["MainOS"]
-    assert main is not None
-    store, gpt, mainos = main
-    _check_ntfs(ffu, StoreDisk(ffu, store, disk_size=gpt.disk_size), mainos)
+    mainos = find_mainos(ffu, read_partition_tables(ffu))
     seconds["headers"] = time.monotonic() - t0
 
-    work = Path(temp_dir) if temp_dir is not None else wim_file.parent
     with tempfile.TemporaryDirectory(prefix=".img2wim-", dir=work) as tmp:
         volume = Path(tmp) / "MainOS.ntfs"
         t1 = time.monotonic()
@@ -147,42 +211,17 @@ def img2wim(
             if progress is not None:
                 progress(Img2WimProgress("verify", done, total))
 
-        extracted = extract_partition(ffu, store, gpt, mainos, volume, progress=on_bytes)
+        extracted = extract_partition(
+            ffu, mainos.store, mainos.gpt, mainos.partition, volume, progress=on_bytes
+        )
         allocated = extracted.allocated
         seconds["verify+extract"] = time.monotonic() - t1
-
-        removed: list[str] = []
-        kept: list[str] = []
-
-        def prune(top: list[wimlib.FileEntry]) -> Sequence[str]:
-            links = [e.path for e in top if e.is_reparse_point]
-            for path, point in ntfs3g.read_reparse_points(volume, links).items():
-                if point is not None and leads_to_other_volume(point):
-                    logger.info("removing junction %s -> %s", path, point.substitute_name)
-                    removed.append(path)
-                else:
-                    kept.append(path)
-            return removed
-
-        def on_wim(report: wimlib.WimProgress) -> None:
-            if progress is not None and report.stage in ("scan", "write"):
-                stage: Literal["scan", "write"] = "scan" if report.stage == "scan" else "write"
-                progress(Img2WimProgress(stage, report.done, report.total))
 
         say(f"Creating the WIM {wim_file}")
         say(f"Capturing '{IMAGE_NAME}'")
         t2 = time.monotonic()
-        info = wimlib.capture(
-            volume,
-            wim_file,
-            image_name=IMAGE_NAME,
-            compression=compression,
-            ntfs=True,
-            boot=True,
-            progress=on_wim,
-            prune=prune,
-            num_threads=num_threads,
-        )
+        capture = _Capture(ffu_file, volume, progress, stop)
+        info = capture.run(wim_file, compression, num_threads, overwrite)
         seconds["capture"] = time.monotonic() - t2
     say("WIM creation complete")
     seconds["total"] = time.monotonic() - t0
@@ -191,16 +230,81 @@ def img2wim(
         wim=wim_file,
         ffu_version=ffu.version,
         platform_ids=ffu.platform_ids,
-        store_number=store.number,
-        mainos=mainos,
+        store_number=mainos.store.number,
+        mainos=mainos.partition,
         chunks_verified=extracted.chunks_verified,
         mainos_written=extracted.written,
         temp_allocated=allocated,
-        removed_junctions=tuple(removed),
-        kept_reparse_points=tuple(kept),
+        removed_junctions=tuple(capture.removed),
+        kept_reparse_points=tuple(capture.kept),
         wim_info=info,
         seconds=seconds,
     )
+
+
+class _Capture:
+    """wimlib's capture of the extracted MainOS, with junction pruning and stops."""
+
+    def __init__(
+        self,
+        ffu: Path,
+        volume: Path,
+        progress: ProgressCallback | None,
+        stop: StopSignals | None,
+    ) -> None:
+        self.ffu = ffu
+        self.volume = volume
+        self.progress = progress
+        self.stop = stop
+        self.removed: list[str] = []
+        self.kept: list[str] = []
+
+    def run(
+        self, wim: Path, compression: wimlib.Compression, threads: int, overwrite: bool
+    ) -> wimlib.WimInfo:
+        guard = self.stop.deferred() if self.stop is not None else contextlib.nullcontext()
+        try:
+            with guard:
+                return wimlib.capture(
+                    self.volume,
+                    wim,
+                    image_name=IMAGE_NAME,
+                    compression=compression,
+                    ntfs=True,
+                    boot=True,
+                    progress=self.on_wim,
+                    prune=self.prune,
+                    num_threads=threads,
+                    overwrite=overwrite,
+                )
+        except WimlibError as exc:
+            if exc.path != os.fspath(self.volume):
+                raise
+            # The volume is a temporary file that is gone when this is read:
+            # name the FFU's partition instead.
+            raise FormatError(
+                os.fspath(self.ffu),
+                "MainOS partition",
+                f"its NTFS file system cannot be read ({exc.operation}: {exc.detail}"
+                f"{'; ' + exc.printed if exc.printed else ''})",
+            ) from None
+
+    def on_wim(self, report: wimlib.WimProgress) -> None:
+        if self.stop is not None:
+            self.stop.check()
+        if self.progress is not None and report.stage in ("scan", "write"):
+            stage: Literal["scan", "write"] = "scan" if report.stage == "scan" else "write"
+            self.progress(Img2WimProgress(stage, report.done, report.total))
+
+    def prune(self, top: list[wimlib.FileEntry]) -> Sequence[str]:
+        links = [e.path for e in top if e.is_reparse_point]
+        for path, point in ntfs3g.read_reparse_points(self.volume, links).items():
+            if point is not None and leads_to_other_volume(point):
+                logger.info("removing junction %r -> %r", path, point.substitute_name)
+                self.removed.append(path)
+            else:
+                self.kept.append(path)
+        return self.removed
 
 
 def leads_to_other_volume(point: ntfs3g.ReparsePoint, *, drive: str = MAINOS_DRIVE) -> bool:
@@ -226,33 +330,15 @@ def leads_to_other_volume(point: ntfs3g.ReparsePoint, *, drive: str = MAINOS_DRI
     return False
 
 
-def _check_target(wim: Path) -> None:
-    if wim.is_dir():
-        raise InputError(f"{wim}: is a directory; give the WIM file to create")
-    if not wim.parent.is_dir():
-        raise InputError(f"{wim}: directory {wim.parent} does not exist")
-    if not os.access(wim.parent, os.W_OK):
-        raise InputError(f"{wim}: cannot write to {wim.parent}")
-
-
-def _check_ntfs(ffu: Ffu, disk: StoreDisk, part: GptPartition) -> None:
-    """Refuse a MainOS that is not NTFS before spending a pass over the file on it."""
-    boot = disk.read(part.offset, 512)
-    if boot[3:11] == b"NTFS    ":
-        return
-    if not any(boot):
-        what = "its first sector is empty (no file system)"
-    elif boot[0x52:0x5A].startswith(b"FAT32") or boot[0x36:0x3E].startswith(b"FAT"):
-        what = "it holds a FAT file system"
-    else:
-        what = f"its boot sector has OEM id {boot[3:11]!r}"
-    raise FormatError(
-        ffu.path,
-        "MainOS partition",
-        f"is not NTFS ({what}); ImgToWIM can only capture an NTFS MainOS",
-    )
-
-
-def _partition_names(tables: list) -> str:  # type: ignore[type-arg]
-    names = [p.name for t in tables if t.gpt is not None for p in t.gpt.partitions]
-    return ", ".join(names)
+def _work_dir(temp_dir: str | os.PathLike[str] | None, wim: Path) -> Path:
+    """The directory for the sparse MainOS image: ``temp_dir``, or beside the WIM."""
+    if temp_dir is None:
+        return wim.parent if str(wim.parent) else Path(".")
+    work = Path(temp_dir)
+    if not work.exists():
+        raise InputError(f"temporary directory {work}: does not exist")
+    if not work.is_dir():
+        raise InputError(f"temporary directory {work}: is not a directory")
+    if not os.access(work, os.W_OK | os.X_OK):
+        raise InputError(f"temporary directory {work}: is not writable")
+    return work

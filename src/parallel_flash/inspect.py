@@ -5,14 +5,14 @@ would be refused there raises :class:`~parallel_flash.errors.FormatError`
 here too) and returns a :class:`FileDescription`: a title, ordered
 (label, value) rows and warnings, which the CLI prints as a table or JSON.
 
-FFU files are described by ``parallel_flash.formats.ffu.describe_ffu(path)``,
-which returns this module's :class:`FileDescription`; this module only
-dispatches to it, so the FFU parser can live and grow on its own.
+An FFU is described with the same checks img2wim makes: a damaged file
+(a table out of range, sizes that cannot be, a hash mismatch) raises; one
+that is sound but that img2wim would refuse (no MainOS or EFIESP, a MainOS
+that is not NTFS) is described, with img2wim's message as a warning.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Callable
@@ -21,6 +21,9 @@ from typing import Any
 
 from .errors import FormatError
 from .formats.detect import detect_file_type
+from .formats.ffu import HASH_ALG_SHA256, Ffu, read_ffu
+from .formats.ffu_disk import StoreTable, find_mainos, read_partition_tables, written_bytes
+from .formats.ffu_payload import scan_payload
 from .formats.sdi import SdiInfo, check_sdi_for_wim_boot, read_sdi_info
 from .formats.secwim import read_secwim_info
 from .formats.wim import WimInfo, read_wim_info, verify_integrity
@@ -28,10 +31,6 @@ from .formats.wim import WimInfo, read_wim_info, verify_integrity
 __all__ = ("FileDescription", "describe_file", "format_size")
 
 logger = logging.getLogger(__name__)
-
-#: The module and function that describe FFU files (owned by the FFU parser).
-FFU_MODULE = "parallel_flash.formats.ffu"
-FFU_DESCRIBE = "describe_ffu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,16 +195,89 @@ def _describe_secwim(path: str, verify: bool) -> FileDescription:
 
 
 def _describe_ffu(path: str, verify: bool) -> FileDescription:
+    """Headers, stores, partition tables, img2wim's verdict and the hash check.
+
+    Reads the whole file once to check the hash table; a corrupt or truncated
+    FFU raises FormatError, as img2wim would refuse it.
+    """
+    ffu = read_ffu(path)
+    tables = read_partition_tables(ffu)
+    rows = _ffu_rows(ffu)
+    for table in tables:
+        rows += _store_rows(ffu, table)
+    warnings = list(ffu.warnings)
     try:
-        module = importlib.import_module(FFU_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != FFU_MODULE:
-            raise
-        raise FormatError(
-            path, "type", f"an FFU image, but FFU support ({FFU_MODULE}) is not installed"
-        ) from None
-    description: FileDescription = getattr(module, FFU_DESCRIBE)(path)
-    return description
+        mainos = find_mainos(ffu, tables)
+    except FormatError as exc:
+        rows.append(("img2wim", f"refused: {exc.field}: {exc.problem}"))
+        warnings.append(
+            f"img2wim would refuse this FFU ({exc.field}: {exc.problem}); it may still be "
+            "RAM bootable by other means"
+        )
+    else:
+        rows.append(("img2wim", f"MainOS (NTFS) in store {mainos.store.number}: can be converted"))
+    result = scan_payload(ffu)
+    rows.append(("hash check", f"OK: all {result.chunks_verified} chunks match the hash table"))
+    return FileDescription(ffu.path, "ffu", f"{ffu.path}: FFU", tuple(rows), tuple(warnings))
+
+
+def _ffu_rows(ffu: Ffu) -> list[tuple[str, str]]:
+    full_flash = ffu.manifest.first("FullFlash")
+    stores = len(ffu.stores)
+    rows: list[tuple[str, str]] = [
+        ("type", f"FFU v{ffu.version} ({stores} store{'s' if stores > 1 else ''})"),
+        ("size", format_size(ffu.file_size)),
+        ("platform id", ", ".join(ffu.platform_ids) or "(none)"),
+        ("chunk size", format_size(ffu.chunk_size)),
+        ("block size", ", ".join(sorted({format_size(s.block_size) for s in ffu.stores}))),
+        ("hash algorithm", "SHA-256" if ffu.hash_algorithm == HASH_ALG_SHA256 else "?"),
+        ("catalog", f"{format_size(ffu.catalog_size)}, signature not verified"),
+    ]
+    for key in ("Version", "OSVersion", "Description"):
+        if key in full_flash:
+            rows.append((f"manifest {key}", full_flash[key]))
+    if ffu.targeting_count:
+        rows.append(("device targeting infos", str(ffu.targeting_count)))
+    return rows
+
+
+def _store_rows(ffu: Ffu, table: StoreTable) -> list[tuple[str, str]]:
+    s = table.store
+    label = f"store {s.number}"
+    detail = [
+        f"sector size {s.sector_size}",
+        f"{s.descriptor_count} write descriptors",
+        f"{s.payload_blocks} blocks ({_short_size(s.payload_size)})",
+        f"{len(s.validation_entries)} validation entries",
+    ]
+    if s.device_path:
+        detail.insert(0, f"device {s.device_path}")
+    rows = [(label, ", ".join(detail))]
+    if table.gpt is None:
+        return [*rows, (f"{label} partitions", table.problem or "no GPT")]
+    written = written_bytes(ffu, s, table.gpt)
+    rows.append((f"{label} disk", format_size(table.gpt.disk_size)))
+    for part in table.gpt.partitions:
+        amount = written[part.index]
+        state = f"{_short_size(amount)} written" if amount else "not written"
+        rows.append(
+            (
+                f"{label} partition {part.index + 1}",
+                f"{part.name}: LBA {part.first_lba}-{part.last_lba}, "
+                f"{_short_size(part.size)}, {state}",
+            )
+        )
+    return rows
+
+
+def _short_size(size: int) -> str:
+    """``4.0 MiB``: the short form for sizes inside a row."""
+    scaled, unit = float(size), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if scaled < 1024:
+            break
+        scaled, unit = scaled / 1024, larger
+    return f"{size} bytes" if unit == "bytes" else f"{scaled:.1f} {unit}"
 
 
 def _unknown_type(path: str) -> str:

@@ -1,134 +1,31 @@
-"""Partitions inside an FFU: find them, and copy one out into a sparse file.
+"""Copy one partition of an FFU out into a sparse file.
 
-An FFU describes a disk as blocks written at locations (formats.md "FFU");
-blocks no descriptor names are never written. To capture MainOS we need it
-as a volume image wimlib can open, but we do not want to pay disk space for
-the parts of the partition the FFU leaves empty: the temporary file is
-truncated to the partition size (one big hole) and only the blocks that carry
-data are written into it, so its disk usage follows the written blocks.
+To capture MainOS we need it as a volume image wimlib can open, but we do not
+want to pay disk space for the parts of the partition the FFU leaves empty:
+the temporary file is truncated to the partition size (one big hole) and only
+the blocks that carry data are written into it, so its disk usage follows
+the bytes the FFU carries (at most :data:`~parallel_flash.formats.ffu.MAX_WRITE_FANOUT`
+times them), never the sizes its GPT claims. Finding partitions is
+:mod:`parallel_flash.formats.ffu_disk`'s job.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FormatError
-from .formats.ffu import (
-    AccessMethod,
-    Ffu,
-    Store,
-    WriteDescriptor,
-    iter_descriptors,
-    scan_payload,
-)
-from .formats.gpt import Gpt, GptPartition, parse_gpt
+from .errors import FormatError, InputError
+from .formats.ffu import Ffu, Store, WriteDescriptor
+from .formats.ffu_disk import StoreDisk
+from .formats.ffu_payload import scan_payload
+from .formats.gpt import Gpt, GptPartition
 
-__all__ = (
-    "ExtractedPartition",
-    "StoreDisk",
-    "StoreTable",
-    "extract_partition",
-    "find_partition",
-    "read_partition_tables",
-    "written_bytes",
-)
+__all__ = ("ExtractedPartition", "extract_partition")
 
 logger = logging.getLogger(__name__)
-
-
-class StoreDisk:
-    """Random access to the disk a store describes, for small reads like the GPT.
-
-    Each read walks the store's write descriptors, so this is for a few
-    sectors, not for copying partitions (use :func:`extract_partition`).
-    """
-
-    def __init__(self, ffu: Ffu, store: Store, *, disk_size: int | None = None) -> None:
-        self.ffu = ffu
-        self.store = store
-        self.disk_size = disk_size
-
-    def block_ranges(self, desc: WriteDescriptor) -> Iterator[tuple[int, int]]:
-        """(disk offset, payload block number in ``desc``) of every block ``desc`` writes.
-
-        A location addressed from the disk end is skipped while the disk size is unknown.
-        """
-        bs = self.store.block_size
-        for loc in desc.locations:
-            if loc.method == AccessMethod.DISK_BEGIN:
-                base = loc.block_index * bs
-            elif self.disk_size is not None:
-                base = self.disk_size - (loc.block_index + 1) * bs
-            else:
-                continue
-            for k in range(desc.block_count):
-                yield base + k * bs, k
-
-    def read(self, offset: int, size: int) -> bytes:
-        out = bytearray(size)
-        bs = self.store.block_size
-        with open(self.ffu.path, "rb") as f:
-            for desc in iter_descriptors(self.ffu, self.store):
-                for disk_off, k in self.block_ranges(desc):
-                    lo, hi = max(offset, disk_off), min(offset + size, disk_off + bs)
-                    if lo >= hi:
-                        continue
-                    f.seek(desc.file_offset + k * bs + lo - disk_off)
-                    out[lo - offset : hi - offset] = f.read(hi - lo)
-        return bytes(out)
-
-
-@dataclass(frozen=True, slots=True)
-class StoreTable:
-    """A store and the partition table read from its blocks (``gpt`` None if it has none)."""
-
-    store: Store
-    gpt: Gpt | None
-    problem: str | None = None
-
-
-def read_partition_tables(ffu: Ffu) -> list[StoreTable]:
-    """Read the GPT of every store. A store without one is reported, not an error:
-    secondary stores (other LUNs) often hold raw data."""
-    tables: list[StoreTable] = []
-    for store in ffu.stores:
-        disk = StoreDisk(ffu, store)
-        source = f"{ffu.path} (store {store.number})"
-        try:
-            gpt = parse_gpt(disk.read, store.sector_size, source=source)
-        except FormatError as exc:
-            tables.append(StoreTable(store, None, f"{exc.field}: {exc.problem}"))
-            continue
-        tables.append(StoreTable(store, gpt))
-    return tables
-
-
-def find_partition(tables: list[StoreTable], name: str) -> tuple[Store, Gpt, GptPartition] | None:
-    """The first partition called ``name`` in store order."""
-    for table in tables:
-        if table.gpt is not None:
-            part = table.gpt.find(name)
-            if part is not None:
-                return table.store, table.gpt, part
-    return None
-
-
-def written_bytes(ffu: Ffu, store: Store, gpt: Gpt) -> dict[int, int]:
-    """Bytes the FFU writes into each partition (by entry index), from the descriptors alone."""
-    disk = StoreDisk(ffu, store, disk_size=gpt.disk_size)
-    bs = store.block_size
-    totals = {p.index: 0 for p in gpt.partitions}
-    for desc in iter_descriptors(ffu, store):
-        for disk_off, _k in disk.block_ranges(desc):
-            for p in gpt.partitions:
-                lo, hi = max(disk_off, p.offset), min(disk_off + bs, p.offset + p.size)
-                if lo < hi:
-                    totals[p.index] += hi - lo
-    return totals
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,42 +61,28 @@ def extract_partition(
 
     :raises ~parallel_flash.errors.FormatError: corrupt chunk, or a write
         descriptor pointing past the end of the disk.
+    :raises ~parallel_flash.errors.InputError: ``dest`` cannot be written
+        (no space, a file system that cannot hold the partition's size).
     """
-    bs = store.block_size
-    p0, p1 = partition.offset, partition.offset + partition.size
-    zero = bytes(bs)
-    counts = {"written": 0, "stored": 0}
+    targets = _targets(ffu, store, gpt, partition)
     path = Path(dest)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot create the temporary MainOS image: {exc.strerror}"
+        ) from None
+    writer = _SparseWriter(fd, store, partition, targets)
     try:
         os.ftruncate(fd, partition.size)
-
-        def on_block(blk_store: Store, desc: WriteDescriptor, k: int, data: memoryview) -> None:
-            if blk_store is not store:
-                return
-            for loc_index, loc in enumerate(desc.locations):
-                if loc.method == AccessMethod.DISK_BEGIN:
-                    disk_off = (loc.block_index + k) * bs
-                else:
-                    disk_off = gpt.disk_size - (loc.block_index + 1) * bs + k * bs
-                if disk_off < 0 or disk_off >= gpt.disk_size:
-                    raise FormatError(
-                        ffu.path,
-                        f"store {store.number} write descriptor {desc.index} location {loc_index}",
-                        f"block index {loc.block_index} ({loc.method.name}) lies outside the disk "
-                        f"({gpt.disk_size} bytes according to its GPT)",
-                    )
-                lo, hi = max(disk_off, p0), min(disk_off + bs, p1)
-                if lo >= hi:
-                    continue
-                piece = data[lo - disk_off : hi - disk_off]
-                counts["written"] += hi - lo
-                if piece.tobytes() == zero[: hi - lo]:
-                    continue  # the file is a hole there already
-                os.pwrite(fd, piece, lo - p0)
-                counts["stored"] += hi - lo
-
-        result = scan_payload(ffu, on_block=on_block, progress=progress)
+        result = scan_payload(ffu, on_block=writer.on_block, progress=progress)
+    except OSError as exc:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise InputError(
+            f"{path}: cannot write the temporary MainOS image "
+            f"({partition.size} bytes, sparse): {exc.strerror}"
+        ) from None
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
@@ -207,18 +90,65 @@ def extract_partition(
     os.close(fd)
     logger.info(
         "extracted %s (%d bytes, %d written by the FFU, %d stored) to %s",
-        partition.name,
-        partition.size,
-        counts["written"],
-        counts["stored"],
-        path,
-    )
+        partition.name, partition.size, writer.written, writer.stored, path,
+    )  # fmt: skip
     return ExtractedPartition(
         path=path,
         partition=partition,
         store=store,
         size=partition.size,
-        written=counts["written"],
-        stored=counts["stored"],
+        written=writer.written,
+        stored=writer.stored,
         chunks_verified=result.chunks_verified,
     )
+
+
+def _targets(ffu: Ffu, store: Store, gpt: Gpt, partition: GptPartition) -> dict[int, list[int]]:
+    """Per descriptor index, the disk offsets of its first block at every location
+    that reaches into ``partition``; every location is checked to lie on the disk."""
+    bs = store.block_size
+    p0, p1 = partition.offset, partition.offset + partition.size
+    targets: dict[int, list[int]] = {}
+    for r in StoreDisk(ffu, store, disk_size=gpt.disk_size).ranges():
+        if r.disk_offset < 0 or r.disk_end - bs >= gpt.disk_size:
+            raise FormatError(
+                ffu.path,
+                f"store {store.number} write descriptor {r.descriptor} location {r.location}",
+                f"block index {r.block_index} ({r.method.name}) lies outside the disk "
+                f"({gpt.disk_size} bytes according to its GPT)",
+            )
+        if r.disk_offset < p1 and r.disk_end > p0:
+            targets.setdefault(r.descriptor, []).append(r.disk_offset)
+    return targets
+
+
+class _SparseWriter:
+    """Writes the blocks that land in the partition; all-zero pieces stay holes."""
+
+    def __init__(
+        self, fd: int, store: Store, partition: GptPartition, targets: dict[int, list[int]]
+    ) -> None:
+        self.fd = fd
+        self.store = store
+        self.p0 = partition.offset
+        self.p1 = partition.offset + partition.size
+        self.bs = store.block_size
+        self.targets = targets
+        self.zero = bytes(store.block_size)
+        self.written = 0  #: bytes the FFU writes into the partition
+        self.stored = 0  #: bytes actually written to the file
+
+    def on_block(self, store: Store, desc: WriteDescriptor, k: int, data: memoryview) -> None:
+        if store.number != self.store.number:
+            return
+        for base in self.targets.get(desc.index, ()):
+            disk_off = base + k * self.bs
+            lo, hi = max(disk_off, self.p0), min(disk_off + self.bs, self.p1)
+            if lo >= hi:
+                continue
+            piece = data[lo - disk_off : hi - disk_off]
+            self.written += hi - lo
+            if piece == self.zero[: hi - lo]:
+                continue  # the file is a hole there already
+            os.pwrite(self.fd, piece, lo - self.p0)
+            self.stored += hi - lo

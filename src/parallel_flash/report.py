@@ -31,6 +31,8 @@ import json
 import logging
 import os
 import re
+import stat
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from typing import Any
 from ._version import __version__
 from .errors import FormatError, InputError
 from .events import DeviceLog, DeviceRecord, DeviceState, FailureReason
+from .formats import check_output_path
 
 __all__ = (
     "MAX_LOGS_PER_DEVICE",
@@ -57,6 +60,8 @@ logger = logging.getLogger(__name__)
 MAX_LOGS_PER_DEVICE = 100
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: ``--report -``: the records go to standard output.
+STDOUT_REPORT = "-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +221,7 @@ class JsonlReport:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fd: int | None = fd
+        self._durable = True  #: fsync after each record (not on a pipe or terminal)
         self.path = path
         self.wim = wim
         self.sdi = sdi
@@ -254,7 +260,15 @@ class JsonlReport:
         name = os.fspath(path)
         if not _SHA256_RE.fullmatch(image_sha256):
             raise ValueError(f"image_sha256 must be 64 lowercase hex digits, got {image_sha256!r}")
-        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        if name == STDOUT_REPORT:
+            return cls._on_stdout(wim, sdi, image_sha256, image_bytes, clock)
+        inputs = [os.fspath(p) for p in (wim, sdi) if p is not None]
+        check_output_path(
+            name, what="report file", inputs=inputs, overwrite=True, check_parent=False
+        )
+        # O_NONBLOCK: a FIFO swapped in after the check fails at once (ENXIO)
+        # instead of waiting for a reader; a regular file ignores it.
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         if not append:
             flags |= os.O_EXCL
         try:
@@ -275,6 +289,9 @@ class JsonlReport:
         except OSError as exc:
             os.close(fd)
             raise InputError(f"cannot use report file {name}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InputError(f"report file {name}: is not a regular file (nothing was written)")
         logger.debug("report %s opened (append=%s)", name, append)
         return cls(
             fd,
@@ -285,6 +302,31 @@ class JsonlReport:
             image_bytes=image_bytes,
             clock=clock,
         )
+
+    @classmethod
+    def _on_stdout(
+        cls,
+        wim: str | os.PathLike[str],
+        sdi: str | os.PathLike[str] | None,
+        image_sha256: str,
+        image_bytes: int,
+        clock: Callable[[], float],
+    ) -> JsonlReport:
+        """``--report -``: the records go to standard output (a duplicate of fd 1)."""
+        sys.stdout.flush()
+        fd = os.dup(sys.stdout.fileno())
+        report = cls(
+            fd,
+            STDOUT_REPORT,
+            wim=os.fspath(wim),
+            sdi=os.fspath(sdi) if sdi is not None else None,
+            image_sha256=image_sha256,
+            image_bytes=image_bytes,
+            clock=clock,
+        )
+        # fsync is for files; a pipe or terminal has nothing to sync (EINVAL).
+        report._durable = stat.S_ISREG(os.fstat(fd).st_mode)
+        return report
 
     # -- writing -------------------------------------------------------
 
@@ -298,7 +340,8 @@ class JsonlReport:
             view = view[written:]
         # O_APPEND writes go straight to the kernel; fsync puts them on disk
         # so a crash or power cut loses no finished device.
-        os.fsync(self._fd)
+        if self._durable:
+            os.fsync(self._fd)
 
     def write_device(
         self,

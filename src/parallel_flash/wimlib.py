@@ -69,6 +69,7 @@ _CHANGE_BOOT_INDEX = 0x00000004
 _ALL_IMAGES = -1
 
 _ERR_ABORTED_BY_PROGRESS = 76
+_ERR_UNKNOWN_PROGRESS_STATUS = 77
 
 # enum wimlib_progress_msg (only those we turn into WimProgress)
 _MSG_EXTRACT_STREAMS = 4
@@ -377,16 +378,24 @@ class _ProgressBridge:
         self.c_func = _PROGRESS_FUNC(self._on_message)
 
     def _on_message(self, msg: int, info: int | None, _ctx: int | None) -> int:
-        if self.error is not None:
-            return _PROGRESS_ABORT
-        try:
-            report = self._translate(msg, info)
-            if report is not None and self.callback is not None:
-                self.callback(report)
+        status = _PROGRESS_ABORT
+        try:  # first statement: nothing, not even a signal, escapes into C
+            if self.error is None:
+                report = self._translate(msg, info)
+                if report is not None and self.callback is not None:
+                    self.callback(report)
+                status = _PROGRESS_CONTINUE
         except BaseException as exc:  # must not propagate into C
-            self.error = exc
-            return _PROGRESS_ABORT
-        return _PROGRESS_CONTINUE
+            if self.error is None:
+                self.error = exc
+        return status
+
+    def aborted(self, ret: int) -> bool:
+        """Whether ``ret`` is libwim unwinding from an exception this bridge holds."""
+        return self.error is not None and ret in (
+            _ERR_ABORTED_BY_PROGRESS,
+            _ERR_UNKNOWN_PROGRESS_STATUS,
+        )
 
     @staticmethod
     def _translate(msg: int, info: int | None) -> WimProgress | None:
@@ -461,6 +470,7 @@ def capture(
     prune: Callable[[list[FileEntry]], Sequence[str]] | None = None,
     check_integrity: bool = False,
     num_threads: int = 0,
+    overwrite: bool = False,
 ) -> WimInfo:
     """Capture ``source`` as the only image of a new WIM file ``wim``.
 
@@ -473,6 +483,8 @@ def capture(
     :param prune: called once after the scan with the image's top-level entries;
         returns more paths to remove (used to drop junctions to other volumes).
     :param num_threads: compressor threads, 0 = one per CPU.
+    :param overwrite: replace ``wim`` if it exists; otherwise an existing file
+        there (even one created during the capture) is never replaced.
     :raises ~parallel_flash.errors.WimlibError: naming ``source`` or ``wim``.
     :return: what the written WIM's header says.
     """
@@ -492,7 +504,7 @@ def capture(
             ret = lib.wimlib_add_image(
                 handle, os.fsencode(source), image_name.encode(), None, flags
             )
-            if ret == _ERR_ABORTED_BY_PROGRESS:
+            if bridge.aborted(ret):
                 bridge.reraise()
             check(ret)
         removals = list(delete_paths)
@@ -510,14 +522,19 @@ def capture(
             with _operation(wim, "set boot index") as check:
                 check(lib.wimlib_set_wim_info(handle, ctypes.byref(info), _CHANGE_BOOT_INDEX))
         write_flags = _WRITE_FLAG_CHECK_INTEGRITY if check_integrity else 0
-        _write_atomically(handle.value or 0, wim, write_flags, num_threads, bridge)
+        _write_atomically(handle.value or 0, wim, write_flags, num_threads, bridge, overwrite)
     finally:
         lib.wimlib_free(handle)
     return wim_info(wim)
 
 
 def _write_atomically(
-    handle: int, wim: str | os.PathLike[str], flags: int, threads: int, bridge: _ProgressBridge
+    handle: int,
+    wim: str | os.PathLike[str],
+    flags: int,
+    threads: int,
+    bridge: _ProgressBridge,
+    overwrite: bool = True,
 ) -> None:
     """wimlib_write to a temporary file beside ``wim``, renamed over it on success.
 
@@ -531,15 +548,37 @@ def _write_atomically(
     try:
         with _operation(wim, "write") as check:
             ret = lib.wimlib_write(handle, os.fsencode(tmp_name), _ALL_IMAGES, flags, threads)
-            if ret == _ERR_ABORTED_BY_PROGRESS:
+            if bridge.aborted(ret):
                 bridge.reraise()
             check(ret)
         os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
+        _rename_into_place(tmp_name, target, overwrite)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _rename_into_place(tmp_name: str, target: Path, overwrite: bool) -> None:
+    """Rename, or without ``overwrite`` link-then-unlink, which fails if ``target``
+    appeared meanwhile instead of replacing it."""
+    if overwrite:
+        os.replace(tmp_name, target)
+        return
+    try:
+        os.link(tmp_name, target)
+    except FileExistsError:
+        raise WimlibError(
+            os.fspath(target), "write", 0, "the file appeared during the capture; not replaced"
+        ) from None
+    except OSError:  # a file system without hard links: check, then rename
+        if os.path.lexists(target):
+            raise WimlibError(
+                os.fspath(target), "write", 0, "the file appeared during the capture; not replaced"
+            ) from None
+        os.replace(tmp_name, target)
+        return
+    os.unlink(tmp_name)
 
 
 def read_tree(wim: str | os.PathLike[str], image: int = 1) -> dict[str, FileEntry]:
@@ -623,7 +662,7 @@ def apply(
         flags = _EXTRACT_FLAG_NTFS if ntfs else 0
         with _operation(target, f"apply image {image} of {os.fspath(wim)}") as check:
             ret = lib.wimlib_extract_image(handle, image, os.fsencode(target), flags)
-            if ret == _ERR_ABORTED_BY_PROGRESS:
+            if bridge.aborted(ret):
                 bridge.reraise()
             check(ret)
 

@@ -8,24 +8,41 @@ exceptions to exit codes:
 * 0 -- every device booted (or the command succeeded)
 * 1 -- at least one device failed
 * 2 -- bad input or usage, reported before any device is touched
-* 130 -- interrupted (Ctrl-C)
+* 130 -- interrupted (Ctrl-C, SIGINT); 143 -- terminated (SIGTERM)
+
+:func:`main` is the one boundary where exceptions become exit codes: every
+failure reaches the user as one line, ``parallel-flash: error: ...``, with
+control characters escaped; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
 
-from ..errors import InputError
+from ..errors import InputError, ParallelFlashError
+from ..ui import printable
 
-__all__ = ("EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main")
+__all__ = (
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = ("boot", "demo", "info", "list", "emulate", "img2wim")
@@ -43,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv: per transfer)"
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show a traceback with any error (for bug reports)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
@@ -50,22 +70,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (argparse's usage errors included)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     _configure_logging(args.verbose)
     try:
         return int(args.func(args))
-    except InputError as exc:
-        print(f"parallel-flash: error: {exc}", file=sys.stderr)
+    except BaseException as exc:  # the one boundary: everything ends as one line
+        return _report(exc, debug=args.debug)
+
+
+def _report(exc: BaseException, *, debug: bool) -> int:
+    """Print ``exc`` as one line (``--debug``: with its traceback); return the exit code."""
+    if isinstance(exc, SystemExit):
+        raise exc
+    if isinstance(exc, KeyboardInterrupt):
+        signum = getattr(exc, "signum", signal.SIGINT)
+        _error("terminated" if signum == signal.SIGTERM else "interrupted", exc, debug, "")
+        return 128 + int(signum)
+    if isinstance(exc, BrokenPipeError):  # stdout closed by a pager or `head`
+        return EXIT_FAILED
+    if isinstance(exc, InputError):
+        _error(str(exc), exc, debug)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("parallel-flash: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if isinstance(exc, ParallelFlashError):
+        _error(str(exc), exc, debug)
+        return EXIT_FAILED
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}", exc, debug)
+        return EXIT_FAILED
+    if isinstance(exc, MemoryError):
+        _error("out of memory", exc, debug)
+        return EXIT_FAILED
+    if not isinstance(exc, Exception):
+        raise exc
+    _error(
+        f"internal error: {type(exc).__name__}: {exc} (please report it; --debug shows where)",
+        exc,
+        debug,
+    )
+    return EXIT_FAILED
+
+
+def _error(message: str, exc: BaseException, debug: bool, prefix: str = "error: ") -> None:
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    line = " ".join(message.splitlines()) or type(exc).__name__
+    print(f"parallel-flash: {prefix}{printable(line)}", file=sys.stderr, flush=True)
 
 
 def _configure_logging(verbosity: int) -> None:
-    import logging
-
     from ..logs import TRACE
 
     level = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}.get(verbosity, TRACE)

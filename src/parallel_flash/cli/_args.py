@@ -1,9 +1,19 @@
-"""Argument types shared by the subcommands; each error names the option and the value."""
+"""Argument types shared by the subcommands; each error names the option and the value.
+
+Every option value is checked here, at parse time, against a range that
+makes sense for it (argparse then exits 2 naming the option), so nothing
+deep inside a run meets a 400-digit transfer size, a timeout of 1e308 or a
+NaN rate after a device was opened.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 from ..engine import DEFAULT_IN_FLIGHT, BootOptions
 from ..errors import InputError
@@ -12,39 +22,117 @@ from ..protocol.nokia.faults import NokFaults
 from ..runner import SimulatedLine
 
 __all__ = (
+    "MAX_RATE_MBPS",
+    "MAX_TIMEOUT",
+    "MAX_TRANSFER_SIZE",
     "add_boot_options",
     "boot_options",
     "byte_size",
     "fault_spec",
+    "float_range",
+    "int_range",
     "positive_float",
+    "rate_mbps",
     "sim_mix",
     "simulated_line",
+    "timeout_seconds",
+    "writable_dir",
 )
+
+#: Longest any single wait may be set to: a day. Past it a timeout is a typo,
+#: and anyio/libusb need a finite number of milliseconds that fits their types.
+MAX_TIMEOUT = 86_400.0
+#: Largest data transfer: libusb's length is an int, and usbfs caps a single
+#: URB far below it; 64 MiB is more than any loader takes per transfer.
+MAX_TRANSFER_SIZE = 64 << 20
+#: Simulated link rates above this (MB/s) are not a USB link.
+MAX_RATE_MBPS = 100_000.0
+_S32 = (-(1 << 31), (1 << 31) - 1)
+_U32_MAX = (1 << 32) - 1
+#: SimpleIO fault values (--sim-fault), each held to the width the protocol carries it in.
+_FAULT_RANGES = {
+    "status": (_S32[0], -1),  # a failure status is a negative s32
+    "stop_reading_after": (0, _U32_MAX),  # image bytes: SDI + WIM < 4 GiB
+    "disconnect_after": (0, _U32_MAX),
+    "stale_position": (0, (1 << 63) - 1),  # s64 curPosition
+    "log_packets": (0, 1000),
+}
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?)?b?\s*", re.IGNORECASE)
 
 
 def byte_size(text: str) -> int:
-    """``1048576``, ``1MiB``, ``64M`` (10^6), ``16376``..."""
-    match = _SIZE_RE.fullmatch(text)
+    """``1048576``, ``1MiB``, ``64M`` (10^6), ``16376``... up to :data:`MAX_TRANSFER_SIZE`."""
+    match = _SIZE_RE.fullmatch(text) if len(text) <= 32 else None
     if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1048576, 1MiB, 64MB)")
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a size (e.g. 1048576, 1MiB, 64MB)")
     number, unit = match.groups()
     value = float(number) * _UNITS[(unit or "").lower()]
-    if value <= 0 or value != int(value):
+    if not math.isfinite(value) or value <= 0 or value != int(value):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number of bytes")
+    if value > MAX_TRANSFER_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is more than {MAX_TRANSFER_SIZE} bytes (64 MiB)"
+        )
     return int(value)
 
 
+def float_range(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """A type for a finite number in [low, high] (``(low, high]`` with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text) if len(text) <= 64 else math.nan
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            lower = f"more than {low:g}" if low_open else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(
+                f"{text[:40]!r} must be a number {lower} and at most {high:g}"
+            )
+        return value
+
+    return parse
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """A type for a whole number in [low, high] (decimal, at most 20 digits)."""
+
+    def parse(text: str) -> int:
+        stripped = text.strip()
+        if not re.fullmatch(r"[+-]?\d{1,20}", stripped):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number")
+        value = int(stripped)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+#: Seconds for any timeout or wait: more than 0, at most a day.
+timeout_seconds = float_range(0.0, MAX_TIMEOUT, low_open=True)
+#: MB/s of a simulated link: 0 (unthrottled) up to :data:`MAX_RATE_MBPS`.
+rate_mbps = float_range(0.0, MAX_RATE_MBPS)
+
+
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
+    """A finite number above 0 (seconds, MB/s), at most :data:`MAX_TIMEOUT`."""
+    return timeout_seconds(text)
+
+
+def writable_dir(text: str) -> Path:
+    """An existing directory we may create files in (``--temp-dir``)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text!r}: does not exist")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: is not writable")
+    return path
 
 
 def fault_spec(text: str) -> tuple[int, str]:
@@ -54,8 +142,8 @@ def fault_spec(text: str) -> tuple[int, str]:
     (:func:`simulated_line`): SimpleIO and NOK devices fail differently.
     """
     slot_text, sep, spec = text.partition(":")
-    if not sep or not slot_text.isdigit() or int(slot_text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected SLOT:FAULTS, e.g. 3:status=-5")
+    if not sep or not re.fullmatch(r"\d{1,4}", slot_text) or int(slot_text) < 1:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}: expected SLOT:FAULTS, e.g. 3:status=-5")
     return int(slot_text), spec
 
 
@@ -66,7 +154,7 @@ def sim_mix(text: str) -> dict[str, int]:
     mix: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         kind, sep, count = item.partition("=")
-        if kind not in SIM_DEVICE_KINDS or not sep or not count.isdigit():
+        if kind not in SIM_DEVICE_KINDS or not sep or not re.fullmatch(r"\d{1,4}", count):
             raise argparse.ArgumentTypeError(
                 f"{item!r}: expected KIND=N with KIND one of {', '.join(SIM_DEVICE_KINDS)}"
             )
@@ -82,20 +170,21 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
         help="bytes per data transfer (default: 1 MiB, or 16376 for the legacy loader)",
     )
     group.add_argument(
-        "--in-flight", type=int, default=DEFAULT_IN_FLIGHT, metavar="N",
+        "--in-flight", type=int_range(1, 1024), default=DEFAULT_IN_FLIGHT, metavar="N",
         help=f"OUT transfers queued per device (default {DEFAULT_IN_FLIGHT})",
     )
-    group.add_argument("--id-timeout", type=positive_float, default=2.0, metavar="S")
-    group.add_argument("--reset-timeout", type=positive_float, default=5.0, metavar="S")
+    group.add_argument("--id-timeout", type=timeout_seconds, default=2.0, metavar="S")
+    group.add_argument("--reset-timeout", type=timeout_seconds, default=5.0, metavar="S")
     group.add_argument(
-        "--transfer-timeout", type=positive_float, default=1.0, metavar="S",
+        "--transfer-timeout", type=timeout_seconds, default=1.0, metavar="S",
         help="seconds without progress before a transfer counts as stalled (default 1)",
     )
-    group.add_argument("--status-timeout", type=positive_float, default=15.0, metavar="S")
+    group.add_argument("--status-timeout", type=timeout_seconds, default=15.0, metavar="S")
     out = parser.add_argument_group("output")
     out.add_argument(
         "--report", metavar="FILE.jsonl",
-        help="write one JSON record per device as it finishes, then a summary",
+        help="write one JSON record per device as it finishes, then a summary "
+             "('-': standard output, with the human output on standard error)",
     )
     out.add_argument(
         "--append", action="store_true", help="append to an existing --report file"
@@ -158,6 +247,7 @@ def simulated_line(
             by_slot[slot] = parse(text)
         except ValueError as exc:
             raise InputError(f"{fault_flag} {slot}:{text} ({kind} device): {exc}") from None
+        _check_fault_ranges(by_slot[slot], f"{fault_flag} {slot}:{text}")
     return SimulatedLine(
         count=count,
         rate=rate_mbps * 1e6 or None,
@@ -165,3 +255,16 @@ def simulated_line(
         faults=by_slot,
         kinds=kinds,
     )
+
+
+def _check_fault_ranges(faults: object, where: str) -> None:
+    """Each fault value within the width the protocol carries it in (no struct.error later)."""
+    named = _FAULT_RANGES if isinstance(faults, DeviceFaults) else {}
+    for name, (low, high) in named.items():
+        value = getattr(faults, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+            raise InputError(f"{where}: {name.replace('_', ' ')} must be between {low} and {high}")
+    for name in getattr(faults, "__dataclass_fields__", {}):
+        value = getattr(faults, name)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 63:
+            raise InputError(f"{where}: {name.replace('_', ' ')} {value} is out of range")

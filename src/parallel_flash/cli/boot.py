@@ -14,8 +14,10 @@ from ._args import (
     boot_options,
     fault_spec,
     positive_float,
+    rate_mbps,
     sim_mix,
     simulated_line,
+    timeout_seconds,
 )
 
 __all__ = ("exit_code", "register")
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sim = parser.add_argument_group("simulated line (no USB)")
     sim.add_argument("--sim", type=int, metavar="N", help="boot N simulated devices instead of USB")
     sim.add_argument(
-        "--sim-rate", type=float, default=40.0, metavar="MB/s",
+        "--sim-rate", type=rate_mbps, default=40.0, metavar="MB/s",
         help="per-device link rate of simulated devices (default 40; 0 = unthrottled)",
     )
     sim.add_argument(
@@ -76,7 +78,7 @@ def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
                          help="keep running and boot each device as it is plugged in")
     station.add_argument("--count", type=int, default=None, metavar="N",
                          help="with --watch: stop after N boots")
-    station.add_argument("--wait-boot", type=positive_float, default=None, metavar="S",
+    station.add_argument("--wait-boot", type=timeout_seconds, default=None, metavar="S",
                          help="after a boot, wait S seconds for the device to leave flashing "
                               "mode; fail it if it comes back in flashing mode on that port")
     station.add_argument("--poll", action="store_true",
@@ -98,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
             options=options,
             report=args.report,
             append_report=args.append,
-            presentation=Presentation(live=args.live, title=f"booting {args.wim}"),
+            presentation=Presentation(
+                live=args.live,
+                title=f"booting {args.wim}",
+                # --report -: the records own standard output
+                stream=sys.stderr if args.report == "-" else None,
+            ),
         )
     return exit_code(result)
 

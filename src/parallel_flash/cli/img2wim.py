@@ -7,8 +7,12 @@ MainOS out into a sparse temporary volume image, then captures it with wimlib
 top-level junctions that lead to other partitions removed. The WIM is written
 beside WIM under a temporary name and renamed when complete.
 
-Refused (exit 2): no EFIESP or no MainOS partition, a MainOS that is not NTFS,
-a truncated or corrupt FFU (the error names the field or chunk).
+Refused (exit 2, nothing written): no EFIESP or no MainOS partition, a MainOS
+that is not NTFS, a truncated, corrupt or implausible FFU (the error names the
+field or chunk); an FFU that is not a regular file; a WIM path that is a
+device, FIFO, socket, directory or the FFU itself, or that exists (unless
+--force). SIGINT stops it with exit 130, SIGTERM with 143; either way the
+temporary MainOS image and any partial WIM are removed.
 
 Not done: the FFU's catalog signature is NOT verified (no Authenticode
 check); only the hash table is. Compressed (v1.3) stores are not supported.
@@ -30,11 +34,14 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from ..errors import WimlibError
-from ..img2wim import IMAGE_NAME, Img2WimProgress, img2wim
+from ..img2wim import IMAGE_NAME, Img2WimProgress, StopSignals, img2wim
 from ..inspect import format_size
+from ..ui import printable
 from . import EXIT_FAILED, EXIT_OK
+from ._args import int_range, writable_dir
 
 __all__ = ("register", "run")
 
@@ -56,12 +63,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("wim", metavar="WIM", type=Path, help="the WIM file to create")
     parser.add_argument(
         "--temp-dir",
-        type=Path,
+        type=writable_dir,
         default=None,
         help="where the sparse MainOS image goes (default: the WIM's directory)",
     )
     parser.add_argument(
-        "--threads", type=int, default=0, help="compressor threads (default: one per CPU)"
+        "--threads",
+        type=int_range(0, 256),
+        default=0,
+        help="compressor threads, 0..256 (default 0: one per CPU)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace WIM if it exists (a regular file only)"
     )
     parser.add_argument("--no-progress", action="store_true", help="never draw progress bars")
     parser.set_defaults(func=run)
@@ -94,13 +107,14 @@ def run(args: argparse.Namespace) -> int:
         bars.update(task, completed=report.done, total=report.total or None)
 
     def on_milestone(text: str) -> None:
+        line = Text(f"ImgToWIM: {printable(text)}")  # never markup: paths are literal
         if show_bars:
-            bars.console.print(f"ImgToWIM: {text}")
+            bars.console.print(line)
         else:
-            print(f"ImgToWIM: {text}", flush=True)
+            print(line.plain, flush=True)
 
     try:
-        with bars:
+        with StopSignals() as stop, bars:
             result = img2wim(
                 args.ffu,
                 args.wim,
@@ -108,19 +122,22 @@ def run(args: argparse.Namespace) -> int:
                 milestone=on_milestone,
                 temp_dir=args.temp_dir,
                 num_threads=args.threads,
+                overwrite=args.force,
+                stop=stop,
             )
     except WimlibError as exc:
-        print(f"parallel-flash: error: {exc}", file=sys.stderr)
+        print(f"parallel-flash: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     info = result.wim_info
     print(
-        f"{result.wim}: {format_size(info.total_bytes)}, image '{IMAGE_NAME}', boot index "
-        f"{info.boot_index}, {info.compression.upper()}"
+        f"{printable(str(result.wim))}: {format_size(info.total_bytes)}, image '{IMAGE_NAME}', "
+        f"boot index {info.boot_index}, {info.compression.upper()}"
     )
     print(
         f"checked {result.chunks_verified} FFU chunks; MainOS {format_size(result.mainos.size)}, "
         f"of which the FFU writes {format_size(result.mainos_written)}"
     )
     if result.removed_junctions:
-        print(f"removed junctions to other partitions: {', '.join(result.removed_junctions)}")
+        names = ", ".join(printable(name) for name in result.removed_junctions)
+        print(f"removed junctions to other partitions: {names}")
     return EXIT_OK

@@ -7,6 +7,8 @@ problem; ``read_*`` helpers open a file and read only what they need.
 
 from __future__ import annotations
 
+from ._files import check_output_path as check_output_path
+from ._files import open_regular as open_regular
 from .detect import FileType as FileType
 from .detect import detect_file_type as detect_file_type
 from .detect import detect_head as detect_head
@@ -36,9 +38,11 @@ __all__ = (
     "build_sdi",
     "build_secwim",
     "check_boot_payload",
+    "check_output_path",
     "check_sdi_for_wim_boot",
     "detect_file_type",
     "detect_head",
+    "open_regular",
     "parse_sdi",
     "parse_secwim",
     "parse_secwim_tail",

@@ -13,6 +13,7 @@ import os
 from typing import Literal
 
 from ..errors import FormatError
+from ._files import open_regular
 from .sdi import SDI_MAGIC
 from .secwim import parse_secwim_tail
 from .wim import PIPABLE_WIM_MAGIC, WIM_MAGIC
@@ -55,7 +56,7 @@ def detect_file_type(path: str | os.PathLike[str]) -> FileType | None:
     """
     name = os.fspath(path)
     try:
-        with open(name, "rb") as f:
+        with open_regular(name) as f:
             kind = detect_head(f.read(HEAD_SIZE))
             if kind != "sdi" or os.fstat(f.fileno()).st_size == 0:
                 return kind

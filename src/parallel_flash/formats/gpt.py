@@ -25,6 +25,7 @@ __all__ = (
     "GPT_ENTRY",
     "GPT_HEADER",
     "GPT_SIGNATURE",
+    "MAX_DISK_BYTES",
     "Gpt",
     "GptPartition",
     "PartitionSpec",
@@ -40,6 +41,9 @@ _ENTRY_SIZE = 128
 _ENTRY_COUNT = 128
 #: Entry arrays beyond this are not a real GPT (the usual one is 16 KiB).
 _MAX_ENTRY_BYTES = 1 << 20
+#: No phone-class disk comes near this (the largest are 512 GB); a GPT that
+#: claims more would have a partition copied into a sparse file of that size.
+MAX_DISK_BYTES = 1 << 41
 
 GPT_HEADER = Struct(
     "signature"         / Const(GPT_SIGNATURE),
@@ -130,6 +134,21 @@ def parse_gpt(read: Callable[[int, int], bytes], sector_size: int, *, source: st
     check[16:20] = b"\0\0\0\0"
     if zlib.crc32(check) != hdr.header_crc32:
         raise FormatError(source, "GPT header.header_crc32", "does not match the header")
+    disk_size = (hdr.backup_lba + 1) * sector_size
+    if disk_size > MAX_DISK_BYTES:
+        raise FormatError(
+            source,
+            "GPT header.backup_lba",
+            f"{hdr.backup_lba} puts the disk's end at {disk_size} bytes, beyond any device "
+            f"disk ({MAX_DISK_BYTES} bytes)",
+        )
+    if not hdr.first_usable_lba <= hdr.last_usable_lba < hdr.backup_lba:
+        raise FormatError(
+            source,
+            "GPT header",
+            f"usable LBAs {hdr.first_usable_lba}..{hdr.last_usable_lba} do not lie before the "
+            f"backup header at LBA {hdr.backup_lba}",
+        )
     if hdr.entry_size < _ENTRY_SIZE or hdr.entry_count * hdr.entry_size > _MAX_ENTRY_BYTES:
         raise FormatError(
             source,
@@ -146,7 +165,7 @@ def parse_gpt(read: Callable[[int, int], bytes], sector_size: int, *, source: st
         ent = GPT_ENTRY.parse(entries[i * hdr.entry_size : i * hdr.entry_size + _ENTRY_SIZE])
         if ent.type_guid == bytes(16):
             continue
-        name = ent.name.decode("utf-16-le", errors="replace").split("\0", 1)[0]
+        name = ent.name.decode("utf-16-le", errors="backslashreplace").split("\0", 1)[0]
         if ent.last_lba < ent.first_lba or ent.last_lba > hdr.backup_lba:
             raise FormatError(
                 source,

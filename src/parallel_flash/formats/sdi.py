@@ -38,6 +38,7 @@ from construct import (
 )
 
 from ..errors import FormatError
+from ._files import open_regular
 
 __all__ = (
     "KNOWN_BLOB_TYPES",
@@ -221,7 +222,7 @@ def read_sdi_info(path: str | os.PathLike[str]) -> SdiInfo:
     """
     name = os.fspath(path)
     try:
-        with open(name, "rb") as f:
+        with open_regular(name) as f:
             size = os.fstat(f.fileno()).st_size
             data = f.read(size if size <= _HASH_LIMIT else SDI_HEAD_SIZE)
     except OSError as exc:

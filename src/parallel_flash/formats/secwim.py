@@ -42,6 +42,7 @@ from typing import Any
 from construct import Array, Bytes, ConstructError, Int32ul, Struct, this
 
 from ..errors import FormatError
+from ._files import open_regular
 from .sdi import SdiInfo, check_sdi_for_wim_boot, parse_sdi
 from .wim import WimInfo, check_boot_payload, parse_wim_header, with_image_names
 
@@ -227,7 +228,7 @@ def read_secwim_info(path: str | os.PathLike[str]) -> SecWimInfo:
     """
     name = os.fspath(path)
     try:
-        with open(name, "rb") as f:
+        with open_regular(name) as f:
             if os.fstat(f.fileno()).st_size < _MIN_TRAILER:
                 return parse_secwim(f.read(), path=name)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:

@@ -41,6 +41,7 @@ from construct import (
 )
 
 from ..errors import FormatError
+from ._files import open_regular
 
 __all__ = (
     "INTEGRITY_TABLE_HEADER",
@@ -80,6 +81,9 @@ MAX_BOOT_PAYLOAD = 1 << 32
 
 #: The largest XML data resource read for image names; real ones are a few KiB.
 _MAX_XML_SIZE = 64 << 20
+#: Smaller integrity chunks would make verifying a hostile table cost one hash per
+#: few bytes; real tables use 10 MiB.
+_MIN_INTEGRITY_CHUNK = 4096
 _READ_BLOCK = 1 << 20
 #: wimlib writes image names verbatim, control characters included, which XML
 #: 1.0 forbids; they are parked in a private-use block for the parse and put
@@ -324,7 +328,7 @@ def read_wim_info(path: str | os.PathLike[str]) -> WimInfo:
     """
     name = os.fspath(path)
     try:
-        with open(name, "rb") as f:
+        with open_regular(name) as f:
             file_size = os.fstat(f.fileno()).st_size
             info = parse_wim_header(f.read(WIM_HEADER_SIZE), path=name, file_size=file_size)
             return with_image_names(info, lambda offset, size: _read_at(f, offset, size))
@@ -371,11 +375,14 @@ def verify_integrity(path: str | os.PathLike[str]) -> None:
     checked_end = info.blob_table.end
     checked = checked_end - WIM_HEADER_SIZE
     try:
-        with open(name, "rb") as f:
+        with open_regular(name) as f:
+            # The 12-byte header first: its sizes are checked against the
+            # resource header and the bytes it covers before the table is read.
             f.seek(table.offset)
-            raw_table = f.read(table.size_in_wim)
+            head = f.read(INTEGRITY_TABLE_HEADER.sizeof())
+            chunk_size = _check_integrity_header(head, table.size_in_wim, checked, name)
+            raw_table = head + f.read(table.size_in_wim - len(head))
             digests = _integrity_digests(raw_table, table.size_in_wim, checked, name)
-            chunk_size = INTEGRITY_TABLE_HEADER.parse(raw_table).chunk_size
             f.seek(WIM_HEADER_SIZE)
             for index, expected in enumerate(digests):
                 start = WIM_HEADER_SIZE + index * chunk_size
@@ -591,11 +598,11 @@ def _image_names(
     return tuple(name for _, name in images), warnings
 
 
-def _integrity_digests(raw_table: bytes, size_in_wim: int, checked: int, path: str) -> list[bytes]:
-    """Validate the integrity table's own header, as wimlib does, and split it."""
-    if len(raw_table) < size_in_wim:
+def _check_integrity_header(raw: bytes, size_in_wim: int, checked: int, path: str) -> int:
+    """Validate the integrity table's own header, as wimlib does; return its chunk size."""
+    if len(raw) < INTEGRITY_TABLE_HEADER.sizeof():
         raise FormatError(path, "integrity_table", "truncated: the file ends inside it")
-    head = INTEGRITY_TABLE_HEADER.parse(raw_table)
+    head = INTEGRITY_TABLE_HEADER.parse(raw)
     if head.size != size_in_wim:
         raise FormatError(
             path,
@@ -609,8 +616,13 @@ def _integrity_digests(raw_table: bytes, size_in_wim: int, checked: int, path: s
             f"{head.size} bytes cannot hold {head.entry_count} entries "
             f"(expected {12 + 20 * head.entry_count})",
         )
-    if head.chunk_size == 0:
-        raise FormatError(path, "integrity_table", "chunk size 0")
+    if head.chunk_size < _MIN_INTEGRITY_CHUNK:
+        raise FormatError(
+            path,
+            "integrity_table",
+            f"chunk size {head.chunk_size} is below {_MIN_INTEGRITY_CHUNK} bytes "
+            "(wimlib writes 10 MiB chunks)",
+        )
     expected = -(-checked // head.chunk_size)
     if head.entry_count != expected:
         raise FormatError(
@@ -619,7 +631,15 @@ def _integrity_digests(raw_table: bytes, size_in_wim: int, checked: int, path: s
             f"{head.entry_count} entries, but {checked} bytes from the header to the end "
             f"of the blob table need {expected} with a chunk size of {head.chunk_size}",
         )
-    return [raw_table[12 + 20 * i : 32 + 20 * i] for i in range(head.entry_count)]
+    return int(head.chunk_size)
+
+
+def _integrity_digests(raw_table: bytes, size_in_wim: int, checked: int, path: str) -> list[bytes]:
+    """Split a table whose header :func:`_check_integrity_header` accepted."""
+    if len(raw_table) < size_in_wim:
+        raise FormatError(path, "integrity_table", "truncated: the file ends inside it")
+    count = (size_in_wim - 12) // 20
+    return [raw_table[12 + 20 * i : 32 + 20 * i] for i in range(count)]
 
 
 def _read_at(f: BinaryIO, offset: int, size: int) -> bytes:
