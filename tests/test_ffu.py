@@ -14,7 +14,6 @@ from construct import GreedyRange
 from parallel_flash.errors import FormatError
 from parallel_flash.formats import ffu as ffu_mod
 from parallel_flash.formats import ffu_payload
-from parallel_flash.formats.ffu_descriptors import walk_descriptors
 from parallel_flash.formats.ffu import (
     IMAGE_HEADER,
     SECURITY_HEADER,
@@ -25,6 +24,7 @@ from parallel_flash.formats.ffu import (
     parse_manifest,
     read_ffu,
 )
+from parallel_flash.formats.ffu_descriptors import walk_descriptors
 from parallel_flash.formats.ffu_payload import scan_payload
 from parallel_flash.formats.ffu_writer import PLACEHOLDER_CATALOG, StoreSource, write_ffu
 from parallel_flash.formats.gpt import PartitionSpec, build_gpt

@@ -10,14 +10,14 @@ import pytest
 
 from parallel_flash.errors import FormatError
 from parallel_flash.formats.ffu import read_ffu
-from parallel_flash.formats.ffu_writer import StoreSource, write_ffu
-from parallel_flash.formats.gpt import EFI_SYSTEM_TYPE, PartitionSpec, build_gpt
 from parallel_flash.formats.ffu_disk import (
     StoreDisk,
     find_partition,
     read_partition_tables,
     written_bytes,
 )
+from parallel_flash.formats.ffu_writer import StoreSource, write_ffu
+from parallel_flash.formats.gpt import EFI_SYSTEM_TYPE, PartitionSpec, build_gpt
 from parallel_flash.partition_extract import extract_partition
 
 MiB = 1 << 20
