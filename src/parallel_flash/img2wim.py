@@ -212,7 +212,13 @@ def img2wim(
                 progress(Img2WimProgress("verify", done, total))
 
         extracted = extract_partition(
-            ffu, mainos.store, mainos.gpt, mainos.partition, volume, progress=on_bytes
+            ffu,
+            mainos.store,
+            mainos.gpt,
+            mainos.partition,
+            volume,
+            progress=on_bytes,
+            disk=mainos.disk,
         )
         allocated = extracted.allocated
         seconds["verify+extract"] = time.monotonic() - t1

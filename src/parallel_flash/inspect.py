@@ -255,7 +255,7 @@ def _store_rows(ffu: Ffu, table: StoreTable) -> list[tuple[str, str]]:
     rows = [(label, ", ".join(detail))]
     if table.gpt is None:
         return [*rows, (f"{label} partitions", table.problem or "no GPT")]
-    written = written_bytes(ffu, s, table.gpt)
+    written = written_bytes(ffu, s, table.gpt, disk=table.disk)
     rows.append((f"{label} disk", format_size(table.gpt.disk_size)))
     for part in table.gpt.partitions:
         amount = written[part.index]

@@ -52,6 +52,7 @@ def extract_partition(
     dest: str | os.PathLike[str],
     *,
     progress: Callable[[int, int], None] | None = None,
+    disk: StoreDisk | None = None,
 ) -> ExtractedPartition:
     """Copy ``partition`` into the new sparse file ``dest`` in one verified pass over the FFU.
 
@@ -64,7 +65,9 @@ def extract_partition(
     :raises ~parallel_flash.errors.InputError: ``dest`` cannot be written
         (no space, a file system that cannot hold the partition's size).
     """
-    targets = _targets(ffu, store, gpt, partition)
+    if disk is None:
+        disk = StoreDisk(ffu, store, disk_size=gpt.disk_size)
+    targets = _targets(ffu, store, gpt, partition, disk)
     path = Path(dest)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -103,13 +106,16 @@ def extract_partition(
     )
 
 
-def _targets(ffu: Ffu, store: Store, gpt: Gpt, partition: GptPartition) -> dict[int, list[int]]:
+def _targets(
+    ffu: Ffu, store: Store, gpt: Gpt, partition: GptPartition, disk: StoreDisk
+) -> dict[int, list[int]]:
     """Per descriptor index, the disk offsets of its first block at every location
     that reaches into ``partition``; every location is checked to lie on the disk."""
     bs = store.block_size
     p0, p1 = partition.offset, partition.offset + partition.size
     targets: dict[int, list[int]] = {}
-    for r in StoreDisk(ffu, store, disk_size=gpt.disk_size).ranges():
+    disk.disk_size = gpt.disk_size
+    for r in disk.ranges():
         if r.disk_offset < 0 or r.disk_end - bs >= gpt.disk_size:
             raise FormatError(
                 ffu.path,

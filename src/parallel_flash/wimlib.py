@@ -470,7 +470,7 @@ def capture(
     prune: Callable[[list[FileEntry]], Sequence[str]] | None = None,
     check_integrity: bool = False,
     num_threads: int = 0,
-    overwrite: bool = False,
+    overwrite: bool = True,
 ) -> WimInfo:
     """Capture ``source`` as the only image of a new WIM file ``wim``.
 
@@ -483,8 +483,8 @@ def capture(
     :param prune: called once after the scan with the image's top-level entries;
         returns more paths to remove (used to drop junctions to other volumes).
     :param num_threads: compressor threads, 0 = one per CPU.
-    :param overwrite: replace ``wim`` if it exists; otherwise an existing file
-        there (even one created during the capture) is never replaced.
+    :param overwrite: replace ``wim`` if it exists (the default); when False an
+        existing file there (even one created during the capture) is never replaced.
     :raises ~parallel_flash.errors.WimlibError: naming ``source`` or ``wim``.
     :return: what the written WIM's header says.
     """

@@ -30,7 +30,7 @@ from construct import ConstructError
 
 from ..errors import FormatError
 from ._files import open_regular
-from .ffu_descriptors import iter_descriptors, walk_descriptors
+from .ffu_descriptors import count_blocks, iter_descriptors
 from .ffu_types import (
     HASH_ALG_SHA256,
     IMAGE_HEADER,
@@ -436,7 +436,7 @@ def _build_store(
         payload_offset=payload_at,
         payload_blocks=max(0, -(-(reader.size - payload_at) // hdr.block_size)),  # the most
     )
-    blocks = sum(d.block_count for d in walk_descriptors(reader.f, name, store))
+    blocks = count_blocks(reader.f, name, store)
     store = replace(store, payload_blocks=blocks)
     if (
         store.declared_payload_size is not None

@@ -9,6 +9,7 @@ times that, and locations are decoded only once they are known to fit.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -25,10 +26,15 @@ from .ffu_types import (
     WriteDescriptor,
 )
 
-__all__ = ("iter_descriptors", "walk_descriptors")
+__all__ = ("RawDescriptor", "count_blocks", "iter_descriptors", "walk_descriptors", "walk_raw")
 
 #: Descriptors are read from the file in pieces of this size.
 _DESCRIPTOR_READ = 1 << 20
+
+
+#: (index, block count, the locations' raw bytes, file offset of its first block)
+RawDescriptor = tuple[int, int, bytes, int]
+_ONE_LOCATION_METHODS = (b"\0\0\0\0", b"\2\0\0\0")
 
 
 def iter_descriptors(ffu: Ffu, store: Store) -> Iterator[WriteDescriptor]:
@@ -39,112 +45,127 @@ def iter_descriptors(ffu: Ffu, store: Store) -> Iterator[WriteDescriptor]:
 
 def walk_descriptors(f: BinaryIO, name: str, store: Store) -> Iterator[WriteDescriptor]:
     """Decode WRITE_DESCRIPTOR records with ``struct`` (construct takes ~25 us per record,
-    which is seconds for a large image); tests check both decoders agree.
+    which is seconds for a large image); tests check both decoders agree."""
+    for index, block_count, raw, file_offset in walk_raw(f, name, store):
+        locations = tuple(
+            DiskLocation(AccessMethod(method), block_index)
+            for method, block_index in LOCATION.iter_unpack(raw)
+        )
+        yield WriteDescriptor(index, block_count, locations, file_offset)
+
+
+def count_blocks(f: BinaryIO, name: str, store: Store) -> int:
+    """Payload blocks the store's descriptors name (checking every descriptor)."""
+    return sum(block_count for _, block_count, _, _ in walk_raw(f, name, store))
+
+
+def walk_raw(f: BinaryIO, name: str, store: Store) -> Iterator[RawDescriptor]:
+    """The descriptors as raw records, checked, with no per-location objects.
 
     Bounded by the file: the blocks named may not exceed ``store.payload_blocks``
-    (what the file holds), nor the writes :data:`MAX_WRITE_FANOUT` times that,
-    and each check comes before the locations are decoded.
+    (what the file holds), nor the writes :data:`MAX_WRITE_FANOUT` times that;
+    both are checked before a descriptor's locations are read.
     """
-    window = _DescriptorWindow(f, store)
-    budget = _WriteBudget(name, store)
+    region = _Region(f, store)
+    blocks_left = store.payload_blocks
+    writes_left = MAX_WRITE_FANOUT * store.payload_blocks
     file_offset = store.payload_offset
+    unpack_head = DESCRIPTOR_HEAD.unpack_from
+    buf, pos = b"", 0
     for index in range(store.descriptor_count):
-        what = f"store {store.number} write descriptor {index}"
-        head = window.take(8)
-        if head is None:
+        if len(buf) - pos < 8:
+            buf, pos = region.refill(buf, pos, 8)
+            if len(buf) - pos < 8:
+                raise FormatError(
+                    name,
+                    _what(store, index),
+                    "runs past the write descriptor region (write_descriptor_length)",
+                )
+        loc_count, block_count = unpack_head(buf, pos)
+        if block_count == 0 or loc_count == 0 or block_count > blocks_left:
+            _refuse_counts(name, store, index, loc_count, block_count, blocks_left)
+        if loc_count * block_count > writes_left:
             raise FormatError(
-                name, what, "runs past the write descriptor region (write_descriptor_length)"
+                name,
+                f"{_what(store, index)}.location_count",
+                f"{loc_count} locations x {block_count} blocks would write more than "
+                f"{MAX_WRITE_FANOUT} times the blocks the file carries",
             )
-        loc_count, block_count = DESCRIPTOR_HEAD.unpack(head)
-        if block_count == 0 or loc_count == 0:
-            raise FormatError(name, what, f"writes {block_count} blocks at {loc_count} locations")
-        budget.spend(what, loc_count, block_count)
-        raw = window.take(8 * loc_count)
-        if raw is None:
-            raise FormatError(
-                name, what, f"has {loc_count} locations, which run past the write descriptor region"
-            )
-        yield WriteDescriptor(index, block_count, _locations(raw, name, what), file_offset)
+        need = 8 + 8 * loc_count
+        if len(buf) - pos < need:
+            buf, pos = region.refill(buf, pos, need)
+            if len(buf) - pos < need:
+                raise FormatError(
+                    name,
+                    _what(store, index),
+                    f"has {loc_count} locations, which run past the write descriptor region",
+                )
+        raw = buf[pos + 8 : pos + need]
+        if loc_count > 1 or raw[:4] not in _ONE_LOCATION_METHODS:
+            _check_methods(raw, name, _what(store, index))
+        yield index, block_count, raw, file_offset
+        pos += need
+        region.consumed += need
+        blocks_left -= block_count
+        writes_left -= loc_count * block_count
         file_offset += block_count * store.block_size
-    if window.consumed != store.descriptor_length:
+    if region.consumed != store.descriptor_length:
         raise FormatError(
             name,
             f"store {store.number} header.write_descriptor_length",
             f"is {store.descriptor_length} but the {store.descriptor_count} descriptors take "
-            f"{window.consumed} bytes",
+            f"{region.consumed} bytes",
         )
 
 
-def _locations(raw: bytes, name: str, what: str) -> tuple[DiskLocation, ...]:
-    locations = []
-    for k, (method, block_index) in enumerate(LOCATION.iter_unpack(raw)):
-        if method == AccessMethod.DISK_BEGIN:
-            locations.append(DiskLocation(AccessMethod.DISK_BEGIN, block_index))
-        elif method == AccessMethod.DISK_END:
-            locations.append(DiskLocation(AccessMethod.DISK_END, block_index))
-        else:
+def _what(store: Store, index: int) -> str:
+    return f"store {store.number} write descriptor {index}"
+
+
+def _refuse_counts(
+    name: str, store: Store, index: int, loc_count: int, block_count: int, blocks_left: int
+) -> None:
+    what = _what(store, index)
+    if block_count == 0 or loc_count == 0:
+        raise FormatError(name, what, f"writes {block_count} blocks at {loc_count} locations")
+    raise FormatError(
+        name,
+        f"{what}.block_count",
+        f"{block_count} blocks of {store.block_size} bytes run past the end of the file "
+        f"(it holds {blocks_left} more): the file is truncated or the count is wrong",
+    )
+
+
+def _check_methods(raw: bytes, name: str, what: str) -> None:
+    values = struct.unpack(f"<{len(raw) // 4}I", raw)
+    if set(values[0::2]) <= {AccessMethod.DISK_BEGIN, AccessMethod.DISK_END}:
+        return
+    for k, method in enumerate(values[0::2]):
+        if method not in (AccessMethod.DISK_BEGIN, AccessMethod.DISK_END):
             raise FormatError(
                 name,
                 f"{what} location {k}.access_method",
                 f"{method} is not 0 (from disk start) or 2 (from disk end)",
             )
-    return tuple(locations)
 
 
-class _WriteBudget:
-    """Blocks and block writes a store's descriptors may name, from what the file holds."""
-
-    def __init__(self, name: str, store: Store) -> None:
-        self.name = name
-        self.blocks_left = store.payload_blocks
-        self.writes_left = MAX_WRITE_FANOUT * store.payload_blocks
-        self.block_size = store.block_size
-
-    def spend(self, what: str, loc_count: int, block_count: int) -> None:
-        if block_count > self.blocks_left:
-            raise FormatError(
-                self.name,
-                f"{what}.block_count",
-                f"{block_count} blocks of {self.block_size} bytes run past the end of the file "
-                f"(it holds {self.blocks_left} more): the file is truncated or the count is wrong",
-            )
-        if loc_count * block_count > self.writes_left:
-            raise FormatError(
-                self.name,
-                f"{what}.location_count",
-                f"{loc_count} locations x {block_count} blocks would write more than "
-                f"{MAX_WRITE_FANOUT} times the blocks the file carries",
-            )
-        self.blocks_left -= block_count
-        self.writes_left -= loc_count * block_count
-
-
-class _DescriptorWindow:
+class _Region:
     """Sequential reads from a store's descriptor region, never past its end."""
 
     def __init__(self, f: BinaryIO, store: Store) -> None:
         self.f = f
         self.next_read = store.descriptor_offset
         self.remaining = store.descriptor_length
-        self.buf = b""
-        self.pos = 0
         self.consumed = 0
 
-    def take(self, size: int) -> bytes | None:
-        """The next ``size`` bytes, or None when the region ends first."""
-        if len(self.buf) - self.pos < size:
-            if size - (len(self.buf) - self.pos) > self.remaining:
-                return None
-            want = min(max(_DESCRIPTOR_READ, size), self.remaining)
-            self.f.seek(self.next_read)
-            more = self.f.read(want)
-            if len(more) != want:
-                return None
-            self.next_read += want
-            self.remaining -= want
-            self.buf = self.buf[self.pos :] + more
-            self.pos = 0
-        data = self.buf[self.pos : self.pos + size]
-        self.pos += size
-        self.consumed += size
-        return data
+    def refill(self, buf: bytes, pos: int, need: int) -> tuple[bytes, int]:
+        """``buf[pos:]`` plus enough of the region to hold ``need`` bytes, if it has them."""
+        short = need - (len(buf) - pos)
+        if short > self.remaining:
+            return buf[pos:], 0
+        want = min(max(_DESCRIPTOR_READ, short), self.remaining)
+        self.f.seek(self.next_read)
+        more = self.f.read(want)
+        self.next_read += len(more)
+        self.remaining -= len(more)
+        return buf[pos:] + more, 0

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from ..errors import FormatError
 from ._files import open_regular
-from .ffu_descriptors import iter_descriptors
-from .ffu_types import AccessMethod, Ffu, Store
+from .ffu_descriptors import walk_raw
+from .ffu_types import LOCATION, AccessMethod, Ffu, Store
 from .gpt import GPT_SIGNATURE, Gpt, GptPartition, parse_gpt
 
 __all__ = (
@@ -58,47 +58,74 @@ class WriteRange:
 class StoreDisk:
     """Random access to the disk a store describes, for small reads like the GPT.
 
-    The store's descriptors are walked once into :meth:`ranges`; a read then
-    costs one pass over the ranges, not over blocks.
+    The store's descriptors are walked once (:meth:`ranges` is cached, and
+    locations counted from the disk's end are resolved when ``disk_size`` is
+    set); a read then costs a binary search over the ranges, not a walk.
     """
 
     def __init__(self, ffu: Ffu, store: Store, *, disk_size: int | None = None) -> None:
         self.ffu = ffu
         self.store = store
-        self.disk_size = disk_size
+        self._disk_size = disk_size
+        self._raw: list[tuple[int, int, int, int, int, int]] | None = None
         self._ranges: list[WriteRange] | None = None
+        self._starts: list[int] = []
+        self._longest = 0
+
+    @property
+    def disk_size(self) -> int | None:
+        return self._disk_size
+
+    @disk_size.setter
+    def disk_size(self, size: int | None) -> None:
+        if size != self._disk_size:
+            self._disk_size = size
+            self._ranges = None  # disk-end locations move
+
+    def _raw_locations(self) -> list[tuple[int, int, int, int, int, int]]:
+        """(method, block index, length, file offset, descriptor, location), walked once."""
+        if self._raw is None:
+            bs = self.store.block_size
+            raw: list[tuple[int, int, int, int, int, int]] = []
+            with open_regular(self.ffu.path) as f:
+                for index, count, locations, file_offset in walk_raw(f, self.ffu.path, self.store):
+                    for k, (method, block) in enumerate(LOCATION.iter_unpack(locations)):
+                        raw.append((method, block, count * bs, file_offset, index, k))
+            self._raw = raw
+        return self._raw
 
     def ranges(self) -> list[WriteRange]:
-        """Every location's range, in descriptor order. A location counted from the
+        """Every location's range, sorted by disk offset. A location counted from the
         disk end is left out while the disk size is unknown."""
         if self._ranges is None:
-            self._ranges = list(self._walk())
-        return self._ranges
-
-    def _walk(self) -> list[WriteRange]:
-        bs = self.store.block_size
-        out: list[WriteRange] = []
-        for desc in iter_descriptors(self.ffu, self.store):
-            length = desc.block_count * bs
-            for k, loc in enumerate(desc.locations):
-                if loc.method == AccessMethod.DISK_BEGIN:
-                    start = loc.block_index * bs
-                elif self.disk_size is not None:
-                    start = self.disk_size - (loc.block_index + 1) * bs
+            bs, size = self.store.block_size, self._disk_size
+            out = []
+            for method, block, length, file_offset, index, k in self._raw_locations():
+                if method == AccessMethod.DISK_BEGIN:
+                    start = block * bs
+                elif size is not None:
+                    start = size - (block + 1) * bs
                 else:
                     continue
                 out.append(
-                    WriteRange(start, length, desc.file_offset, desc.index, k, loc.method,
-                               loc.block_index)
-                )  # fmt: skip
-        return out
+                    WriteRange(start, length, file_offset, index, k, AccessMethod(method), block)
+                )
+            out.sort(key=lambda r: r.disk_offset)
+            self._ranges = out
+            self._starts = [r.disk_offset for r in out]
+            self._longest = max((r.length for r in out), default=0)
+        return self._ranges
 
     def read(self, offset: int, size: int) -> bytes:
         """``size`` bytes of the disk at ``offset`` (unwritten bytes read as zeros)."""
+        ranges = self.ranges()
         out = bytearray(size)
         end = offset + size
+        first = bisect.bisect_left(self._starts, offset - self._longest + 1)
+        last = bisect.bisect_left(self._starts, end)
         with open_regular(self.ffu.path) as f:
-            for r in self.ranges():
+            # in payload order, as the device writes them: a later write of a byte wins
+            for r in sorted(ranges[first:last], key=lambda r: (r.descriptor, r.location)):
                 lo, hi = max(offset, r.disk_offset), min(end, r.disk_end)
                 if lo < hi:
                     f.seek(r.file_offset + lo - r.disk_offset)
@@ -108,11 +135,12 @@ class StoreDisk:
 
 @dataclass(frozen=True, slots=True)
 class StoreTable:
-    """A store and the partition table read from its blocks (``gpt`` None if it has none)."""
+    """A store, its disk, and the partition table read from it (``gpt`` None if none)."""
 
     store: Store
     gpt: Gpt | None
     problem: str | None = None
+    disk: StoreDisk | None = None
 
 
 def read_partition_tables(ffu: Ffu) -> list[StoreTable]:
@@ -130,10 +158,12 @@ def read_partition_tables(ffu: Ffu) -> list[StoreTable]:
         lba1 = disk.read(store.sector_size, len(GPT_SIGNATURE))
         if lba1 != GPT_SIGNATURE:
             problem = f"no GPT: no 'EFI PART' signature at LBA 1 (sector size {store.sector_size})"
-            tables.append(StoreTable(store, None, problem))
+            tables.append(StoreTable(store, None, problem, disk))
             continue
         source = f"{ffu.path} (store {store.number})"
-        tables.append(StoreTable(store, parse_gpt(disk.read, store.sector_size, source=source)))
+        gpt = parse_gpt(disk.read, store.sector_size, source=source)
+        disk.disk_size = gpt.disk_size
+        tables.append(StoreTable(store, gpt, None, disk))
     return tables
 
 
@@ -147,13 +177,17 @@ def find_partition(tables: list[StoreTable], name: str) -> tuple[Store, Gpt, Gpt
     return None
 
 
-def written_bytes(ffu: Ffu, store: Store, gpt: Gpt) -> dict[int, int]:
+def written_bytes(
+    ffu: Ffu, store: Store, gpt: Gpt, *, disk: StoreDisk | None = None
+) -> dict[int, int]:
     """Bytes the FFU writes into each partition (by entry index), from the descriptors alone.
 
     The ranges are merged first, so a byte written twice counts once and each
     partition costs a binary search, not a walk over the ranges.
     """
-    merged = _merge(StoreDisk(ffu, store, disk_size=gpt.disk_size).ranges())
+    if disk is None:
+        disk = StoreDisk(ffu, store, disk_size=gpt.disk_size)
+    merged = _merge(disk.ranges())
     starts = [start for start, _ in merged]
     before = [0, *itertools.accumulate(end - start for start, end in merged)]
     totals: dict[int, int] = {}
@@ -189,6 +223,7 @@ class MainOs:
     store: Store
     gpt: Gpt
     partition: GptPartition
+    disk: StoreDisk
 
 
 def find_mainos(ffu: Ffu, tables: list[StoreTable]) -> MainOs:
@@ -209,8 +244,11 @@ def find_mainos(ffu: Ffu, tables: list[StoreTable]) -> MainOs:
     main = found["MainOS"]
     assert main is not None
     store, gpt, partition = main
-    _check_ntfs(ffu, StoreDisk(ffu, store, disk_size=gpt.disk_size), partition)
-    return MainOs(store, gpt, partition)
+    disk = next((t.disk for t in tables if t.store is store and t.disk is not None), None)
+    if disk is None:
+        disk = StoreDisk(ffu, store, disk_size=gpt.disk_size)
+    _check_ntfs(ffu, disk, partition)
+    return MainOs(store, gpt, partition, disk)
 
 
 def _partition_names(tables: list[StoreTable]) -> str:
