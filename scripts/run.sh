@@ -4,6 +4,7 @@
 #   bash scripts/run.sh demo [ARGS...]   the built-in default job: a simulated line of 8 devices
 #                                        booting a WIM and SDI the project generates itself
 #   bash scripts/run.sh test [ARGS...]   the whole test suite (pytest), umockdev and wimlib included
+#   bash scripts/run.sh fuzz [ARGS...]   the property tests with hypothesis's long profile
 #   bash scripts/run.sh bench            every benchmark in benchmarks/
 #   bash scripts/run.sh coverage [ARGS]  the test suite under coverage.py, subprocesses included,
 #                                        then the per-module figure
@@ -61,8 +62,10 @@ case "$job" in
          .venv/bin/python -m coverage combine -q
          .venv/bin/python -m coverage report
          exit "$status" ;;
+  fuzz)  export HYPOTHESIS_PROFILE=long
+         exec .venv/bin/python -m pytest -m fuzz "$@" ;;
   bench) for script in benchmarks/bench_*.py; do
            echo "== $script"; .venv/bin/python "$script"
          done ;;
-  *)     echo "usage: bash scripts/run.sh {demo|test|coverage|bench} [ARGS...]" >&2; exit 2 ;;
+  *)     echo "usage: bash scripts/run.sh {demo|test|fuzz|coverage|bench} [ARGS...]" >&2; exit 2 ;;
 esac

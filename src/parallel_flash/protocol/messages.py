@@ -21,6 +21,7 @@ from construct import (
     Int32ul,
     Int64sl,
     PascalString,
+    StreamError,
     Struct,
     VarInt,
 )
@@ -141,7 +142,18 @@ _U32_MAX = 0xFFFF_FFFF
 
 
 def _remote(message: str, data: bytes | memoryview, exc: Exception) -> RemoteProtocolError:
-    return RemoteProtocolError(f"malformed {message} ({len(data)} bytes): {exc}")
+    """The device's fault in plain words: which field, and what was wrong with it
+    (construct's own message quotes its internals, which mean nothing to a user)."""
+    path = str(getattr(exc, "path", "") or "")
+    field = path.replace("(parsing)", "").replace(" -> ", ".").strip(" .")
+    if isinstance(exc, StreamError):
+        problem = "the reply ends before this field is complete"
+    elif isinstance(exc, UnicodeDecodeError) or "decode" in str(exc).lower():
+        problem = "the text is not valid in its encoding"
+    else:
+        problem = "the field holds a value it cannot have"
+    where = f", field {field}" if field else ""
+    return RemoteProtocolError(f"malformed {message} ({len(data)} bytes{where}): {problem}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
