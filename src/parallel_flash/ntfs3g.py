@@ -78,10 +78,6 @@ class ReparsePoint:
     print_name: str
     relative: bool = False  #: symlinks only
 
-    @property
-    def is_junction(self) -> bool:
-        return self.tag == IO_REPARSE_TAG_MOUNT_POINT
-
 
 def parse_reparse_data(data: bytes) -> ReparsePoint | None:
     """Decode a mount-point or symlink REPARSE_DATA_BUFFER; None for other tags."""

@@ -67,6 +67,7 @@ def _bootstrap() -> Any:
     for entry in filter(None, os.environ.get("PARALLEL_FLASH_EMULATOR_PATH", "").split(os.pathsep)):
         if entry not in sys.path:
             sys.path.append(entry)
+    _measure_coverage()
     try:
         import gi
     except ImportError:
@@ -79,6 +80,24 @@ def _bootstrap() -> Any:
     from gi.repository import GLib
 
     return GLib
+
+
+def _measure_coverage() -> None:
+    """Under ``run.sh coverage``, measure this process too.
+
+    coverage.py starts itself in Python subprocesses through a .pth file in
+    the project's site-packages; this interpreter is Debian's, whose site
+    path does not hold it, so it is started here once that directory is on
+    sys.path (the modules imported before this point miss their import lines).
+    """
+    wanted = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+    if not any(os.environ.get(name) for name in wanted):
+        return
+    try:
+        import coverage
+    except ImportError:
+        return
+    coverage.process_startup()
 
 
 def _fail(message: str, package: str | None = None) -> None:
