@@ -154,12 +154,17 @@ def test_port_prefix_filter(prefixes: tuple[str, ...], port: str, expected: bool
 
 
 def test_vid_pid_filter() -> None:
-    filters = DeviceFilters()
+    filters = DeviceFilters()  # every loader's flashing-mode IDs
     assert filters.matches(_device("1-1"))
-    assert not filters.matches(_device("1-1", pid=0x0658))
+    assert filters.matches(_device("1-1", pid=0x0658))                # UFP
+    assert filters.matches(_device("1-1", vid=0x0421, pid=0x066E))    # Lumia flash app
+    assert not filters.matches(_device("1-1", vid=0x0421, pid=0x0660))  # Label mode
+    assert not filters.matches(_device("1-1", pid=0x0A00))
     other = DeviceFilters(vendor_id=0x0421, product_id=0x066E)
     assert other.matches(_device("1-1", vid=0x0421, pid=0x066E))
+    assert not other.matches(_device("1-1"))
     assert other.describe() == "0421:066e"
+    assert DeviceFilters(product_id=0x0658).describe() == "*:0658"
     with pytest.raises(InputError, match="not a 16-bit USB ID"):
         DeviceFilters(vendor_id=0x10000)
 
@@ -176,7 +181,7 @@ def test_filters_from_arguments() -> None:
     filters = filters_from_args(args)
     assert filters.ports == ("1-1.4", "2")
     assert filters.unique_ids == (uuid.UUID(guid),)
-    assert filters.product_id == 0x0658 and filters.vendor_id == 0x045E
+    assert filters.product_id == 0x0658 and filters.vendor_id is None  # any VID
     assert filters.needs_identity and filters.matches_id(uuid.UUID(guid))
     assert not filters.matches_id(uuid.uuid4())
     with pytest.raises(SystemExit):

@@ -162,3 +162,36 @@ def test_boot_sim_mix_from_the_command_line(
     assert main(["boot", str(secwim_path), "--sim", "2", "--sim-mix", "lumia=1",
                  "--sim-fault", "2:logs=3"]) == 2
     assert "unknown fault 'logs'" in capsys.readouterr().err
+
+
+def test_one_run_boots_a_secwim_and_an_ffu_on_a_mixed_line(
+    secwim_path: Path, ffu: FfuInput
+) -> None:
+    from parallel_flash.image import ImageSet
+
+    links = simulated_line(len(MIX), rate=None, kinds=MIX)
+    with ImageSet([ImageBuffer.load(secwim_path), ImageBuffer.load(ffu.path)]) as images:
+        records = anyio.run(lambda: boot_line(links, images, options=FAST))
+    assert all(record.ok for record in records), [r.error for r in records]
+    digests = {
+        "simpleio": hashlib.sha256(secwim_path.read_bytes()).hexdigest(),
+        "lumia": hashlib.sha256(secwim_path.read_bytes()).hexdigest(),
+        "ufp": hashlib.sha256(ffu.data).hexdigest(),
+    }
+    for record in records:
+        assert links[record.slot - 1].model.sha256 == digests[record.loader]
+
+
+def test_a_wim_and_a_secwim_together_are_refused(
+    secwim_path: Path, small_wim: Path, small_sdi: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from parallel_flash.cli import main
+
+    code = main(["boot", str(small_wim), str(secwim_path), "--sdi", str(small_sdi), "--sim", "1"])
+    assert code == 2
+    assert "simpleio devices would take either" in capsys.readouterr().err
+    assert main(["boot", str(secwim_path), str(secwim_path), "--sim", "1"]) == 2
+    assert "more than one secwim file" in capsys.readouterr().err
+    assert main(["boot", str(secwim_path), str(secwim_path), "--sdi", str(small_sdi),
+                 "--sim", "1"]) == 2
+    assert "--sdi" in capsys.readouterr().err

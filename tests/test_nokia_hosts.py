@@ -283,3 +283,9 @@ def test_nok_faults_round_trip_and_errors() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             NokFaults.parse(bad)
+
+
+@pytest.mark.parametrize("text", ["status=0x10000", "mask=65536", "wbs=0x100000000", "mmos=256"])
+def test_nok_faults_refuse_values_wider_than_the_wire(text: str) -> None:
+    with pytest.raises(ValueError, match=r"must be 0\.\."):
+        NokFaults.parse(text)

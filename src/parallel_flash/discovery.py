@@ -4,7 +4,8 @@ A device is named by its port path in sysfs form (``1-1.4.2``: bus, then
 port numbers joined by dots) -- the key that survives re-enumeration, used
 to pin devices to physical ports (field-notes.md, 1 and 3). Filters:
 
-* VID/PID (default 045E:062A, Microsoft flashing mode);
+* VID/PID (default: the flashing-mode IDs of every loader -- SimpleIO
+  045E:062A, the Lumia flash app's and UFP's, :mod:`.protocol.selection`);
 * ``--port`` prefixes, matched on whole path components (``1-1.4`` matches
   ``1-1.4`` and ``1-1.4.2`` but not ``1-1.40``);
 * ``--id`` unique IDs, which need the Id exchange and so are checked after
@@ -29,13 +30,14 @@ import anyio
 from .errors import InputError, RemoteProtocolError, TransportError
 from .protocol.messages import (
     CONTROL_REQUEST,
-    FLASHING_PID,
-    MICROSOFT_VID,
     REPLY_BUFFER_SIZE,
     IdReply,
     LogPacket,
     Opcode,
 )
+from .protocol.nokia.messages import REPLY_BUFFER_SIZE as NOK_REPLY_BUFFER_SIZE
+from .protocol.nokia.messages import Command, NokInfo
+from .protocol.selection import ALL_FLASH_IDS, Loader, loader_for
 from .transport.base import Link
 from .transport.libusb import HotplugEvent, UsbContext, UsbDeviceInfo, UsbLink, hotplug_supported
 
@@ -54,6 +56,7 @@ __all__ = (
     "open_link",
     "parse_port",
     "parse_unique_id",
+    "read_nok_info",
     "usb_link_source",
     "watch_devices",
 )
@@ -111,8 +114,9 @@ def _port_matches(port: str, prefix: str) -> bool:
 class DeviceFilters:
     """Which devices a command takes; the defaults take every device in flashing mode."""
 
-    vendor_id: int = MICROSOFT_VID
-    product_id: int = FLASHING_PID
+    #: None = any; both None = the flashing-mode IDs of every loader.
+    vendor_id: int | None = None
+    product_id: int | None = None
     #: Port path prefixes (normalised by :func:`parse_port`); empty = any port.
     ports: tuple[str, ...] = ()
     #: Unique IDs from the Id reply; empty = any device.
@@ -121,15 +125,20 @@ class DeviceFilters:
     def __post_init__(self) -> None:
         for name in ("vendor_id", "product_id"):
             value = getattr(self, name)
-            if not 0 <= value <= 0xFFFF:
+            if value is not None and not 0 <= value <= 0xFFFF:
                 raise InputError(f"--{name[0]}id {value:#x} is not a 16-bit USB ID")
         object.__setattr__(self, "ports", tuple(parse_port(p) for p in self.ports))
 
     def matches(self, device: DeviceInfo) -> bool:
         """VID, PID and port filters (everything known without opening the device)."""
-        if (device.vendor_id, device.product_id) != (self.vendor_id, self.product_id):
+        if not self.matches_ids(device.vendor_id, device.product_id):
             return False
         return not self.ports or any(_port_matches(device.port, p) for p in self.ports)
+
+    def matches_ids(self, vendor_id: int, product_id: int) -> bool:
+        if self.vendor_id is None and self.product_id is None:
+            return (vendor_id, product_id) in ALL_FLASH_IDS
+        return self.vendor_id in (None, vendor_id) and self.product_id in (None, product_id)
 
     def matches_id(self, unique_id: uuid.UUID) -> bool:
         return not self.unique_ids or unique_id in self.unique_ids
@@ -140,7 +149,12 @@ class DeviceFilters:
 
     def describe(self) -> str:
         """For messages: ``045e:062a on ports 1-1.4, 2``."""
-        text = f"{self.vendor_id:04x}:{self.product_id:04x}"
+        if self.vendor_id is None and self.product_id is None:
+            text = "any loader's flashing-mode ID"
+        else:
+            vendor = "*" if self.vendor_id is None else f"{self.vendor_id:04x}"
+            product = "*" if self.product_id is None else f"{self.product_id:04x}"
+            text = f"{vendor}:{product}"
         if self.ports:
             text += f" on port{'s' if len(self.ports) > 1 else ''} {', '.join(self.ports)}"
         if self.unique_ids:
@@ -174,16 +188,17 @@ def add_usb_arguments(parser: argparse.ArgumentParser) -> None:
     usb.add_argument(
         "--vid",
         type=_hex16,
-        default=MICROSOFT_VID,
+        default=None,
         metavar="HEX",
-        help="vendor ID of devices in flashing mode (default 045E)",
+        help="vendor ID of devices in flashing mode (default: every loader's IDs: SimpleIO "
+        "045E:062A, Lumia 0421:066E/0714/05EE and 045E:0A02, UFP 045E:0658)",
     )
     usb.add_argument(
         "--pid",
         type=_hex16,
-        default=FLASHING_PID,
+        default=None,
         metavar="HEX",
-        help="product ID of devices in flashing mode (default 062A)",
+        help="product ID of devices in flashing mode (default: every loader's IDs)",
     )
     usb.add_argument(
         "--port",
@@ -240,8 +255,14 @@ async def identify(link: Link, *, timeout: float = 2.0) -> Identity:
     exchange before a boot is harmless, protocol.md "Notes on the sequence").
 
     :raises ~parallel_flash.errors.TransportError: the device did not answer.
-    :raises ~parallel_flash.errors.RemoteProtocolError: it answered nonsense.
+    :raises ~parallel_flash.errors.RemoteProtocolError: it answered nonsense, or it
+        speaks a NOK loader (Lumia, UFP), which has no Id exchange and no unique ID.
     """
+    loader = loader_for(*link.usb_ids)
+    if loader not in (None, Loader.SIMPLEIO):
+        raise RemoteProtocolError(
+            f"{link.port}: a {loader} device has no unique ID (--id selects SimpleIO devices)"
+        )
     request = CONTROL_REQUEST
     await link.control_out(
         request.request_type, request.request, request.value, request.index, timeout=timeout
@@ -257,6 +278,16 @@ async def identify(link: Link, *, timeout: float = 2.0) -> Identity:
     raise RemoteProtocolError(
         f"{link.port}: more than {_MAX_LOGS_PER_REPLY} Log packets and no Id reply"
     )
+
+
+async def read_nok_info(link: Link, *, timeout: float = 5.0) -> NokInfo:
+    """A Lumia or UFP device's NOKV reply; sends NOKV only (read-only for the device).
+
+    :raises ~parallel_flash.errors.TransportError: the device did not answer.
+    :raises ~parallel_flash.errors.RemoteProtocolError: it answered nonsense.
+    """
+    await link.bulk_out(Command.INFO.value, timeout=timeout)
+    return NokInfo.parse(await link.bulk_in(NOK_REPLY_BUFFER_SIZE, timeout=timeout))
 
 
 # -- arrivals ---------------------------------------------------------------------

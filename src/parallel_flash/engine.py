@@ -41,7 +41,7 @@ from .events import (
     NullObserver,
     failure_reason,
 )
-from .image import ImageBuffer
+from .image import ImageBuffer, ImageSet
 from .nok_boot import boot_nok_device
 from .protocol.host import (
     Finished,
@@ -65,6 +65,7 @@ __all__ = (
     "LineResult",
     "boot_device",
     "boot_line",
+    "check_images",
     "run_interruptible",
 )
 
@@ -134,7 +135,7 @@ class BootOptions:
 
 async def boot_device(
     link: Link,
-    image: ImageBuffer,
+    image: ImageBuffer | ImageSet,
     record: DeviceRecord,
     options: BootOptions | None = None,
     observer: LineObserver | None = None,
@@ -142,24 +143,31 @@ async def boot_device(
     """Boot one device over an opened link; the caller owns (and closes) the link.
 
     The device's USB IDs choose its loader (:mod:`.protocol.selection`); a
-    loader that cannot take this image fails the device, saying what it needs.
+    loader that cannot take this image (or any image of an :class:`ImageSet`)
+    fails the device, saying what it needs.
     """
     options = options or BootOptions()
     observer = observer or NullObserver()
     loader = loader_for(*link.usb_ids) or Loader.SIMPLEIO
     record.loader = loader.value
-    if not loader.takes(image.kind):
+    chosen = _image_for(loader, image)
+    if chosen is None:
         record.finished = time.monotonic()
         record.state = DeviceState.FAILED
         record.reason = FailureReason.REFUSED
-        kind = FILE_TYPE_NAMES.get(image.kind, image.kind)
-        record.error = f"a {loader.value} device needs {loader.needs}; {image.wim_path} is {kind}"
+        given = image.images if isinstance(image, ImageSet) else (image,)
+        kinds = " and ".join(
+            f"{one.wim_path} is {FILE_TYPE_NAMES.get(one.kind, one.kind)}" for one in given
+        )
+        record.error = f"a {loader.value} device needs {loader.needs}; {kinds}"
         observer.device_finished(record)
         return record
+    if isinstance(image, ImageSet):
+        record.image_sha256 = chosen.sha256
     if loader is not Loader.SIMPLEIO:
-        await boot_nok_device(link, image, record, observer, loader, options.nok_timeouts)
+        await boot_nok_device(link, chosen, record, observer, loader, options.nok_timeouts)
         return record
-    pipeline = _Pipeline(link, image, record, options, observer)
+    pipeline = _Pipeline(link, chosen, record, options, observer)
     try:
         await pipeline.run()
     except anyio.get_cancelled_exc_class():
@@ -339,6 +347,27 @@ class _Pipeline:
         self.observer.device_finished(record)
 
 
+def _image_for(loader: Loader, image: ImageBuffer | ImageSet) -> ImageBuffer | None:
+    """The image this loader boots: the one given, or the fitting one of a set."""
+    if isinstance(image, ImageSet):
+        return image.pick(loader.file_types)
+    return image if loader.takes(image.kind) else None
+
+
+def check_images(images: ImageSet) -> None:
+    """Refuse a set that leaves a loader two files to choose from (a WIM and a .secwim).
+
+    :raises ~parallel_flash.errors.InputError: naming the files.
+    """
+    for loader in Loader:
+        fitting = [one.wim_path for one in images.images if loader.takes(one.kind)]
+        if len(fitting) > 1:
+            raise InputError(
+                f"{' and '.join(fitting)}: {loader.value} devices would take either; "
+                "give one of them"
+            )
+
+
 def _chunks(image: ImageBuffer, plan: TransferPlan) -> Iterator[OutChunk]:
     view = image.view
     for offset, length, zero_packet in plan:
@@ -370,7 +399,7 @@ class LineResult:
 
 async def boot_line(
     links: Sequence[Link],
-    image: ImageBuffer,
+    image: ImageBuffer | ImageSet,
     *,
     options: BootOptions | None = None,
     observer: LineObserver | None = None,

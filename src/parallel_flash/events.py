@@ -144,6 +144,8 @@ class DeviceRecord:
     reason: FailureReason = FailureReason.NONE
     #: Which loader generation the host spoke to (a bounded metrics label).
     loader: str = "simpleio"
+    #: SHA-256 of the file this device was sent, when the run has several (a mixed line).
+    image_sha256: str | None = None
     logs: list[DeviceLog] = field(default_factory=list)
 
     @property

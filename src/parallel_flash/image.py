@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import FormatError, InputError
 
-__all__ = ("MAX_IMAGE_BYTES", "ImageBuffer", "StrPath")
+__all__ = ("MAX_IMAGE_BYTES", "ImageBuffer", "ImageSet", "StrPath")
 
 StrPath = str | os.PathLike[str]
 
@@ -229,6 +229,60 @@ class ImageBuffer:
             logger.debug("image buffer still exported; leaving it to the garbage collector")
 
     def __enter__(self) -> ImageBuffer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ImageSet:
+    """Several images for one mixed line: each device takes the one its loader boots.
+
+    ``parallel-flash boot x.secwim y.ffu``: SimpleIO and Lumia devices take
+    the .secwim, UFP devices the FFU. Read-only attributes mirror
+    :class:`ImageBuffer`'s so the report and the presentation name every file.
+    """
+
+    def __init__(self, images: list[ImageBuffer] | tuple[ImageBuffer, ...]) -> None:
+        if not images:
+            raise InputError("no image to boot")
+        kinds = [image.kind for image in images]
+        for kind in set(kinds):
+            if kinds.count(kind) > 1:
+                paths = ", ".join(i.wim_path for i in images if i.kind == kind)
+                raise InputError(f"{paths}: more than one {kind} file; give one of each kind")
+        self.images = tuple(images)
+
+    def pick(self, kinds: frozenset[str]) -> ImageBuffer | None:
+        """The image of one of ``kinds`` (a loader's file types), if there is one."""
+        return next((image for image in self.images if image.kind in kinds), None)
+
+    @property
+    def wim_path(self) -> str:
+        return " + ".join(image.wim_path for image in self.images)
+
+    @property
+    def sdi_path(self) -> str | None:
+        return next((image.sdi_path for image in self.images if image.sdi_path), None)
+
+    @property
+    def sha256(self) -> str:
+        """The first file's SHA-256; each device's record carries its own file's."""
+        return self.images[0].sha256
+
+    @property
+    def total_length(self) -> int:
+        return sum(image.total_length for image in self.images)
+
+    @property
+    def kind(self) -> str:
+        return "+".join(image.kind for image in self.images)
+
+    def close(self) -> None:
+        for image in self.images:
+            image.close()
+
+    def __enter__(self) -> ImageSet:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -190,7 +190,7 @@ def device_entry(
         "error": error if error is not None else record.error,
         "reason": (reason or record.reason).value,
         "loader": record.loader,
-        "image_sha256": image_sha256,
+        "image_sha256": record.image_sha256 or image_sha256,
         "started": _iso(record.wall_started),
         "finished": _iso(record.wall_started + record.elapsed(now)),
         "logs": [_log_entry(log) for log in error_logs[:MAX_LOGS_PER_DEVICE]],

@@ -26,9 +26,8 @@ import anyio
 
 from .engine import BootOptions, LineResult, boot_line, run_interruptible
 from .events import DeviceRecord, LineObserver, ObserverGroup
-from .image import ImageBuffer
-from .protocol.device import DeviceFaults
-from .protocol.nokia.faults import NokFaults
+from .image import ImageBuffer, ImageSet
+from .protocol.models import AnyFaults
 from .transport.base import Link
 from .transport.sim import SimLink, simulated_line
 
@@ -54,7 +53,7 @@ class SimulatedLine:
     rate: float | None = 40e6
     #: Shared per-bus ceiling in bytes/s; None = no shared ceiling.
     bus_rate: float | None = None
-    faults: dict[int, DeviceFaults | NokFaults] | None = None
+    faults: dict[int, AnyFaults] | None = None
     count_only: bool = False
     #: Slot -> kind of device (``lumia``, ``ufp-v1``, ``ufp-v2``); SimpleIO when not named.
     kinds: dict[int, str] | None = None
@@ -88,7 +87,9 @@ class Presentation:
     stream: TextIO | None = None
     title: str | None = None
 
-    def observer(self, image: ImageBuffer) -> contextlib.AbstractContextManager[LineObserver]:
+    def observer(
+        self, image: ImageBuffer | ImageSet
+    ) -> contextlib.AbstractContextManager[LineObserver]:
         stream = self.stream or sys.stdout
         live = self.live if self.live is not None else stream.isatty()
         if live:
@@ -119,7 +120,7 @@ def _logging_through(console: Any, table: Any) -> Iterator[LineObserver]:
 
 
 def run_boot(
-    image: ImageBuffer,
+    image: ImageBuffer | ImageSet,
     source: LinkSource,
     *,
     options: BootOptions | None = None,

@@ -51,7 +51,7 @@ from .events import (
     NullObserver,
     ObserverGroup,
 )
-from .image import ImageBuffer
+from .image import ImageBuffer, ImageSet
 from .transport.base import Link
 from .transport.libusb import UsbContext
 
@@ -149,7 +149,7 @@ class _HoldBooted:
 class _Station:
     def __init__(
         self,
-        image: ImageBuffer,
+        image: ImageBuffer | ImageSet,
         *,
         filters: DeviceFilters,
         options: BootOptions,
@@ -336,7 +336,7 @@ class _Station:
 
 
 async def run_station(
-    image: ImageBuffer,
+    image: ImageBuffer | ImageSet,
     *,
     filters: DeviceFilters | None = None,
     options: BootOptions | None = None,
@@ -381,7 +381,9 @@ async def run_station(
     return StationResult(records=station.records)
 
 
-def run_station_cli(args: argparse.Namespace, image: ImageBuffer, options: BootOptions) -> int:
+def run_station_cli(
+    args: argparse.Namespace, image: ImageBuffer | ImageSet, options: BootOptions
+) -> int:
     """``parallel-flash boot WIM --watch``: the station with table, report and Ctrl-C."""
     from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
     from .report import JsonlReport

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..engine import DEFAULT_IN_FLIGHT, BootOptions
 from ..errors import InputError
 from ..protocol.device import DeviceFaults
-from ..protocol.nokia.faults import NokFaults
+from ..protocol.models import MODEL_KINDS, AnyFaults, parse_faults
 from ..runner import SimulatedLine
 
 __all__ = (
@@ -149,14 +149,12 @@ def fault_spec(text: str) -> tuple[int, str]:
 
 def sim_mix(text: str) -> dict[str, int]:
     """``lumia=2,ufp-v1=1,ufp-v2=1``: how many simulated devices of each NOK kind."""
-    from ..transport.sim import SIM_DEVICE_KINDS
-
     mix: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         kind, sep, count = item.partition("=")
-        if kind not in SIM_DEVICE_KINDS or not sep or not re.fullmatch(r"\d{1,4}", count):
+        if kind not in MODEL_KINDS or not sep or not re.fullmatch(r"\d{1,4}", count):
             raise argparse.ArgumentTypeError(
-                f"{item!r}: expected KIND=N with KIND one of {', '.join(SIM_DEVICE_KINDS)}"
+                f"{item!r}: expected KIND=N with KIND one of {', '.join(MODEL_KINDS)}"
             )
         mix[kind] = mix.get(kind, 0) + int(count)
     return mix
@@ -239,12 +237,11 @@ def simulated_line(
     unknown = sorted(slot for slot, _ in faults if slot > count)
     if unknown:
         raise InputError(f"{fault_flag} names slots {unknown}, but the line has {count} devices")
-    by_slot: dict[int, DeviceFaults | NokFaults] = {}
+    by_slot: dict[int, AnyFaults] = {}
     for slot, text in faults:
         kind = kinds.get(slot, "simpleio")
-        parse = DeviceFaults.parse if kind == "simpleio" else NokFaults.parse
         try:
-            by_slot[slot] = parse(text)
+            by_slot[slot] = parse_faults(kind, text)
         except ValueError as exc:
             raise InputError(f"{fault_flag} {slot}:{text} ({kind} device): {exc}") from None
         _check_fault_ranges(by_slot[slot], f"{fault_flag} {slot}:{text}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..engine import LineResult
-from ..image import ImageBuffer
+from ..image import ImageBuffer, ImageSet
 from ..runner import LinkSource, Presentation, run_boot
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from ._args import (
@@ -40,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument(
-        "wim", metavar="FILE",
-        help="the WIM (with --sdi), a .secwim holding its own SDI, or an FFU for UFP devices",
+        "wim", metavar="FILE", nargs="+",
+        help="the WIM (with --sdi), a .secwim holding its own SDI, or an FFU for UFP devices; "
+             "for a mixed line, one file of each kind (e.g. x.secwim y.ffu)",
     )
     parser.add_argument("--sdi", metavar="FILE", help="the SDI sent in front of the WIM (boot.sdi)")
     sim = parser.add_argument_group("simulated line (no USB)")
@@ -88,7 +90,7 @@ def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = boot_options(args)
     source = _link_source(args)
-    image = ImageBuffer.load(args.wim, args.sdi)
+    image = load_images(args.wim, args.sdi)
     with image:
         if args.watch:
             from ..station import run_station_cli
@@ -102,12 +104,42 @@ def run(args: argparse.Namespace) -> int:
             append_report=args.append,
             presentation=Presentation(
                 live=args.live,
-                title=f"booting {args.wim}",
+                title=f"booting {image.wim_path}",
                 # --report -: the records own standard output
                 stream=sys.stderr if args.report == "-" else None,
             ),
         )
     return exit_code(result)
+
+
+def load_images(paths: list[str], sdi: str | None) -> ImageBuffer | ImageSet:
+    """One image, or a set for a mixed line; ``--sdi`` goes with the WIM among them.
+
+    :raises ~parallel_flash.errors.InputError: a bad file, two files of one kind, or a
+        WIM and a .secwim together (SimpleIO devices would take either).
+    """
+    from ..engine import check_images
+    from ..errors import InputError
+    from ..formats.detect import detect_file_type
+
+    if len(paths) == 1:
+        return ImageBuffer.load(paths[0], sdi)
+    images: list[ImageBuffer] = []
+    if sdi is not None and not any(
+        Path(path).is_file() and detect_file_type(path) in ("wim", "pipable-wim") for path in paths
+    ):
+        raise InputError(f"--sdi {sdi}: goes with a WIM, and none of {', '.join(paths)} is one")
+    try:
+        for path in paths:
+            is_wim = Path(path).is_file() and detect_file_type(path) in ("wim", "pipable-wim")
+            images.append(ImageBuffer.load(path, sdi if is_wim else None))
+        loaded = ImageSet(images)
+        check_images(loaded)
+    except BaseException:
+        for image in images:
+            image.close()
+        raise
+    return loaded
 
 
 def _link_source(args: argparse.Namespace) -> LinkSource:

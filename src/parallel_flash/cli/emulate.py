@@ -20,7 +20,7 @@ from typing import Any
 from ..emulator import DeviceSpec, EmulatedLine, PortPath
 from ..errors import EmulatorError
 from . import EXIT_USAGE
-from ._args import positive_float
+from ._args import positive_float, sim_mix
 
 __all__ = ("register", "render_summary", "run")
 
@@ -52,6 +52,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1,
         metavar="N",
         help="devices plugged at start (default 1)",
+    )
+    parser.add_argument(
+        "--mix",
+        type=sim_mix,
+        default=None,
+        metavar="KIND=N,...",
+        help="make the last devices Lumia or UFP devices, e.g. lumia=2,ufp-v1=1,ufp-v2=1 "
+        "(Lumia: 0421:066E, back in Label mode 0421:0660 after booting; UFP: 045E:0658). "
+        "These loaders are derived from public host code, not from hardware",
     )
     parser.add_argument(
         "--port",
@@ -154,6 +163,11 @@ def _specs(args: argparse.Namespace) -> tuple[list[DeviceSpec], dict[str | int, 
     ports = [str(PortPath.parse(port)) for port in args.port]
     count = max(args.devices, len(ports))
     specs = [DeviceSpec(port=ports[i] if i < len(ports) else None) for i in range(count)]
+    kinds = [kind for kind, number in (args.mix or {}).items() for _ in range(number)]
+    if len(kinds) > count:
+        raise ValueError(f"--mix names {len(kinds)} devices, but the line has {count}")
+    for spec, kind in zip(specs[count - len(kinds) :], kinds, strict=True):
+        spec.kind = kind
     faults: dict[str | int, str] = {}
 
     def add(key: str | int, text: str) -> None:

@@ -1,9 +1,12 @@
 """``parallel-flash list``: every device in flashing mode, and what it says about itself.
 
-For each device passing the filters: its port path, VID:PID, and from the Id
-exchange (control request, ``01``, Id reply -- nothing else is sent) the
-friendly name, unique ID and curPosition (non-zero: stuck in an earlier
-transfer). Devices are asked in parallel. ``--json`` prints one JSON array.
+For each device passing the filters: its port path, VID:PID, its loader, and
+from the Id exchange (control request, ``01``, Id reply -- nothing else is
+sent) the friendly name, unique ID and curPosition (non-zero: stuck in an
+earlier transfer). Lumia and UFP devices are asked NOKV instead (nothing else
+is sent): app type and version, protocol mask, WriteBufferSize,
+LargestMemoryRegion, MMOS over USB support, platform ID. Devices are asked in
+parallel. ``--json`` prints one JSON array.
 Exit status: 0 when every device answered (also when none is attached), 1
 when any could not be asked.
 """
@@ -29,11 +32,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     parser = subparsers.add_parser(
         "list",
-        help="list devices in flashing mode (port, IDs, name, curPosition)",
+        help="list devices in flashing mode (port, IDs, loader, name, curPosition)",
         description=(
-            "Show every USB device in flashing mode: port path, VID:PID, and from the Id "
-            "exchange its friendly name, unique ID and curPosition. Sends nothing but the "
-            "control request and Id. Exit status: 0 ok, 1 a device did not answer."
+            "Show every USB device in flashing mode: port path, VID:PID, loader, and from the "
+            "Id exchange its friendly name, unique ID and curPosition. Sends nothing but the "
+            "control request and Id; Lumia and UFP devices are asked NOKV only (app, versions, "
+            "protocol mask, WriteBufferSize, LargestMemoryRegion, MMOS support, platform ID). "
+            "Exit status: 0 ok, 1 a device did not answer."
         ),
     )
     add_usb_arguments(parser)
@@ -63,6 +68,10 @@ class DeviceListing:
     fast_flash: bool | None = None
     logs: list[str] = field(default_factory=list)
     error: str | None = None
+    #: simpleio, lumia or ufp (by the USB IDs).
+    loader: str = "simpleio"
+    #: Lumia and UFP devices: what their NOKV reply says (NokInfo.describe()).
+    nok: dict[str, Any] | None = None
 
     @property
     def usb_id(self) -> str:
@@ -74,13 +83,32 @@ class DeviceListing:
             "bus": self.bus,
             "address": self.address,
             "usb_id": self.usb_id,
+            "loader": self.loader,
             "name": self.name,
             "unique_id": self.unique_id,
             "cur_position": self.cur_position,
             "fast_flash": self.fast_flash,
             "logs": self.logs,
             "error": self.error,
+            "nok": self.nok,
         }
+
+    @property
+    def details(self) -> str:
+        """The NOKV facts, for the table."""
+        nok = self.nok
+        if nok is None:
+            return ""
+        mask = nok["protocol_mask"]
+        size, region = nok["write_buffer_size"], nok["largest_memory_region"]
+        mmos = {True: "yes", False: "no", None: "-"}[nok["mmos_over_usb"]]
+        return (
+            f"{nok['app']} {nok['app_version']} protocol {nok['protocol_version']} "
+            f"mask {'-' if mask is None else f'0x{mask:04x}'} "
+            f"W {'-' if size is None else f'0x{size:x}'} "
+            f"LMR {'-' if region is None else f'0x{region:x}'} "
+            f"MMOS {mmos} platform {nok['platform_id'] or '-'}"
+        )
 
 
 async def list_devices(filters: Any = None, *, id_timeout: float = 2.0) -> list[DeviceListing]:
@@ -90,8 +118,9 @@ async def list_devices(filters: Any = None, *, id_timeout: float = 2.0) -> list[
         (default: every device in flashing mode). ``unique_ids`` drop the
         devices whose Id reply does not match.
     """
-    from ..discovery import DeviceFilters, find_devices, identify, open_link
+    from ..discovery import DeviceFilters, find_devices, identify, open_link, read_nok_info
     from ..errors import ProtocolError, TransportError
+    from ..protocol.selection import Loader, loader_for
     from ..transport.libusb import UsbContext
 
     filters = filters or DeviceFilters()
@@ -104,6 +133,7 @@ async def list_devices(filters: Any = None, *, id_timeout: float = 2.0) -> list[
                 address=d.address,
                 vendor_id=d.vendor_id,
                 product_id=d.product_id,
+                loader=(loader_for(d.vendor_id, d.product_id) or Loader.SIMPLEIO).value,
             )
             for d in devices
         ]
@@ -115,9 +145,15 @@ async def list_devices(filters: Any = None, *, id_timeout: float = 2.0) -> list[
                 listing.error = str(exc)
                 return
             try:
+                if listing.loader != Loader.SIMPLEIO:
+                    info = await read_nok_info(link, timeout=id_timeout)
+                    listing.nok = info.describe()
+                    listing.name = info.platform_id
+                    return
                 identity = await identify(link, timeout=id_timeout)
             except (TransportError, ProtocolError) as exc:
-                listing.error = f"no Id reply: {exc}"
+                what = "NOKV" if listing.loader != Loader.SIMPLEIO else "Id"
+                listing.error = f"no {what} reply: {exc}"
                 return
             finally:
                 with anyio.CancelScope(shield=True):
@@ -141,18 +177,22 @@ async def list_devices(filters: Any = None, *, id_timeout: float = 2.0) -> list[
 def _table(listings: list[DeviceListing]) -> str:
     from ..ui import printable
 
-    rows = [("PORT", "USB ID", "NAME", "UNIQUE ID", "CURPOSITION")]
+    rows = [("PORT", "USB ID", "LOADER", "NAME", "UNIQUE ID", "CURPOSITION", "NOKV")]
     for item in listings:
         if item.error:
-            rows.append((item.port, item.usb_id, f"error: {printable(item.error)}", "", ""))
+            rows.append(
+                (item.port, item.usb_id, item.loader, f"error: {printable(item.error)}", "", "", "")
+            )
         else:
             rows.append(
                 (
                     item.port,
                     item.usb_id,
-                    printable(item.name or ""),
-                    item.unique_id or "",
-                    str(item.cur_position),
+                    item.loader,
+                    printable(item.name or "") or "-",
+                    item.unique_id or "-",
+                    "-" if item.cur_position is None else str(item.cur_position),
+                    printable(item.details),
                 )
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -124,13 +124,15 @@ class Host:
     def __init__(self, config: dict[str, Any], glib: Any) -> None:
         from gi.repository import UMockdev
 
-        from ..protocol.device import DeviceFaults, DeviceModel
+        from ..protocol.device import DeviceModel
+        from ..protocol.models import build_model, parse_faults
         from .devio import EmulatedDevice, LinkThrottle, Usbfs, UsbfsMemory
         from .ioctl import UsbdevfsHandler
 
         self._glib = glib
         self._DeviceModel = DeviceModel
-        self._DeviceFaults = DeviceFaults
+        self._build_model = build_model
+        self._parse_faults = parse_faults
         self._LinkThrottle = LinkThrottle
         self._EmulatedDevice = EmulatedDevice
         self.config = config
@@ -280,10 +282,13 @@ class Host:
         if record is not None and record.device is not None:
             raise ValueError(f"port {key} is already in use ({record.state})")
         model_faults, flags = split_faults(spec.get("faults") or "")
-        faults = self._DeviceFaults.parse(model_faults)
+        kind = str(spec.get("kind") or "simpleio")
+        faults = self._parse_faults(kind, model_faults)
         unique_id = uuid.UUID(str(spec["unique_id"])) if spec.get("unique_id") else uuid.uuid4()
-        model = self._DeviceModel(
-            friendly_name=spec.get("name") or f"Contoso.Emulated.{key}",
+        prefix = {"simpleio": "Contoso", "lumia": "Lumia"}.get(kind, "UFP")
+        model = self._build_model(
+            kind,
+            name=spec.get("name") or f"{prefix}.Emulated.{key}",
             unique_id=unique_id,
             ram_limit=int(spec.get("ram_limit", 1 << 32)),
             faults=faults,
@@ -296,18 +301,24 @@ class Host:
         self._plug_device(record, model)
         return key
 
-    def _plug_device(self, record: _PortRecord, model: Any) -> None:
-        """Plug a flashing-mode device (``model``) or, with None, a booted image."""
+    def _plug_device(
+        self, record: _PortRecord, model: Any, ids: tuple[int, int] | None = None
+    ) -> None:
+        """Plug a flashing-mode device (``model``) or, with None, a booted image.
+
+        ``ids`` (booted image only) are the IDs it comes back with; a Lumia
+        comes back in Label mode, the rest as the emulator's booted image.
+        """
         port = record.port
         self._ensure_hubs(port)
         if model is not None:
-            identity = d.DeviceIdentity(
-                vid=self.vid, pid=self.pid, serial=model.unique_id.hex.upper()
-            )
+            vid, pid = getattr(model, "ids", (self.vid, self.pid))
+            identity = d.DeviceIdentity(vid=vid, pid=pid, serial=model.unique_id.hex.upper())
         else:
+            vid, pid = ids or (self.vid, self.booted_pid)
             identity = d.DeviceIdentity(
-                vid=self.vid,
-                pid=self.booted_pid,
+                vid=vid,
+                pid=pid,
                 product="Windows Phone (booted image)",
                 bulk_endpoints=False,
             )
@@ -347,7 +358,11 @@ class Host:
         if record is None or record.device is None or record.device.model is None:
             raise ValueError(f"no flashing-mode device at port {key}")
         model_faults, flags = split_faults(text)
-        faults = self._DeviceFaults.parse(model_faults)
+        model = record.device.model
+        kind = "simpleio" if isinstance(model, self._DeviceModel) else (
+            "lumia" if model.loader == "lumia" else "ufp-v2"
+        )
+        faults = self._parse_faults(kind, model_faults)
         with self.usbfs.lock:
             record.device.model.faults = faults
             record.flags = flags
@@ -380,7 +395,8 @@ class Host:
                 record.state = "empty"
                 booted = device.model is not None and device.model.booted
                 _emit({"event": "unplugged", "port": key, "reason": reason, "booted": booted})
-                if booted and self.reappear_delay is not None:
+                stays_away = booted and getattr(device.model, "stays_away", False)
+                if booted and self.reappear_delay is not None and not stays_away:
                     delay_ms = max(0, int(float(self.reappear_delay) * 1000))
                     self._glib.timeout_add(delay_ms, self._reappear, record, device)
             logger.info("unplugged %s (%s)", device.port, reason)
@@ -406,7 +422,7 @@ class Host:
                 record.flags = record.flags - {"reappear-in-flashing"}
                 self._plug_device(record, model)
             else:
-                self._plug_device(record, None)
+                self._plug_device(record, None, getattr(previous.model, "returns_as", None))
         except Exception:
             logger.exception("re-plugging %s failed", record.port)
         return False

@@ -179,7 +179,7 @@ class EmulatedLine:
         from .ports import default_port
 
         for index, spec in enumerate(specs):
-            _validate_faults(spec.faults, f"port {spec.port or default_port(index)}")
+            _validate_faults(spec.faults, f"port {spec.port or default_port(index)}", spec.kind)
         for rate, name in ((link_rate_mbps, "link rate"), (bus_rate_mbps, "bus rate")):
             if rate is not None and rate <= 0:
                 raise ValueError(f"{name} must be > 0 MB/s, not {rate}")
@@ -553,15 +553,15 @@ def _exit_message(process: subprocess.Popen[bytes]) -> str:
     return f"the emulator process exited unexpectedly (status {code}); its stderr says why"
 
 
-def _validate_faults(text: Any, where: str) -> None:
-    """Reject a bad fault spec here, before it reaches the host process."""
-    from ..protocol.device import DeviceFaults
+def _validate_faults(text: Any, where: str, kind: str = "simpleio") -> None:
+    """Reject a bad fault spec (or device kind) here, before it reaches the host process."""
+    from ..protocol.models import parse_faults
 
     if not isinstance(text, str):
         return
     model_part, _flags = split_faults(text)
     try:
-        DeviceFaults.parse(model_part)
+        parse_faults(kind, model_part)
     except ValueError as exc:
         raise ValueError(f"{where}: bad fault spec {text!r}: {exc}") from None
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..protocol.device import DeviceFaults
+    from ..protocol.models import AnyFaults
 
 __all__ = (
     "COMMANDS",
@@ -56,13 +56,16 @@ class DeviceSpec:
         ``DeviceFaults`` (kept as its CLI form).
     :param ram_limit: largest image the device accepts, bytes.
     :param port: sysfs port path (``1-1.4``); default the next free one.
+    :param kind: which device model (``simpleio``, ``lumia``, ``ufp-v1``, ``ufp-v2``;
+        see ``protocol.models.MODEL_KINDS``); its faults are that model's.
     """
 
     name: str | None = None
     unique_id: uuid.UUID | str | None = None
-    faults: str | DeviceFaults = ""
+    faults: str | AnyFaults = ""
     ram_limit: int = 1 << 32
     port: str | None = None
+    kind: str = "simpleio"
 
     def __post_init__(self) -> None:
         if not isinstance(self.faults, str):
@@ -75,11 +78,12 @@ class DeviceSpec:
             "faults": self.faults,
             "ram_limit": self.ram_limit,
             "port": self.port,
+            "kind": self.kind,
         }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> DeviceSpec:
-        unknown = set(data) - {"name", "unique_id", "faults", "ram_limit", "port"}
+        unknown = set(data) - {"name", "unique_id", "faults", "ram_limit", "port", "kind"}
         if unknown:
             raise ValueError(f"device spec: unknown field(s) {', '.join(sorted(unknown))}")
         return cls(
@@ -88,6 +92,7 @@ class DeviceSpec:
             faults=data.get("faults") or "",
             ram_limit=int(data.get("ram_limit", 1 << 32)),
             port=data.get("port"),
+            kind=str(data.get("kind") or "simpleio"),
         )
 
 

@@ -35,7 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..protocol.device import DeviceModel, OutResult
+from ..protocol.device import OutResult
+from ..protocol.models import AnyDeviceModel
 from .descriptors import DeviceIdentity, answer_standard_request
 from .ports import PortPath
 
@@ -185,7 +186,7 @@ class EmulatedDevice:
         port: PortPath,
         devnum: int,
         identity: DeviceIdentity,
-        model: DeviceModel | None,
+        model: AnyDeviceModel | None,
         usbfs: Usbfs,
         link: LinkThrottle | None = None,
         bus_link: LinkThrottle | None = None,
@@ -306,6 +307,10 @@ class EmulatedDevice:
             head.actual = head.length
             self._usbfs.complete(head)
             self._serve_in()
+            if model.booted and not self._boot_reported and not model.reply_pending:
+                # A loader that boots on a command with no reply (Lumia's NOKR).
+                self._boot_reported = True
+                self._usbfs.events.device_booted(self)
 
     def next_due(self) -> float | None:
         """When the OUT URB at the head of the queue is through the link (None: nothing due)."""
@@ -324,7 +329,7 @@ class EmulatedDevice:
         model = self.model
         return model is None or not model.count_only or model.phase != "receiving"
 
-    def _deliver(self, model: DeviceModel, urb: Urb) -> OutResult:
+    def _deliver(self, model: AnyDeviceModel, urb: Urb) -> OutResult:
         """Hand one OUT URB to the model, then its zero-length packet if it asked for one."""
         if urb.buffer is not None:
             data: bytes | memoryview = urb.buffer.retrieve()

@@ -208,6 +208,11 @@ class DeviceModel:
     def phase(self) -> str:
         return self._phase.value
 
+    @property
+    def reply_pending(self) -> bool:
+        """A reply waits to be read."""
+        return bool(self._replies)
+
     def summary(self) -> dict[str, Any]:
         """A JSON-able account of what the device saw."""
         return {

@@ -21,29 +21,13 @@ import anyio
 import anyio.lowlevel
 
 from ..errors import DeviceDisconnected, TransferStall, TransferTimeout
-from ..protocol.device import DeviceFaults, DeviceModel, OutResult
+from ..protocol.device import OutResult
 from ..protocol.messages import FLASHING_PID, MICROSOFT_VID
+from ..protocol.models import AnyDeviceModel, AnyFaults, build_model
 from ..protocol.nokia.device import NokDeviceModel
-from ..protocol.nokia.faults import NokFaults
-from ..protocol.nokia.lumia_device import LumiaDeviceModel
-from ..protocol.nokia.ufp_device import UfpDeviceModel
 from .base import Link, OutChunk, ProgressCallback
 
-__all__ = (
-    "SIM_DEVICE_KINDS",
-    "USB2_DEVICE_RATE",
-    "USB2_PORT_RATE",
-    "SimBus",
-    "SimDevice",
-    "SimLink",
-    "simulated_line",
-)
-
-#: Any device model a simulated port can hold.
-SimDevice = DeviceModel | NokDeviceModel
-#: Kinds of simulated device: a SimpleIO phone, a Lumia flash app, a UFP device
-#: speaking protocol v1 or v2.
-SIM_DEVICE_KINDS = ("simpleio", "lumia", "ufp-v1", "ufp-v2")
+__all__ = ("USB2_DEVICE_RATE", "USB2_PORT_RATE", "SimBus", "SimLink", "simulated_line")
 #: How long a simulated device takes to come back on its port after it left.
 _REENUMERATE_DELAY = 0.05
 
@@ -75,7 +59,7 @@ class SimLink(Link):
 
     def __init__(
         self,
-        model: SimDevice,
+        model: AnyDeviceModel,
         *,
         port: str,
         rate: float | None = USB2_DEVICE_RATE,
@@ -223,7 +207,7 @@ def simulated_line(
     rate: float | None = USB2_DEVICE_RATE,
     bus_rate: float | None = None,
     devices_per_bus: int = 0,
-    faults: dict[int, DeviceFaults | NokFaults] | None = None,
+    faults: dict[int, AnyFaults] | None = None,
     count_only: bool = False,
     record_transcript: bool = True,
     ram_limit: int = 1 << 32,
@@ -232,7 +216,8 @@ def simulated_line(
     """``count`` simulated devices on ports ``sim-1`` .. ``sim-N``.
 
     ``faults`` maps a 1-based slot to the faults of that device, ``kinds``
-    to its kind (:data:`SIM_DEVICE_KINDS`; SimpleIO when not given). With
+    to its kind (:data:`~parallel_flash.protocol.models.MODEL_KINDS`; SimpleIO when
+    not given). With
     ``bus_rate``, devices share one :class:`SimBus` per ``devices_per_bus``
     devices (0 = all on one bus), as devices behind one USB 2.0 root port do.
     """
@@ -252,10 +237,13 @@ def simulated_line(
             while len(buses) <= index:
                 buses.append(SimBus(bus_rate))
             bus = buses[index]
-        model = _sim_model(
-            slot,
-            kinds.get(slot, "simpleio"),
-            faults.get(slot),
+        kind = kinds.get(slot, "simpleio")
+        prefix = {"simpleio": "Contoso", "lumia": "Lumia"}.get(kind, "UFP")
+        model = build_model(
+            kind,
+            name=f"{prefix}.Simulated.{slot:03d}",
+            unique_id=uuid.UUID(f"00000011-f151-a509-0000-{slot:012x}"),
+            faults=faults.get(slot),
             count_only=count_only,
             record_transcript=record_transcript,
             ram_limit=ram_limit,
@@ -263,46 +251,3 @@ def simulated_line(
         links.append(SimLink(model, port=f"sim-{slot}", rate=rate, bus=bus))
     return links
 
-
-def _sim_model(
-    slot: int,
-    kind: str,
-    faults: DeviceFaults | NokFaults | None,
-    *,
-    count_only: bool,
-    record_transcript: bool,
-    ram_limit: int,
-) -> SimDevice:
-    """The device model of one simulated slot."""
-    if kind == "simpleio":
-        if isinstance(faults, NokFaults):
-            raise ValueError(f"slot {slot} is a SimpleIO device; its faults are SimpleIO faults")
-        return DeviceModel(
-            friendly_name=f"Contoso.Simulated.{slot:03d}",
-            unique_id=uuid.UUID(f"00000011-f151-a509-0000-{slot:012x}"),
-            ram_limit=ram_limit,
-            faults=faults,
-            count_only=count_only,
-            record_transcript=record_transcript,
-        )
-    if isinstance(faults, DeviceFaults):
-        raise ValueError(f"slot {slot} is a {kind} device; its faults are NOK faults")
-    if kind == "lumia":
-        return LumiaDeviceModel(
-            name=f"Lumia.Simulated.{slot:03d}",
-            faults=faults,
-            count_only=count_only,
-            record_transcript=record_transcript,
-            ram_limit=ram_limit,
-        )
-    if kind in ("ufp-v1", "ufp-v2"):
-        return UfpDeviceModel(
-            name=f"UFP.Simulated.{slot:03d}",
-            protocol_version=int(kind[-1]),
-            faults=faults,
-            count_only=count_only,
-            record_transcript=record_transcript,
-            ram_limit=min(ram_limit, 1 << 31),
-        )
-    known = ", ".join(SIM_DEVICE_KINDS)
-    raise ValueError(f"slot {slot}: unknown device kind {kind!r} (known: {known})")

@@ -16,6 +16,7 @@ reply to the first was read, a reply read into less than 0xF000 bytes.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 from ..device import OutResult
@@ -53,6 +54,7 @@ class NokDeviceModel:
         *,
         name: str,
         ids: tuple[int, int],
+        unique_id: uuid.UUID | None = None,
         faults: NokFaults | None = None,
         count_only: bool = False,
         record_transcript: bool = True,
@@ -66,27 +68,15 @@ class NokDeviceModel:
     ) -> None:
         self.friendly_name = name
         self.ids = ids
-        self.faults = faults or NokFaults()
+        #: NOK replies carry no unique ID; the emulator uses this as the USB serial.
+        self.unique_id = unique_id or uuid.uuid4()
+        self.platform_id = platform_id
+        self._subblocks = (write_buffer_size, protocol_mask, mmos_over_usb, largest_memory_region)
         self.count_only = count_only
         self.max_packet_size = max_packet_size
         self.transcript: list[TranscriptEntry] = []
         self._record = record_transcript and not count_only
         self.params = params or {}
-        f = self.faults
-        self.info = NokInfo.build(
-            app_type=AppType.FLASH_APP if f.app_type is None else f.app_type,
-            write_buffer_size=(
-                None if f.no_write_buffer
-                else write_buffer_size if f.write_buffer is None else f.write_buffer
-            ),
-            protocol_mask=protocol_mask if f.mask is None else f.mask,
-            mmos_over_usb=(
-                None if f.no_mmos else mmos_over_usb if f.mmos_flag is None else f.mmos_flag
-            ),
-            largest_memory_region=largest_memory_region if f.memory is None else f.memory,
-            platform_id=platform_id,
-            security_flags=bytes((3, 1, 1, 1, 0, 0, 1, 0)),
-        )
         self.booted = False
         self.disconnected = False
         self.received_bytes = 0
@@ -97,11 +87,41 @@ class NokDeviceModel:
         self.messages = 0
         #: (vid, pid) the device comes back with after it left; None = as the booted image.
         self.returns_as: tuple[int, int] | None = None
-        #: After it left, nothing comes back on its port (fault ``no-return``).
-        self.stays_away = self.faults.no_return
         self._replies: list[bytes] = []
         self._gone = False
         self._hash = None if count_only else hashlib.sha256()
+        self.faults = faults or NokFaults()
+
+    @property
+    def faults(self) -> NokFaults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: NokFaults) -> None:
+        """New faults (also the emulator's ``set_fault``): NOKV's answer follows them."""
+        self._faults = faults
+        #: After it left, nothing comes back on its port (fault ``no-return``).
+        self.stays_away = faults.no_return
+        self.info = self._describe()
+
+    def _describe(self) -> NokInfo:
+        """The NOKV reply: the device's subblocks, as its faults change them."""
+        f = self._faults
+        write_buffer_size, protocol_mask, mmos_over_usb, largest_memory_region = self._subblocks
+        return NokInfo.build(
+            app_type=AppType.FLASH_APP if f.app_type is None else f.app_type,
+            write_buffer_size=(
+                None if f.no_write_buffer
+                else write_buffer_size if f.write_buffer is None else f.write_buffer
+            ),
+            protocol_mask=protocol_mask if f.mask is None else f.mask,
+            mmos_over_usb=(
+                None if f.no_mmos else mmos_over_usb if f.mmos_flag is None else f.mmos_flag
+            ),
+            largest_memory_region=largest_memory_region if f.memory is None else f.memory,
+            platform_id=self.platform_id,
+            security_flags=bytes((3, 1, 1, 1, 0, 0, 1, 0)),
+        )
 
     # -- outputs ----------------------------------------------------------------------
 
@@ -109,6 +129,11 @@ class NokDeviceModel:
     def sha256(self) -> str | None:
         """Hex SHA-256 of every image byte received (None in count-only mode)."""
         return None if self._hash is None else self._hash.hexdigest()
+
+    @property
+    def reply_pending(self) -> bool:
+        """A reply waits to be read (the host has not finished this exchange)."""
+        return bool(self._replies)
 
     @property
     def phase(self) -> str:
@@ -122,7 +147,7 @@ class NokDeviceModel:
         return {
             "loader": self.loader,
             "name": self.friendly_name,
-            "unique_id": "",
+            "unique_id": str(self.unique_id),
             "phase": self.phase,
             "received_bytes": self.received_bytes,
             "expected_bytes": self.expected_bytes,
@@ -158,7 +183,7 @@ class NokDeviceModel:
             return OutResult.NAK
         length = len(data)
         if self._record:
-            self.transcript.append(("out", length, bytes(data[:8])))
+            self.transcript.append(("out", length, bytes(data[:8]).hex()))
         if length == 0:
             self._reject("a zero-length packet arrived; NOK loaders never use them")
             return OutResult.ACCEPTED

@@ -12,6 +12,22 @@ from typing import Any
 
 __all__ = ("NokFaults",)
 
+#: The widths the wire carries these values in (NOKV subblocks, u16 statuses, USB IDs).
+_LIMITS = {
+    "app_type": 0xFF,
+    "mmos_flag": 0xFF,
+    "write_buffer": 0xFFFF_FFFF,
+    "mask": 0xFFFF,
+    "memory": (1 << 64) - 1,
+    "status": 0xFFFF,
+    "switch_status": 0xFFFF,
+    "return_pid": 0xFFFF,
+    "status_at": (1 << 63) - 1,
+    "stop_reading_after": (1 << 63) - 1,
+    "disconnect_after": (1 << 63) - 1,
+    "silent_after": (1 << 63) - 1,
+}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NokFaults:
@@ -50,6 +66,12 @@ class NokFaults:
     no_return: bool = False
     #: After the boot, come back with this idProduct instead of the expected one.
     return_pid: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, limit in _LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= limit:
+                raise ValueError(f"fault {name.replace('_', '-')}={value}: must be 0..{limit:#x}")
 
     _KEYS = {
         "noku": "noku",

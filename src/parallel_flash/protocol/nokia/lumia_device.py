@@ -10,6 +10,7 @@ mode (0421:0660) -- the host's proof that MMOS booted.
 from __future__ import annotations
 
 import enum
+import uuid
 from typing import Any
 
 from ...errors import FormatError
@@ -69,6 +70,7 @@ class LumiaDeviceModel(NokDeviceModel):
         write_buffer_size: int | None = DEFAULT_MMOS_PIECE,
         ram_limit: int = 1 << 31,
         faults: NokFaults | None = None,
+        unique_id: uuid.UUID | None = None,
         count_only: bool = False,
         record_transcript: bool = True,
         max_packet_size: int = 512,
@@ -78,6 +80,7 @@ class LumiaDeviceModel(NokDeviceModel):
         super().__init__(
             name=name,
             ids=(vid, pid),
+            unique_id=unique_id,
             faults=faults,
             count_only=count_only,
             record_transcript=record_transcript,

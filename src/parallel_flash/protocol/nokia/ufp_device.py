@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
+import uuid
 from dataclasses import dataclass
 
 from construct import ConstructError
@@ -141,6 +142,7 @@ class UfpDeviceModel(NokDeviceModel):
         ram_limit: int = 1 << 31,
         platform_id: str | None = None,
         faults: NokFaults | None = None,
+        unique_id: uuid.UUID | None = None,
         count_only: bool = False,
         record_transcript: bool = True,
         max_packet_size: int = 512,
@@ -151,6 +153,7 @@ class UfpDeviceModel(NokDeviceModel):
         super().__init__(
             name=name,
             ids=(vid, pid),
+            unique_id=unique_id,
             faults=faults,
             count_only=count_only,
             record_transcript=record_transcript,
@@ -162,7 +165,6 @@ class UfpDeviceModel(NokDeviceModel):
             platform_id=platform_id,
         )
         self.ram_limit = self.info.largest_memory_region or ram_limit
-        self.platform_id = platform_id
         self._phase = _Phase.IDLE
         self._header = bytearray()
         self._header_total = 0

@@ -1,0 +1,149 @@
+"""Lumia and UFP devices through real libusb, against umockdev-emulated devices (issue 11).
+
+The real CLI runs under umockdev's preload; python-libusb1, libusb-1.0 and
+its usbfs backend are the real thing. What each device received comes back
+from the emulator, hashed: it must be the input file byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _nok_pair import FfuInput, make_ffu
+from parallel_flash.emulator import DeviceSpec, EmulatedLine
+from parallel_flash.formats.sdi import build_sdi
+from parallel_flash.formats.secwim import build_secwim
+from parallel_flash.report import read_report
+
+pytestmark = pytest.mark.umockdev
+
+CLI = [sys.executable, "-m", "parallel_flash"]
+
+
+@pytest.fixture(scope="module")
+def secwim(tmp_path_factory: pytest.TempPathFactory, small_wim: Path) -> Path:
+    path = tmp_path_factory.mktemp("secwim") / "mmos.secwim"
+    path.write_bytes(build_secwim(build_sdi(), small_wim.read_bytes()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ffu(tmp_path_factory: pytest.TempPathFactory) -> FfuInput:
+    return make_ffu(tmp_path_factory.mktemp("ffu"), version=2)
+
+
+def _boot(line: EmulatedLine, images: list[Path], report: Path) -> Any:
+    return line.run(
+        [*CLI, "boot", *map(str, images), "--report", str(report), "--plain"],
+        capture_output=True, text=True, timeout=240,
+    )
+
+
+def _devices(report: Path) -> dict[str, dict[str, Any]]:
+    return {e["port"]: e for e in read_report(report) if e.get("type") == "device"}
+
+
+def test_four_lumias_boot_a_secwim_and_come_back_in_label_mode(
+    secwim: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "lumia.jsonl"
+    specs = [DeviceSpec(kind="lumia") for _ in range(4)]
+    with EmulatedLine(specs) as line:
+        result = _boot(line, [secwim], report)
+        summaries = line.summaries(transcript=True)
+        listed = line.run([*CLI, "list", "--json"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    digest = hashlib.sha256(secwim.read_bytes()).hexdigest()
+    devices = _devices(report)
+    assert len(devices) == 4
+    for port, summary in summaries.items():
+        assert devices[port]["state"] == "booted" and devices[port]["loader"] == "lumia"
+        assert summary["sha256"] == digest and summary["booted"]
+        assert summary["returns_as"] == "0421:0660" and summary["state"] == "booted-image"
+        assert summary["rejection"] is None
+        outs = [entry for entry in summary["transcript"] if entry[0] == "out"]
+        assert all(entry[1] > 0 for entry in outs)  # no zero-length packets
+    # back in Label mode, not in flashing mode: list finds nothing to boot
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def test_ufp_v1_and_v2_devices_ram_boot_an_ffu(ffu: FfuInput, tmp_path: Path) -> None:
+    report = tmp_path / "ufp.jsonl"
+    specs = [DeviceSpec(kind=kind) for kind in ("ufp-v1", "ufp-v1", "ufp-v2", "ufp-v2")]
+    with EmulatedLine(specs) as line:
+        result = _boot(line, [ffu.path], report)
+        summaries = line.summaries()
+    assert result.returncode == 0, result.stdout + result.stderr
+    digest = hashlib.sha256(ffu.data).hexdigest()
+    devices = _devices(report)
+    for port, summary in summaries.items():
+        assert devices[port]["state"] == "booted" and devices[port]["loader"] == "ufp"
+        assert summary["sha256"] == digest and summary["booted"], summary
+        assert summary["rejection"] is None
+
+
+def test_a_mixed_line_boots_a_secwim_and_an_ffu_in_one_run(
+    secwim: Path, ffu: FfuInput, tmp_path: Path
+) -> None:
+    kinds = ["simpleio", "lumia", "ufp-v1", "ufp-v2", "lumia", "simpleio"]
+    specs = [DeviceSpec(kind=kind) for kind in kinds]
+    specs[4].faults = "no-mmos"
+    report = tmp_path / "mixed.jsonl"
+    with EmulatedLine(specs) as line:
+        listed = line.run([*CLI, "list"], capture_output=True, text=True, timeout=60)
+        result = _boot(line, [secwim, ffu.path], report)
+        summaries = line.summaries()
+    assert result.returncode == 1, result.stdout + result.stderr  # the no-mmos Lumia failed
+    ports = list(summaries)
+    rows = {row.split()[0]: row for row in listed.stdout.splitlines()[1:]}
+    assert "lumia" in rows[ports[1]] and "MMOS yes" in rows[ports[1]]
+    assert "W 0x240000" in rows[ports[1]] and "MMOS -" in rows[ports[4]]
+    assert "ufp" in rows[ports[2]] and "mask 0x0001" in rows[ports[2]]
+    assert "mask 0x0005" in rows[ports[3]] and "LMR 0x80000000" in rows[ports[3]]
+
+    devices = _devices(report)
+    secwim_sha = hashlib.sha256(secwim.read_bytes()).hexdigest()
+    ffu_sha = hashlib.sha256(ffu.data).hexdigest()
+    expected = {"simpleio": secwim_sha, "lumia": secwim_sha, "ufp-v1": ffu_sha, "ufp-v2": ffu_sha}
+    for port, kind in zip(ports, kinds, strict=True):
+        if port == ports[4]:
+            continue
+        assert devices[port]["state"] == "booted", devices[port]
+        assert devices[port]["loader"] == kind.split("-")[0]
+        assert summaries[port]["sha256"] == expected[kind]
+    assert devices[ports[4]]["reason"] == "refused"
+    assert "subblock 0x1F is absent" in devices[ports[4]]["error"]
+    assert summaries[ports[4]]["received_bytes"] == 0
+
+
+def test_emulate_mix_hosts_lumia_and_ufp_devices(secwim: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    summary = tmp_path / "summary.json"
+    done = subprocess.run(
+        [*CLI, "emulate", "--devices", "3", "--mix", "lumia=1,ufp-v2=1", "--summary", str(summary),
+         "--fault", "3:wbs=0", "--", *CLI, "boot", str(secwim), "--plain"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr  # the UFP device needs an FFU
+    devices = json.loads(summary.read_text())["devices"]
+    loaders = {port: d.get("loader", "simpleio") for port, d in devices.items()}
+    assert sorted(loaders.values()) == ["lumia", "simpleio", "ufp"]
+    digest = hashlib.sha256(secwim.read_bytes()).hexdigest()
+    for port, device in devices.items():
+        if loaders[port] == "ufp":
+            assert device["received_bytes"] == 0 and device["faults"] == "wbs=0"
+        else:
+            assert device["booted"] and device["sha256"] == digest
+    assert "a ufp device needs an FFU" in done.stdout
+    bad = subprocess.run(
+        [*CLI, "emulate", "--devices", "1", "--mix", "lumia=1", "--fault", "1:logs=2",
+         "--", "true"], capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode == 2 and "unknown fault 'logs'" in bad.stderr
