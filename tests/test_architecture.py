@@ -15,10 +15,6 @@ import grimp
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Known cycles being removed (issue 9), as sets of modules; a new one fails.
-_KNOWN_CYCLES: list[frozenset[str]] = [
-    frozenset({"parallel_flash.formats.ffu", "parallel_flash.partition_extract"}),
-]
 
 
 def test_import_contracts_are_kept() -> None:
@@ -80,5 +76,5 @@ def test_no_import_cycles() -> None:
     # Imports made only for type checking never run, so they cannot form a cycle.
     graph = grimp.build_graph("parallel_flash", exclude_type_checking_imports=True)
     imports = {module: graph.find_modules_directly_imported_by(module) for module in graph.modules}
-    new = [cycle for cycle in _cycles(imports) if cycle not in _KNOWN_CYCLES]
-    assert not new, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in new)
+    cycles = _cycles(imports)
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in cycles)

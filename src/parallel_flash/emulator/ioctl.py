@@ -22,7 +22,6 @@ import errno
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any
 
 import gi
 
@@ -99,17 +98,17 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         self._usbfs = usbfs
         # Keyed by the client's Python wrapper: holding it keeps the wrapper
         # (and so the identity PyGObject hands us on every call) alive.
-        self._clients: dict[Any, Client] = {}
+        self._clients: dict[UMockdev.IoctlClient, Client] = {}
         #: ioctls answered, by request number (for stats and benchmarks).
         self.counts: collections.Counter[int] = collections.Counter()
         self.eagain = 0
         self.held = 0
         #: Empty reaps being held back, by client (see Usbfs.reap_hold).
-        self._held: dict[Client, Any] = {}
+        self._held: dict[Client, UMockdev.IoctlClient] = {}
         #: The umockdev client whose ioctl is being handled (worker thread only).
-        self._current: Any = None
+        self._current: UMockdev.IoctlClient | None = None
         usbfs.on_completion = self._release
-        self._dispatch: dict[int, Callable[[Any, Client], Result]] = {
+        self._dispatch: dict[int, Callable[[UMockdev.IoctlData, Client], Result]] = {
             GET_CAPABILITIES: self._get_capabilities,
             SUBMITURB: self._submit_urb,
             REAPURBNDELAY: self._reap_urb,
@@ -134,7 +133,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
 
     # -- clients -----------------------------------------------------------------
 
-    def do_client_connected(self, client: Any) -> None:
+    def do_client_connected(self, client: UMockdev.IoctlClient) -> None:
         try:
             with self._usbfs.lock:
                 opened = self._usbfs.open(client.get_devnode())
@@ -146,7 +145,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         except Exception:
             logger.exception("client_connected failed")
 
-    def _on_connected_changed(self, client: Any, _pspec: Any) -> None:
+    def _on_connected_changed(self, client: UMockdev.IoctlClient, _pspec: object) -> None:
         self._forget_if_closed(client)
 
     def sweep_closed_clients(self) -> None:
@@ -159,7 +158,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         for client in list(self._clients):
             self._forget_if_closed(client)
 
-    def _forget_if_closed(self, client: Any) -> None:
+    def _forget_if_closed(self, client: UMockdev.IoctlClient) -> None:
         try:
             if client.get_connected():
                 return
@@ -172,7 +171,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
 
     # -- ioctl -------------------------------------------------------------------
 
-    def do_handle_ioctl(self, client: Any) -> bool:
+    def do_handle_ioctl(self, client: UMockdev.IoctlClient) -> bool:
         request = client.get_request() & 0xFFFFFFFF
         self.counts[request] += 1
         try:
@@ -197,6 +196,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
 
     def _hold(self, opened: Client, seconds: float) -> Result:
         """Answer this empty reap with EAGAIN later, or as soon as something completes."""
+        assert self._current is not None, "held outside do_handle_ioctl"
         self._held[opened] = self._current
         self.held += 1
         GLib.timeout_add(max(1, round(seconds * 1000)), self._release_timer, opened)
@@ -235,11 +235,11 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
     # -- requests ----------------------------------------------------------------
 
     @staticmethod
-    def _get_capabilities(arg: Any, _client: Client) -> Result:
+    def _get_capabilities(arg: UMockdev.IoctlData, _client: Client) -> Result:
         arg.resolve(0, 4).update(0, struct.pack("<I", USBDEVFS_CAPABILITIES))
         return 0, 0
 
-    def _submit_urb(self, arg: Any, client: Client) -> Result:
+    def _submit_urb(self, arg: UMockdev.IoctlData, client: Client) -> Result:
         user_addr = _pointer(arg)  # before resolve() swaps in a local pointer
         handle = arg.resolve(0, _URB_SIZE)
         urb_type, endpoint, _status, flags, _buffer, length, _actual = _URB.unpack_from(
@@ -266,13 +266,13 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         if length and urb_type in (URB_TYPE_BULK, URB_TYPE_CONTROL) and not skip:
             # Copied at submission, as the kernel does for OUT data; for IN
             # it is the local copy the reply is written into.
-            urb.buffer = handle.resolve(_URB_BUFFER_OFFSET, length)
+            buffer = urb.buffer = handle.resolve(_URB_BUFFER_OFFSET, length)
             if urb_type == URB_TYPE_CONTROL:
-                control_data = urb.buffer.retrieve()
+                control_data = buffer.retrieve()
         error = self._usbfs.submit(client, urb, control_data)
         return (-1, error) if error else (0, 0)
 
-    def _reap_urb(self, arg: Any, client: Client) -> Result:
+    def _reap_urb(self, arg: UMockdev.IoctlData, client: Client) -> Result:
         reaped = self._usbfs.reap(client)
         if isinstance(reaped, int):
             if reaped == errno.EAGAIN:
@@ -290,12 +290,12 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         arg.resolve(0, 8).set_ptr(0, handle)
         return 0, 0
 
-    def _discard_urb(self, arg: Any, client: Client) -> Result:
+    def _discard_urb(self, arg: UMockdev.IoctlData, client: Client) -> Result:
         error = self._usbfs.discard(client, _pointer(arg))
         return (-1, error) if error else (0, 0)
 
     @staticmethod
-    def _claim_interface(arg: Any, client: Client) -> Result:
+    def _claim_interface(arg: UMockdev.IoctlData, client: Client) -> Result:
         interface = _u32(arg)
         device = client.device
         if device.gone:
@@ -308,7 +308,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         return 0, 0
 
     @staticmethod
-    def _release_interface(arg: Any, client: Client) -> Result:
+    def _release_interface(arg: UMockdev.IoctlData, client: Client) -> Result:
         interface = _u32(arg)
         device = client.device
         if interface != 0 or device.claimed_by is not client:
@@ -317,45 +317,45 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         return 0, 0
 
     @staticmethod
-    def _set_interface(arg: Any, client: Client) -> Result:
+    def _set_interface(arg: UMockdev.IoctlData, client: Client) -> Result:
         interface, alternate = struct.unpack("<II", arg.resolve(0, 8).retrieve())
         if client.device.gone:
             return -1, errno.ENODEV
         return (0, 0) if (interface, alternate) == (0, 0) else (-1, errno.EINVAL)
 
     @staticmethod
-    def _set_configuration(arg: Any, client: Client) -> Result:
+    def _set_configuration(arg: UMockdev.IoctlData, client: Client) -> Result:
         value = struct.unpack("<i", arg.resolve(0, 4).retrieve())[0]
         if client.device.gone:
             return -1, errno.ENODEV
         return (0, 0) if value in (-1, 0, 1) else (-1, errno.EINVAL)
 
     @staticmethod
-    def _endpoint_op(arg: Any, client: Client) -> Result:
+    def _endpoint_op(arg: UMockdev.IoctlData, client: Client) -> Result:
         endpoint = _u32(arg)
         if client.device.gone:
             return -1, errno.ENODEV
         return (0, 0) if endpoint in client.device.endpoints else (-1, errno.ENOENT)
 
     @staticmethod
-    def _no_op(_arg: Any, client: Client) -> Result:
+    def _no_op(_arg: UMockdev.IoctlData, client: Client) -> Result:
         return (-1, errno.ENODEV) if client.device.gone else (0, 0)
 
     @staticmethod
-    def _no_driver(_arg: Any, client: Client) -> Result:
+    def _no_driver(_arg: UMockdev.IoctlData, client: Client) -> Result:
         # No kernel driver is bound to the interface.
         return -1, errno.ENODEV if client.device.gone else errno.ENODATA
 
     @staticmethod
-    def _connect_info(arg: Any, client: Client) -> Result:
+    def _connect_info(arg: UMockdev.IoctlData, client: Client) -> Result:
         arg.resolve(0, 8).update(0, struct.pack("<IB3x", client.device.devnum, 0))
         return 0, 0
 
     @staticmethod
-    def _get_speed(_arg: Any, client: Client) -> Result:
+    def _get_speed(_arg: UMockdev.IoctlData, client: Client) -> Result:
         return (-1, errno.ENODEV) if client.device.gone else (_USB_SPEED_HIGH, 0)
 
-    def _control(self, arg: Any, client: Client) -> Result:
+    def _control(self, arg: UMockdev.IoctlData, client: Client) -> Result:
         """USBDEVFS_CONTROL: a synchronous control transfer (libusb uses URBs instead)."""
         ctrl = arg.resolve(0, _CTRL.size)
         request_type, request, value, index, length, _timeout, _data = _CTRL.unpack(ctrl.retrieve())
@@ -387,10 +387,10 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         return urb.actual, 0
 
 
-def _pointer(arg: Any) -> int:
+def _pointer(arg: UMockdev.IoctlData) -> int:
     """The ioctl's argument itself (DISCARDURB passes the URB's address by value)."""
     return int(struct.unpack("<Q", arg.retrieve()[:8])[0])
 
 
-def _u32(arg: Any) -> int:
+def _u32(arg: UMockdev.IoctlData) -> int:
     return int(struct.unpack("<I", arg.resolve(0, 4).retrieve())[0])
