@@ -67,13 +67,29 @@ WORKDIR = Path(os.environ.get("PF_BENCH_DIR", "/tmp/parallel-flash-bench"))
 ARCHITECTURES = ("sequential", "threads", "parallel-flash")
 LINK_RATE = 40.0
 PF = [sys.executable, "-m", "parallel_flash"]
+#: How the thread-per-device host sends its zero-length packets (--threads-zlp).
+THREADS_ZLP = ["flag"]
 
 
 # -- the thread-per-device host (ffutool / uuu architecture) ---------------------------
 
 
-def threads_worker(sdi_path: str, wim_path: str) -> None:
-    """Boot every device with one thread each and blocking 1 MiB writes; print JSON."""
+def threads_worker(sdi_path: str, wim_path: str, zlp: str = "flag") -> None:
+    """Boot every device with one thread each, as ffutool and uuu do; print JSON.
+
+    Faithful to that architecture, so nothing of it is slower than the real
+    thing: each worker thread opens its *own* libusb context (no event lock
+    or event thread shared with another device) and its own handle, and
+    writes the image in blocking 1 MiB transfers, one at a time. The
+    zero-length packet rides on the transfer as the ADD_ZERO_PACKET flag
+    (``zlp="flag"``; WinUSB's SHORT_PACKET_TERMINATE policy does the same for
+    ffutool) -- the thread blocks in its own context's event handling until
+    that transfer completes, which is what ``libusb_bulk_transfer`` does
+    inside. ``zlp="write"`` sends it as a separate zero-length write instead
+    (a second blocking transfer per chunk). The only thing the threads share
+    is the image, read once into one writable buffer; results are collected
+    after ``join``, so no lock is taken while streaming.
+    """
     import struct
     import threading
 
@@ -85,48 +101,71 @@ def threads_worker(sdi_path: str, wim_path: str) -> None:
     view = memoryview(image)
     size = 1 << 20
     header = struct.pack("<III", len(sdi), len(wim), size)
-    results: list[dict[str, Any]] = []
-    lock = threading.Lock()
 
-    def boot(device: usb1.USBDevice) -> None:
-        port = f"{device.getBusNumber()}-" + ".".join(map(str, device.getPortNumberList()))
-        entry: dict[str, Any] = {"port": port, "ok": False}
+    def write_flagged(ctx: usb1.USBContext, transfer: usb1.USBTransfer, chunk: memoryview) -> None:
+        done: list[int] = []
+        transfer.setBulk(0x01, chunk, callback=lambda t: done.append(t.getStatus()), timeout=1000)
+        transfer.submit()
+        while not done:
+            ctx.handleEventsTimeout(1.0)
+        if done[0] != usb1.TRANSFER_COMPLETED or transfer.getActualLength() != len(chunk):
+            raise usb1.USBError(f"transfer status {done[0]}")
+
+    def boot(bus: int, address: int, entry: dict[str, Any]) -> None:
         try:
-            handle = device.open()
-            handle.claimInterface(0)
-            mps = device.getMaxPacketSize(0x01)
-            handle.controlWrite(0x21, 0x22, 1, 0, b"", 2000)
-            handle.bulkWrite(0x01, b"\x01", 2000)
-            handle.bulkRead(0x81, 16376, 2000)
-            handle.bulkWrite(0x01, b"\x10", 1000)
-            handle.bulkWrite(0x01, header, 1000)
-            entry["start"] = time.time()
-            for start, length in ((0, len(sdi)), (len(sdi), len(wim))):
-                for offset in range(start, start + length, size):
-                    chunk = view[offset : min(offset + size, start + length)]
-                    handle.bulkWrite(0x01, chunk, 1000)
-                    if len(chunk) % mps == 0:
-                        handle.bulkWrite(0x01, b"", 1000)
-            status = struct.unpack("<i", bytes(handle.bulkRead(0x81, 16376, 15000)[:4]))[0]
-            entry["end"] = time.time()
-            entry["ok"] = status >= 0
-            handle.releaseInterface(0)
-            handle.close()
-        except usb1.USBError as exc:
-            entry["error"] = str(exc)
-        with lock:
-            results.append(entry)
+            with usb1.USBContext() as ctx:  # one context per thread: nothing shared
+                device = next(
+                    d for d in ctx.getDeviceIterator(skip_on_error=True)
+                    if (d.getBusNumber(), d.getDeviceAddress()) == (bus, address)
+                )
+                handle = device.open()
+                handle.claimInterface(0)
+                mps = device.getMaxPacketSize(0x01)
+                handle.controlWrite(0x21, 0x22, 1, 0, b"", 2000)
+                handle.bulkWrite(0x01, b"\x01", 2000)
+                handle.bulkRead(0x81, 16376, 2000)
+                handle.bulkWrite(0x01, b"\x10", 1000)
+                handle.bulkWrite(0x01, header, 1000)
+                transfer = handle.getTransfer(add_zero_packet=True)
+                entry["start"] = time.time()
+                for start, length in ((0, len(sdi)), (len(sdi), len(wim))):
+                    for offset in range(start, start + length, size):
+                        chunk = view[offset : min(offset + size, start + length)]
+                        needs_zlp = len(chunk) % mps == 0
+                        if zlp == "flag":
+                            transfer.setAddZeroPacket(needs_zlp)
+                            write_flagged(ctx, transfer, chunk)
+                        else:
+                            handle.bulkWrite(0x01, chunk, 1000)
+                            if needs_zlp:
+                                handle.bulkWrite(0x01, b"", 1000)
+                status = struct.unpack("<i", bytes(handle.bulkRead(0x81, 16376, 15000)[:4]))[0]
+                entry["end"] = time.time()
+                entry["ok"] = status >= 0
+                transfer.close()
+                handle.releaseInterface(0)
+                handle.close()
+        except (usb1.USBError, StopIteration) as exc:
+            entry["error"] = repr(exc)
 
     with usb1.USBContext() as ctx:
-        devices = [
-            d for d in ctx.getDeviceList(skip_on_error=True)
+        found = [
+            (d.getBusNumber(), d.getDeviceAddress(), d.getBusNumber(), d.getPortNumberList())
+            for d in ctx.getDeviceList(skip_on_error=True)
             if (d.getVendorID(), d.getProductID()) == (0x045E, 0x062A)
         ]
-        threads = [threading.Thread(target=boot, args=(d,)) for d in devices]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    results = [
+        {"port": f"{bus}-" + ".".join(map(str, ports)), "ok": False}
+        for _, _, bus, ports in found
+    ]
+    threads = [
+        threading.Thread(target=boot, args=(bus, address, entry))
+        for (bus, address, _, _), entry in zip(found, results, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     print(json.dumps({"devices": results, "bytes": len(image)}))
 
 
@@ -235,7 +274,8 @@ def run_emulated(
                 run.note = (work / "out.txt").read_text()[-300:]
         else:
             status, run.cpu, run.rss_mb, run.wall = _measured(
-                [sys.executable, __file__, "--threads-worker", str(sdi), str(wim)],
+                [sys.executable, __file__, "--threads-worker", str(sdi), str(wim),
+                 "--threads-zlp", THREADS_ZLP[0]],
                 env, work / "out.txt",
             )
             text = (work / "out.txt").read_text()
@@ -346,6 +386,11 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[LINK_RATE, 0.0],
                         help="link rates in MB/s, 0 = unthrottled (default: 40 0)")
     parser.add_argument("--arch", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
+    parser.add_argument(
+        "--threads-zlp", choices=("flag", "write"), default="flag",
+        help="thread-per-device host: ZLP as the ADD_ZERO_PACKET flag (default) or as a "
+        "separate zero-length write",
+    )
     parser.add_argument("--no-sim", action="store_true", help="skip the pf --sim reference rows")
     parser.add_argument("--verify", action="store_true",
                         help="devices hash what they receive (costs emulator CPU: lower figures)")
@@ -353,12 +398,13 @@ def main() -> None:
                         help="the emulated kernel's usbfs_memory_mb (default 16, 0 = no cap)")
     args = parser.parse_args()
     if args.threads_worker:
-        threads_worker(*args.threads_worker)
+        threads_worker(*args.threads_worker, zlp=args.threads_zlp)
         return
 
     from parallel_flash.demo_image import demo_inputs
     from parallel_flash.emulator import check_environment
 
+    THREADS_ZLP[0] = args.threads_zlp
     problems = check_environment()
     if problems:
         raise SystemExit("cannot run the emulator: " + "; ".join(problems))

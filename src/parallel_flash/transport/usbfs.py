@@ -212,6 +212,21 @@ class UsbfsBudget:
             self._waiting[client] = next(self._arrivals)
         return False
 
+    def may_keep(self, client: BudgetClient, nbytes: int) -> bool:
+        """Whether ``client`` may reuse a finished transfer's bytes for its next one unasked.
+
+        A stream resubmits from the event thread while this holds, without
+        a round trip through the budget; it stops (and gives completed
+        transfers back) as soon as someone else waits in line for bytes,
+        the client holds more than its fair share, or the believed limit
+        fell below what is reserved after a kernel refusal.
+        """
+        if not self.capped:
+            return True
+        if self.reserved > self.ceiling or client.held > self.fair_share(nbytes):
+            return False
+        return all(waiter is client for waiter in self._waiting)
+
     def _rank(self, client: BudgetClient) -> tuple[int, float]:
         return (client.held, self._waiting.get(client, math.inf))
 

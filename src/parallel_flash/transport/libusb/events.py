@@ -1,0 +1,187 @@
+"""libusb contexts and the threads that handle their events, sharded over devices.
+
+Why shards at all: libusb lets one thread at a time handle a context's
+events, so with one context every completion of every device is reaped one
+ioctl after another. Devices can be spread over up to ``event_threads``
+*shards*, each a :class:`usb1.USBContext` of its own with its own event
+thread; the first shard also does enumeration and hotplug. Shards are
+created as devices are opened (least-loaded first) and live as long as any
+:class:`~.context.UsbContext` of the process is open.
+
+Why one by default (:data:`DEFAULT_EVENT_THREADS`): measured on the
+emulated line of this 2-core machine (issue 10, benchmarks/bench_architectures.py
+``--event-threads``), more shards were slower at every N, not faster -- each
+extra thread spins on its device's always-ready emulated fd and competes for
+the two cores and the GIL, while one thread reaping every ready fd in one
+pass, resubmitting in the callback, already keeps the emulator busy. On real
+hardware (fds that really block) more shards may pay off on many-core hosts:
+``$PARALLEL_FLASH_EVENT_THREADS`` or ``UsbContext(event_threads=...)``.
+
+Each event thread is *non-daemon* and loops ``handleEventsTimeout``; after a
+spurious wake-up (umockdev's emulated fd always polls ready) it naps
+:data:`IDLE_NAP` rather than spin and hog the GIL. It stops on
+``interruptEventHandler`` or when the main thread is gone, so a caller that
+forgot to close cannot hang interpreter exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+
+import usb1
+
+__all__ = (
+    "DEFAULT_EVENT_THREADS",
+    "EVENT_THREADS_ENV",
+    "EVENT_THREAD_NAME",
+    "EVENT_WAIT",
+    "EventThread",
+    "Shards",
+    "event_threads_setting",
+)
+
+logger = logging.getLogger(__name__)
+
+#: Seconds one ``handleEventsTimeout`` call may block. Bounds how long an
+#: event thread takes to notice that the main thread has gone; libusb wakes
+#: it at once for completions and for ``interruptEventHandler``.
+EVENT_WAIT = 0.5
+#: A handleEvents call that returns sooner than this without running a single
+#: callback was a spurious wake-up ...
+SPURIOUS_WAKEUP = 0.001
+#: ... after which the event thread sleeps this long, doubling with each
+#: spurious wake-up in a row up to IDLE_NAP_MAX. Adds at most that much
+#: latency to a completion, and only when poll() reports readiness falsely
+#: (umockdev's emulated fd; never a real device's): with several event
+#: threads, each idle one would otherwise flood the emulator with empty reaps.
+IDLE_NAP = 0.0005
+IDLE_NAP_MAX = 0.002
+#: Name of the first shard's thread (the one that also handles hotplug);
+#: the others are named ``<this>-2``, ``<this>-3``, ...
+EVENT_THREAD_NAME = "parallel-flash-usb-events"
+#: Most event threads (hence libusb contexts) a process uses (see above).
+DEFAULT_EVENT_THREADS = 1
+#: Environment variable overriding :data:`DEFAULT_EVENT_THREADS` (1 = the
+#: single event thread of earlier versions).
+EVENT_THREADS_ENV = "PARALLEL_FLASH_EVENT_THREADS"
+
+
+def event_threads_setting() -> int:
+    """The shard count from the environment, or the default; bad values are ignored."""
+    text = os.environ.get(EVENT_THREADS_ENV, "")
+    try:
+        value = int(text)
+    except ValueError:
+        if text:
+            logger.warning(
+                "%s=%r is not a number; using %d event threads",
+                EVENT_THREADS_ENV,
+                text,
+                DEFAULT_EVENT_THREADS,
+            )
+        return DEFAULT_EVENT_THREADS
+    return max(1, value)
+
+
+class EventThread:
+    """One libusb context and the thread that handles its events."""
+
+    def __init__(self, name: str) -> None:
+        self.usb = usb1.USBContext()
+        self.usb.open()
+        self.name = name
+        #: Callbacks run on this thread so far (written by this thread only).
+        self.callbacks = 0
+        #: Links whose transfers complete here (loop thread only).
+        self.links = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=False)
+        self._thread.start()
+
+    def _run(self) -> None:
+        main = threading.main_thread()
+        clock = time.monotonic
+        handle = self.usb.handleEventsTimeout
+        nap = IDLE_NAP
+        while not self._stop:
+            if not main.is_alive():
+                logger.debug("main thread gone: %s stops", self.name)
+                break
+            try:
+                before, started = self.callbacks, clock()
+                handle(EVENT_WAIT)
+                if self.callbacks == before and clock() - started < SPURIOUS_WAKEUP:
+                    # poll() said ready but nothing happened (umockdev's emulated fd
+                    # always does): nap instead of spinning, which would also keep
+                    # taking the GIL from the other threads.
+                    time.sleep(nap)
+                    nap = min(nap * 2, IDLE_NAP_MAX)
+                else:
+                    nap = IDLE_NAP
+            except usb1.USBErrorInterrupted:
+                continue
+            except Exception:  # keep handling events; a dead thread hangs every transfer
+                logger.exception("libusb event handling failed")
+                time.sleep(0.05)
+
+    def close(self) -> bool:
+        """Stop the thread, then close the context; False if the thread would not stop."""
+        self._stop = True
+        with contextlib.suppress(Exception):
+            self.usb.interruptEventHandler()
+        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            logger.error("%s did not stop; leaving its libusb context open", self.name)
+            return False
+        self.usb.close()
+        return True
+
+    def find(self, bus: int, address: int) -> usb1.USBDevice | None:
+        """This context's handle on the device another context enumerated."""
+        for device in self.usb.getDeviceIterator(skip_on_error=True):
+            if device.getBusNumber() == bus and device.getDeviceAddress() == address:
+                return device
+        return None
+
+
+class Shards:
+    """The process's event threads: the first does hotplug, all carry devices."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.threads = [EventThread(EVENT_THREAD_NAME)]
+        #: Open :class:`~.context.UsbContext` objects sharing these threads.
+        self.users = 0
+        logger.debug(
+            "libusb %s: context open, event thread started (up to %d)",
+            _libusb_version(),
+            self.limit,
+        )
+
+    @property
+    def primary(self) -> EventThread:
+        return self.threads[0]
+
+    def assign(self) -> EventThread:
+        """The event thread for the next device: a new one while under the limit."""
+        least = min(self.threads, key=lambda thread: thread.links)
+        if least.links and len(self.threads) < self.limit:
+            least = EventThread(f"{EVENT_THREAD_NAME}-{len(self.threads) + 1}")
+            self.threads.append(least)
+            logger.debug("event thread %s started", least.name)
+        return least
+
+    def close(self) -> None:
+        """Stop every event thread (nothing may be open any more), the primary last."""
+        for thread in reversed(self.threads):
+            thread.close()
+        logger.debug("libusb contexts closed")
+
+
+def _libusb_version() -> str:
+    version = usb1.getVersion()
+    return f"{version.major}.{version.minor}.{version.micro}"
