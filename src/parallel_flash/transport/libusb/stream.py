@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import usb1
@@ -186,7 +186,7 @@ class OutStream:
         """Runs on the event thread: record, resubmit if allowed, wake the loop once."""
         self.events.callbacks += 1
         try:
-            slot: StreamSlot = usb_transfer.getUserData()
+            slot = cast(StreamSlot, usb_transfer.getUserData())
             status = usb_transfer.getStatus()
             actual = usb_transfer.getActualLength()
             with self.lock:
