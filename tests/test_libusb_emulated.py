@@ -23,6 +23,7 @@ import pytest
 from parallel_flash.emulator import EmulatedLine
 from parallel_flash.protocol.host import TransferPlan
 from parallel_flash.report import read_report
+from parallel_flash.transport.usbfs import SMALLEST_TRANSFER, UsbfsBudget
 
 pytestmark = pytest.mark.umockdev
 
@@ -170,6 +171,32 @@ def test_thirty_two_devices_share_the_usbfs_cap(
     assert len(devices) == 32 and all(d["ok"] for d in devices.values())
     assert "UsbfsMemoryError" not in result.stderr
     assert "refused" not in " ".join(str(d["error"]) for d in devices.values())
+
+
+def test_a_one_megabyte_usbfs_cap_falls_back_to_smaller_transfers(
+    tmp_path: Path, small_wim: Path, small_sdi: Path
+) -> None:
+    """Issue 7: a 1 MB cap cannot hold one 1 MiB transfer; devices boot with smaller ones."""
+    report = tmp_path / "r.jsonl"
+    with EmulatedLine(3, usbfs_memory_mb=1) as line:
+        result = line.run(
+            _boot_argv(small_wim, small_sdi, report, verbose=True),
+            capture_output=True, text=True, timeout=120,
+        )
+        summaries = line.summaries(transcript=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    size = UsbfsBudget(1 << 20).transfer_size_limit(1 << 20, 3)
+    assert SMALLEST_TRANSFER <= size < 1 << 20
+    assert f"{size}-byte transfers instead of 1048576" in result.stderr
+    sha = _image_sha(small_wim, small_sdi)
+    expected = expected_transcript(
+        small_sdi.stat().st_size, small_wim.stat().st_size, transfer_size=size
+    )
+    assert len(summaries) == 3
+    for port, summary in summaries.items():
+        assert summary["booted"] and summary["sha256"] == sha, port
+        assert _normalise(summary["transcript"]) == expected, port
+    assert all(d["ok"] for d in _devices(report).values())
 
 
 def test_sigint_during_transfer_exits_130_quickly(

@@ -10,7 +10,9 @@ import pytest
 
 from parallel_flash.transport.usbfs import (
     DEFAULT_USBFS_MEMORY_MB,
+    SHARED_TRANSFER_FLOOR,
     SMALL_TRANSFER_RESERVE,
+    SMALLEST_TRANSFER,
     BudgetClient,
     UsbfsBudget,
     read_usbfs_memory_mb,
@@ -244,3 +246,38 @@ def test_extra_slots_rotate_so_every_device_gets_the_same_rate() -> None:
         done[finished.name] += 1
     counts = sorted(done.values())
     assert counts[-1] - counts[0] <= 0.05 * counts[0], done
+
+
+# -- smaller transfers, and resubmitting without asking (issues 7 and 10) --------------------
+
+
+def test_transfer_size_shrinks_only_when_the_cap_is_too_small() -> None:
+    assert UsbfsBudget(0).transfer_size_limit(MiB, 64) == MiB  # no cap: as wanted
+    sixteen = UsbfsBudget(16 * MiB)
+    assert sixteen.transfer_size_limit(MiB, 8) == MiB  # 8 x 1 MiB fit in 15.5 MiB
+    assert sixteen.transfer_size_limit(MiB, 16) == MiB // 2  # 16 would not: halved once
+    assert sixteen.transfer_size_limit(MiB, 1000) == SHARED_TRANSFER_FLOOR
+    tiny = UsbfsBudget(MiB)  # one 1 MiB transfer never fits under a 1 MB cap
+    size = tiny.transfer_size_limit(MiB, 1)
+    assert size == MiB // 2 and UsbfsBudget.cost(size) <= tiny.usable
+    assert tiny.transfer_size_limit(16376, 1) == 16376  # the legacy size is left alone
+    assert UsbfsBudget(20 << 10).transfer_size_limit(MiB, 1) == SMALLEST_TRANSFER
+
+
+def test_may_keep_until_someone_else_waits_or_the_share_shrinks() -> None:
+    budget = UsbfsBudget(SMALL_TRANSFER_RESERVE + 2 * UsbfsBudget.cost(MiB))
+    first, second = _client("a"), _client("b")
+    budget.register(first)
+    assert budget.try_acquire(first, MiB) and budget.try_acquire(first, MiB)
+    assert budget.may_keep(first, MiB)  # alone: keeps both
+    budget.register(second)
+    assert not budget.may_keep(first, MiB)  # over its share of one now
+    budget.release(first, MiB)
+    assert budget.may_keep(first, MiB)  # holds its share of one
+    assert budget.try_acquire(second, MiB)
+    third = _client("c")
+    budget.register(third)
+    assert not budget.try_acquire(third, MiB)  # full: third waits in line ...
+    assert not budget.may_keep(first, MiB)  # ... so the others hand bytes back
+    assert not budget.may_keep(second, MiB)
+    assert UsbfsBudget(0).may_keep(first, MiB)

@@ -54,7 +54,7 @@ from .protocol.host import (
     TransferPlan,
     WimBootHost,
 )
-from .protocol.messages import REPLY_BUFFER_SIZE, parse_status
+from .protocol.messages import REPLY_BUFFER_SIZE, STANDARD_TRANSFER_SIZE, parse_status
 from .protocol.nokia.host import NokTimeouts
 from .protocol.selection import FILE_TYPE_NAMES, Loader, loader_for
 from .transport.base import Link, OutChunk
@@ -197,6 +197,9 @@ class _Pipeline:
             wim_length=image.wim_length,
             max_packet_size=link.max_packet_size,
             transfer_size=options.transfer_size,
+            max_transfer_size=link.transfer_size_limit(
+                options.transfer_size or STANDARD_TRANSFER_SIZE
+            ),
             timeouts=options.timeouts,
         )
         record.bytes_total = image.total_length

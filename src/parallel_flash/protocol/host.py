@@ -173,6 +173,7 @@ class WimBootHost:
         wim_length: int,
         max_packet_size: int,
         transfer_size: int | None = None,
+        max_transfer_size: int | None = None,
         timeouts: HostTimeouts | None = None,
     ) -> None:
         if max_packet_size <= 0:
@@ -192,6 +193,8 @@ class WimBootHost:
         self.max_packet_size = max_packet_size
         self.timeouts = timeouts or HostTimeouts()
         self._requested_transfer_size = transfer_size
+        #: The transport's ceiling (a usbfs cap): the size announced is never above it.
+        self._max_transfer_size = max_transfer_size
         self.phase = HostPhase.CONTROL
         self.identity: IdReply | None = None
         self.header: WimBootHeader | None = None
@@ -329,6 +332,8 @@ class WimBootHost:
         if size is None:
             legacy = LEGACY_LOADER_NAME in self.identity.friendly_name
             size = LEGACY_TRANSFER_SIZE if legacy else STANDARD_TRANSFER_SIZE
+        if self._max_transfer_size:
+            size = min(size, self._max_transfer_size)
         self.header = WimBootHeader(
             sdi_length=self.sdi_length, wim_length=self.wim_length, transfer_size=size
         )

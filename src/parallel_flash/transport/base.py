@@ -92,6 +92,14 @@ class Link(abc.ABC):
         """
         raise TransferTimeout(f"{self.port}: this link cannot watch its port for a return")
 
+    def transfer_size_limit(self, wanted: int) -> int:
+        """The largest stream transfer this link can carry, at most ``wanted``.
+
+        A transport with a memory cap (Linux usbfs) answers less than
+        ``wanted`` rather than fail every transfer; others take ``wanted``.
+        """
+        return wanted
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release the interface and close the device. Safe to call twice."""

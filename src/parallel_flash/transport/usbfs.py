@@ -39,6 +39,8 @@ from pathlib import Path
 __all__ = (
     "DEFAULT_USBFS_MEMORY_MB",
     "RAISE_CAP_HINT",
+    "SHARED_TRANSFER_FLOOR",
+    "SMALLEST_TRANSFER",
     "SMALL_TRANSFER_RESERVE",
     "URB_OVERHEAD",
     "USBFS_MEMORY_PATH",
@@ -65,6 +67,13 @@ URB_OVERHEAD = 4096
 #: default 16 MB cap this leaves room for fifteen 1 MiB transfers, which is
 #: all the kernel would take anyway (it charges ~1.0025 MiB for each).
 SMALL_TRANSFER_RESERVE = 512 << 10
+#: Smaller transfers (issue 7): when the cap cannot give every open device
+#: one transfer of the size the protocol wants at the same time, the size is
+#: halved, but not below this (per-transfer overhead would dominate) ...
+SHARED_TRANSFER_FLOOR = 64 << 10
+#: ... and when not even one transfer would fit (a tiny cap such as 1 MB), it
+#: is halved down to this, the legacy loaders' size, before a device fails.
+SMALLEST_TRANSFER = 16 << 10
 #: After this many successful submissions since the kernel last refused one,
 #: the believed limit grows by one transfer again (another process may have
 #: freed its usbfs memory).
@@ -128,8 +137,8 @@ class UsbfsBudget:
             raise ValueError(f"usbfs limit must be >= 0 bytes, not {limit_bytes}")
         self.limit_bytes = limit_bytes
         #: What streams may use: the cap minus the reserve for small transfers
-        #: (never below one 1 MiB transfer's worth, so something can move).
-        self.usable = max(limit_bytes - SMALL_TRANSFER_RESERVE, 1 << 20) if limit_bytes else 0
+        #: (at most a quarter of a small cap, so something can still move).
+        self.usable = limit_bytes - min(SMALL_TRANSFER_RESERVE, limit_bytes // 4)
         #: Lowered when the kernel refuses a submission we thought fit.
         self.ceiling = self.usable
         self.reserved = 0
@@ -156,6 +165,32 @@ class UsbfsBudget:
     def cost(nbytes: int) -> int:
         """What the kernel charges for one transfer of ``nbytes``."""
         return nbytes + URB_OVERHEAD
+
+    def transfer_size_limit(self, wanted: int, devices: int) -> int:
+        """The transfer size to announce: ``wanted``, halved while the cap is too small.
+
+        First so that each of ``devices`` open devices can have one transfer
+        in flight at once (down to :data:`SHARED_TRANSFER_FLOOR`), then so
+        that at least one fits at all (down to :data:`SMALLEST_TRANSFER`):
+        a usbfs cap falls back to smaller transfers before it fails devices.
+        """
+        if not self.capped:
+            return wanted
+        size = wanted
+        while size > SHARED_TRANSFER_FLOOR and max(1, devices) * self.cost(size) > self.usable:
+            size //= 2
+        while size > SMALLEST_TRANSFER and self.cost(size) > self.usable:
+            size //= 2
+        if size < wanted:
+            logger.info(
+                "usbfs memory cap of %d MB: %d-byte transfers instead of %d for %d devices; %s",
+                self.limit_bytes >> 20,
+                size,
+                wanted,
+                devices,
+                RAISE_CAP_HINT,
+            )
+        return size
 
     # -- clients -------------------------------------------------------------------
 

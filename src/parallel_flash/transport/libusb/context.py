@@ -104,6 +104,11 @@ class UsbContext:
                     _shards = None
                 shards.close()
 
+    @property
+    def open_links(self) -> int:
+        """Devices open through this context now (they share the usbfs budget)."""
+        return len(self._links)
+
     def _require(self) -> Shards:
         if self._shards is None:
             raise RuntimeError("UsbContext is not open (use 'async with UsbContext()')")

@@ -49,6 +49,9 @@ class _ZeroPacketRefused(Exception):
 class _Owner(Protocol):
     budget: UsbfsBudget
 
+    @property
+    def open_links(self) -> int: ...
+
     def _forget(self, link: UsbLink) -> None: ...
 
 
@@ -234,6 +237,9 @@ class UsbLink(Link):
         return data
 
     # -- the stream ----------------------------------------------------------------
+
+    def transfer_size_limit(self, wanted: int) -> int:
+        return self.budget.transfer_size_limit(wanted, self._owner.open_links)
 
     async def stream_out(
         self,
