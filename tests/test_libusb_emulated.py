@@ -10,6 +10,8 @@ read back from the emulator: SHA-256 and the transfer transcript.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,6 +173,33 @@ def test_thirty_two_devices_share_the_usbfs_cap(
     assert len(devices) == 32 and all(d["ok"] for d in devices.values())
     assert "UsbfsMemoryError" not in result.stderr
     assert "refused" not in " ".join(str(d["error"]) for d in devices.values())
+
+
+def test_devices_spread_over_several_event_threads_boot_byte_exact(
+    tmp_path: Path, small_wim: Path, small_sdi: Path
+) -> None:
+    """Sharded completion handling (issue 10): 5 devices over 3 libusb contexts."""
+    report = tmp_path / "r.jsonl"
+    env = dict(os.environ, PARALLEL_FLASH_EVENT_THREADS="3")
+    argv = _boot_argv(small_wim, small_sdi, report, verbose=True)
+    argv.insert(len(CLI), "-v")  # -vv: debug lines name each device's event thread
+    with EmulatedLine(5) as line:
+        result = line.run(
+            argv,
+            capture_output=True, text=True, timeout=120, env=env,
+        )
+        summaries = line.summaries(transcript=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    opened_on = set(re.findall(r"on (parallel-flash-usb-events\S*),", result.stderr))
+    assert opened_on == {
+        "parallel-flash-usb-events", "parallel-flash-usb-events-2", "parallel-flash-usb-events-3"
+    }
+    sha = _image_sha(small_wim, small_sdi)
+    expected = expected_transcript(small_sdi.stat().st_size, small_wim.stat().st_size)
+    assert len(summaries) == 5
+    for port, summary in summaries.items():
+        assert summary["booted"] and summary["sha256"] == sha, port
+        assert _normalise(summary["transcript"]) == expected, port
 
 
 def test_a_one_megabyte_usbfs_cap_falls_back_to_smaller_transfers(
