@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 import usb1
@@ -20,7 +20,6 @@ import usb1
 from ...errors import TransferTimeout, TransportError
 from ...logs import TRACE, HexDump
 from ..base import Link, OutChunk, ProgressCallback
-from ..usbfs import UsbfsBudget
 from .devices import INTERFACE, UsbDeviceInfo, simpleio_endpoints
 from .errors import is_memory_refusal, status_error, submit_error
 from .events import EventThread
@@ -46,21 +45,12 @@ class _ZeroPacketRefused(Exception):
     """libusb refused a transfer flagged ADD_ZERO_PACKET; send the ZLP as a transfer."""
 
 
-class _Owner(Protocol):
-    budget: UsbfsBudget
-
-    @property
-    def open_links(self) -> int: ...
-
-    def _forget(self, link: UsbLink) -> None: ...
-
-
 class UsbLink(Link):
     """One device in flashing mode over libusb, interface 0 claimed."""
 
     def __init__(
         self,
-        owner: UsbContext | _Owner,
+        owner: UsbContext,
         info: UsbDeviceInfo,
         handle: usb1.USBDeviceHandle,
         events: EventThread,
