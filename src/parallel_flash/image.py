@@ -215,10 +215,6 @@ class ImageBuffer:
 
     # -- use -----------------------------------------------------------------------
 
-    def slice(self, offset: int, length: int) -> memoryview:
-        """A zero-copy view of ``length`` bytes at ``offset``."""
-        return self.view[offset : offset + length]
-
     def close(self) -> None:
         """Release the buffer. Views still held elsewhere keep it alive until dropped."""
         self.view.release()
