@@ -142,10 +142,16 @@ def ntfs_boot_sector() -> bytes:
     return bytes(sector)
 
 
-def _phone_disk(backup_lba: int, mainos: tuple[int, int], *, ntfs: bool = True) -> FfuSpec:
+def phone_disk(
+    backup_lba: int,
+    mainos: tuple[int, int],
+    *,
+    ntfs: bool = True,
+    names: tuple[str, str] = ("EFIESP", "MainOS"),
+) -> FfuSpec:
     """GPT at the disk's start (blocks 0..), an NTFS boot sector at MainOS's first LBA."""
     head = gpt_disk_head(
-        [("EFIESP", 2048, 4095), ("MainOS", mainos[0], mainos[1])], backup_lba=backup_lba
+        [(names[0], 2048, 4095), (names[1], mainos[0], mainos[1])], backup_lba=backup_lba
     )
     spec = FfuSpec()
     bs = spec.block_size
@@ -162,18 +168,18 @@ def _phone_disk(backup_lba: int, mainos: tuple[int, int], *, ntfs: bool = True) 
 def huge_mainos() -> bytes:
     """A 640 KiB-class FFU whose GPT declares a disk of 2^50 bytes and a MainOS to match."""
     last = (1 << 50) // SECTOR - 1
-    return craft_ffu(_phone_disk(last, (1 << 20, last - 64)))
+    return craft_ffu(phone_disk(last, (1 << 20, last - 64)))
 
 
 def big_sparse_mainos() -> bytes:
     """A MainOS of ~1 TiB (within the disk limit) holding a bogus NTFS: a sparse temp file."""
     last = (1 << 40) // SECTOR - 1
-    return craft_ffu(_phone_disk(last, (1 << 20, last - 64)))
+    return craft_ffu(phone_disk(last, (1 << 20, last - 64)))
 
 
 def sector_size(value: int) -> Callable[[], bytes]:
     def build() -> bytes:
-        spec = _phone_disk(1 << 20, (8192, 16383))
+        spec = phone_disk(1 << 20, (8192, 16383))
         spec.manifest = f"[FullFlash]\r\n[Store]\r\nSectorSize = {value}\r\n"
         return craft_ffu(spec)
 
@@ -182,7 +188,7 @@ def sector_size(value: int) -> Callable[[], bytes]:
 
 def many_validation_entries() -> bytes:
     """4.8 MB of empty validation entries (400,000 of them): once quadratic."""
-    spec = _phone_disk(1 << 20, (8192, 16383))
+    spec = phone_disk(1 << 20, (8192, 16383))
     count = 400_000
     spec.validation = struct.pack("<III", 1, 0, 0) * count
     spec.validation_count = count
@@ -191,7 +197,7 @@ def many_validation_entries() -> bytes:
 
 def write_fanout() -> bytes:
     """One block written at 300,000 locations: a 2.4 MB FFU asking for 1.2 GB of writes."""
-    spec = _phone_disk(1 << 20, (8192, 16383))
+    spec = phone_disk(1 << 20, (8192, 16383))
     spec.descriptors.append(
         Descriptor([(0, 4096 + i) for i in range(300_000)], os.urandom(spec.block_size))
     )
@@ -199,19 +205,19 @@ def write_fanout() -> bytes:
 
 
 def descriptor_count() -> bytes:
-    spec = _phone_disk(1 << 20, (8192, 16383))
+    spec = phone_disk(1 << 20, (8192, 16383))
     spec.descriptor_count = 0xFFFFFFFF
     return craft_ffu(spec)
 
 
 def block_count() -> bytes:
-    spec = _phone_disk(1 << 20, (8192, 16383))
+    spec = phone_disk(1 << 20, (8192, 16383))
     spec.descriptors[-1].block_count = 0xFFFFFFFF
     return craft_ffu(spec)
 
 
 def targeting_count() -> bytes:
-    spec = _phone_disk(1 << 20, (8192, 16383))
+    spec = phone_disk(1 << 20, (8192, 16383))
     spec.targeting_count = 0xFFFFFFFF
     return craft_ffu(spec)
 
@@ -219,7 +225,7 @@ def targeting_count() -> bytes:
 def max_descriptors() -> bytes:
     """A 64 MiB FFU that is valid: 512-byte blocks, one descriptor each (the most work
     a sound file of that size can ask for)."""
-    spec = _phone_disk(1 << 20, (8192, 1 << 19))
+    spec = phone_disk(1 << 20, (8192, 1 << 19))
     spec.block_size = 512
     head = spec.descriptors[0].data
     spec.descriptors = [Descriptor([(0, i)], head[i * 512 : (i + 1) * 512])

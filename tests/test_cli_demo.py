@@ -63,6 +63,6 @@ def test_demo_from_ffu_runs_the_seed_flow(
     for step in ("Reading the image file", "Capturing 'MainOS'", "WIM creation complete"):
         assert step in err
     info = wimlib.wim_info(work / "demo-from-ffu.wim")
-    assert info.boot_index == 1 and info.compression == "lzx"
+    assert info.boot_index == 1 and info.compression == "LZX"
     records = devices(report)
     assert len(records) == 3 and all(r["ok"] for r in records)

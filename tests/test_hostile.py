@@ -20,6 +20,8 @@ from _hostile import (
     BUDGET_SECONDS,
     CASES,
     big_sparse_mainos,
+    craft_ffu,
+    phone_disk,
     run_case,
     wim_integrity_bomb,
 )
@@ -88,6 +90,72 @@ def test_sparse_mainos_bounded_and_named(
     assert code == 2
     assert f"{ffu}: MainOS partition:" in line
     assert os.listdir(out) == [] and os.listdir(work) == []
+
+
+# -- info and img2wim agree ---------------------------------------------------------
+
+
+def _no_mainos() -> bytes:
+    return craft_ffu(phone_disk(1 << 20, (8192, 16383), names=("EFIESP", "Data")))
+
+
+def _not_ntfs() -> bytes:
+    return craft_ffu(phone_disk(1 << 20, (8192, 16383), ntfs=False))
+
+
+def _bad_gpt_crc() -> bytes:
+    raw = bytearray(craft_ffu(phone_disk(1 << 20, (8192, 16383))))
+    gpt = raw.index(b"EFI PART")
+    raw[gpt + 0x30] ^= 0xFF  # first usable LBA: the header CRC no longer matches
+    return _rehash(bytes(raw))
+
+
+def _hash_mismatch() -> bytes:
+    raw = bytearray(craft_ffu(phone_disk(1 << 20, (8192, 16383))))
+    raw[raw.index(b"NTFS    ") + 100] ^= 0x01
+    return bytes(raw)
+
+
+def _rehash(raw: bytes) -> bytes:
+    """Recompute the hash table after a deliberate edit (the GPT case is about the GPT)."""
+    import hashlib
+    import struct
+
+    chunk = struct.unpack_from("<I", raw, 16)[0] * 1024
+    catalog, table = struct.unpack_from("<II", raw, 24)
+    image = -(-(32 + catalog + table) // chunk) * chunk
+    digests = b"".join(
+        hashlib.sha256(raw[i : i + chunk]).digest() for i in range(image, len(raw), chunk)
+    )
+    return raw[: 32 + catalog] + digests + raw[32 + catalog + len(digests) :]
+
+
+@pytest.mark.parametrize(
+    ("build", "info_code", "message"),
+    [
+        (_no_mainos, 0, "partition table: no MainOS partition"),
+        (_not_ntfs, 0, "MainOS partition: is not NTFS (its first sector is empty"),
+        (_bad_gpt_crc, 2, "GPT header.header_crc32: does not match the header"),
+        (_hash_mismatch, 2, "does not match its SHA-256: the file is corrupt"),
+    ],
+)
+def test_info_shows_what_img2wim_refuses(
+    build: object, info_code: int, message: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    ffu = tmp_path / "case.ffu"
+    ffu.write_bytes(build())  # type: ignore[operator]
+    assert main(["img2wim", str(ffu), str(tmp_path / "x.wim")]) == 2
+    refusal = _one_error_line(capsys.readouterr().err)
+    assert message in refusal and str(ffu) in refusal
+    code = main(["info", str(ffu)])
+    captured = capsys.readouterr()
+    assert code == info_code
+    shown = captured.out + captured.err
+    assert message in " ".join(shown.split())  # the table may wrap a long warning
+    if info_code == 0:
+        assert "img2wim would refuse this FFU" in " ".join(captured.out.split())
+    assert not (tmp_path / "x.wim").exists()
 
 
 # -- output safety ------------------------------------------------------------------

@@ -108,7 +108,7 @@ def test_round_trip(which: str, demo: DemoDisk, request: pytest.FixtureRequest, 
     assert "/Documents and Settings" in result.kept_reparse_points
 
     info = wimlib.wim_info(wim)
-    assert (info.image_count, info.boot_index, info.compression) == (1, 1, "lzx")
+    assert (info.image_count, info.boot_index, info.compression) == (1, 1, "LZX")
     header = parse_wim_header(wim.read_bytes()[:208], path=str(wim), file_size=wim.stat().st_size)
     assert header.boot_index == 1 and not header.warnings
     assert read_wim_info(wim).image_names == ("MainOS",)

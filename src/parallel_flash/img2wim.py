@@ -38,15 +38,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Literal
 
 from . import ntfs3g, wimlib
 from .errors import FormatError, InputError, WimlibError
 from .formats import check_output_path, open_regular
-from .formats.ffu import read_ffu
-from .formats.ffu_disk import REQUIRED_PARTITIONS, find_mainos, read_partition_tables
+from .formats.ffu import Ffu, read_ffu
+from .formats.ffu_disk import REQUIRED_PARTITIONS, MainOs, find_mainos, read_partition_tables
 from .formats.gpt import GptPartition
-from .partition_extract import extract_partition
+from .partition_extract import ExtractedPartition, extract_partition
 
 __all__ = (
     "IMAGE_NAME",
@@ -68,14 +67,11 @@ IMAGE_NAME = "MainOS"
 MAINOS_DRIVE = "C"
 
 
-@dataclass(frozen=True, slots=True)
-class Img2WimProgress:
-    """Progress of one stage: "verify" (hash check + extraction, FFU bytes),
-    "scan" (wimlib reading MainOS; total 0 = unknown) or "write" (compressing)."""
-
-    stage: Literal["verify", "scan", "write"]
-    done: int
-    total: int
+#: img2wim's progress reports: wimlib's one progress type, with stage "verify"
+#: (hash check + extraction, FFU bytes), "scan" (wimlib reading MainOS; total 0 =
+#: unknown) or "write" (compressing).
+Img2WimProgress = wimlib.WimProgress
+ProgressCallback = wimlib.ProgressCallback
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +93,6 @@ class Img2WimResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-ProgressCallback = Callable[[Img2WimProgress], None]
 MilestoneCallback = Callable[[str], None]
 
 
@@ -207,19 +202,7 @@ def img2wim(
         volume = Path(tmp) / "MainOS.ntfs"
         t1 = time.monotonic()
 
-        def on_bytes(done: int, total: int) -> None:
-            if progress is not None:
-                progress(Img2WimProgress("verify", done, total))
-
-        extracted = extract_partition(
-            ffu,
-            mainos.store,
-            mainos.gpt,
-            mainos.partition,
-            volume,
-            progress=on_bytes,
-            disk=mainos.disk,
-        )
+        extracted = _extract(ffu, mainos, volume, progress)
         allocated = extracted.allocated
         seconds["verify+extract"] = time.monotonic() - t1
 
@@ -245,6 +228,26 @@ def img2wim(
         kept_reparse_points=tuple(capture.kept),
         wim_info=info,
         seconds=seconds,
+    )
+
+
+def _extract(
+    ffu: Ffu, mainos: MainOs, volume: Path, progress: ProgressCallback | None
+) -> ExtractedPartition:
+    """MainOS into the sparse ``volume``, in the pass that checks every chunk's hash."""
+
+    def on_bytes(done: int, total: int) -> None:
+        if progress is not None:
+            progress(Img2WimProgress(stage="verify", done=done, total=total))
+
+    return extract_partition(
+        ffu,
+        mainos.store,
+        mainos.gpt,
+        mainos.partition,
+        volume,
+        progress=on_bytes,
+        disk=mainos.disk,
     )
 
 
@@ -299,8 +302,7 @@ class _Capture:
         if self.stop is not None:
             self.stop.check()
         if self.progress is not None and report.stage in ("scan", "write"):
-            stage: Literal["scan", "write"] = "scan" if report.stage == "scan" else "write"
-            self.progress(Img2WimProgress(stage, report.done, report.total))
+            self.progress(report)
 
     def prune(self, top: list[wimlib.FileEntry]) -> Sequence[str]:
         links = [e.path for e in top if e.is_reparse_point]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from .errors import InputError, WimlibError
+from .formats.wim import WimInfo, read_wim_info
 
 __all__ = (
     "Compression",
@@ -51,7 +52,6 @@ Compression = Literal["none", "xpress", "lzx", "lzms"]
 
 # enum wimlib_compression_type
 _COMPRESSION_TYPES: dict[str, int] = {"none": 0, "xpress": 1, "lzx": 2, "lzms": 3}
-_COMPRESSION_NAMES = {v: k for k, v in _COMPRESSION_TYPES.items()}
 
 # add / write / extract / iterate / change flags (wimlib.h)
 _ADD_FLAG_NTFS = 0x00000001
@@ -213,20 +213,6 @@ _WIMStructP = ctypes.c_void_p
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WimInfo:
-    """What ``wimlib_get_wim_info`` says about a WIM."""
-
-    path: str
-    image_count: int
-    boot_index: int
-    compression: str  #: "none", "xpress", "lzx" or "lzms"
-    chunk_size: int
-    wim_version: int
-    total_bytes: int  #: size of the WIM file
-    has_integrity_table: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class FileEntry:
     """One file or directory of a WIM image, as ``wimlib_iterate_dir_tree`` reports it."""
 
@@ -249,10 +235,12 @@ class WimProgress:
 
     ``stage`` is "scan" (reading the source tree; ``total`` is 0 because
     wimlib does not know it in advance), "write" (compressing and writing file
-    data) or "extract".
+    data) or "extract"; img2wim adds "verify" (its hash check and extraction
+    pass over the FFU, in FFU bytes), so one type and one
+    :data:`ProgressCallback` serve both.
     """
 
-    stage: Literal["scan", "write", "extract"]
+    stage: Literal["verify", "scan", "write", "extract"]
     done: int  #: bytes
     total: int  #: bytes, 0 if unknown
     path: str | None = None
@@ -431,30 +419,16 @@ def _open(path: str | os.PathLike[str]) -> Iterator[int]:
         lib.wimlib_free(handle)
 
 
-def _info_of(handle: int, path: str | os.PathLike[str]) -> WimInfo:
-    lib = _library()
-    raw = _WimInfo()
-    with _operation(path, "get WIM info") as check:
-        check(lib.wimlib_get_wim_info(handle, ctypes.byref(raw)))
-    return WimInfo(
-        path=os.fspath(path),
-        image_count=raw.image_count,
-        boot_index=raw.boot_index,
-        compression=_COMPRESSION_NAMES.get(raw.compression_type, str(raw.compression_type)),
-        chunk_size=raw.chunk_size,
-        wim_version=raw.wim_version,
-        total_bytes=raw.total_bytes,
-        has_integrity_table=bool(raw.flags & 1),
-    )
-
-
 # --- public API ---------------------------------------------------------------
 
 
 def wim_info(wim: str | os.PathLike[str]) -> WimInfo:
-    """Image count, boot index and compression of the WIM file ``wim``."""
-    with _open(wim) as handle:
-        return _info_of(handle, wim)
+    """What the WIM's header says (:class:`~parallel_flash.formats.wim.WimInfo`, the one
+    WIM description), once libwim has opened the file: a file libwim cannot read
+    fails as WimlibError naming the operation."""
+    with _open(wim):
+        pass
+    return read_wim_info(wim)
 
 
 def capture(

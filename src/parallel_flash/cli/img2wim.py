@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     info = result.wim_info
     print(
-        f"{printable(str(result.wim))}: {format_size(info.total_bytes)}, image '{IMAGE_NAME}', "
+        f"{printable(str(result.wim))}: {format_size(info.file_size or 0)}, image '{IMAGE_NAME}', "
         f"boot index {info.boot_index}, {info.compression.upper()}"
     )
     print(

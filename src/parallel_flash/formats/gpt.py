@@ -14,6 +14,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from construct import Bytes, Const, Int32ul, Int64ul, Struct
 
@@ -120,6 +121,30 @@ def parse_gpt(read: Callable[[int, int], bytes], sector_size: int, *, source: st
     :param source: names the disk in errors (the FFU path and store).
     :raises ~parallel_flash.errors.FormatError: no GPT, bad CRCs, entries outside the disk.
     """
+    hdr = _read_header(read, sector_size, source)
+    entries = read(hdr.entries_lba * sector_size, hdr.entry_count * hdr.entry_size)
+    if zlib.crc32(entries) != hdr.entries_crc32:
+        raise FormatError(
+            source, "GPT header.entries_crc32", "does not match the partition entries"
+        )
+    parts: list[GptPartition] = []
+    for i in range(hdr.entry_count):
+        ent = GPT_ENTRY.parse(entries[i * hdr.entry_size : i * hdr.entry_size + _ENTRY_SIZE])
+        if ent.type_guid != bytes(16):
+            parts.append(_partition(ent, i, hdr.backup_lba, sector_size, source))
+    return Gpt(
+        sector_size=sector_size,
+        disk_guid=uuid.UUID(bytes_le=hdr.disk_guid),
+        backup_lba=hdr.backup_lba,
+        first_usable_lba=hdr.first_usable_lba,
+        last_usable_lba=hdr.last_usable_lba,
+        partitions=tuple(parts),
+    )
+
+
+def _read_header(read: Callable[[int, int], bytes], sector_size: int, source: str) -> Any:
+    """The primary header, checked (CRC, a disk size a device can have, a bounded
+    entry array) before anything it points at is read."""
     raw = read(sector_size, sector_size)
     if raw[:8] != GPT_SIGNATURE:
         raise FormatError(
@@ -155,43 +180,28 @@ def parse_gpt(read: Callable[[int, int], bytes], sector_size: int, *, source: st
             "GPT header",
             f"{hdr.entry_count} entries of {hdr.entry_size} bytes is not a plausible entry array",
         )
-    entries = read(hdr.entries_lba * sector_size, hdr.entry_count * hdr.entry_size)
-    if zlib.crc32(entries) != hdr.entries_crc32:
+    return hdr
+
+
+def _partition(
+    ent: Any, index: int, backup_lba: int, sector_size: int, source: str
+) -> GptPartition:
+    name = ent.name.decode("utf-16-le", errors="backslashreplace").split("\0", 1)[0]
+    if ent.last_lba < ent.first_lba or ent.last_lba > backup_lba:
         raise FormatError(
-            source, "GPT header.entries_crc32", "does not match the partition entries"
+            source,
+            f"GPT entry {index} ({name!r})",
+            f"LBAs {ent.first_lba}..{ent.last_lba} lie outside the disk (last LBA {backup_lba})",
         )
-    parts: list[GptPartition] = []
-    for i in range(hdr.entry_count):
-        ent = GPT_ENTRY.parse(entries[i * hdr.entry_size : i * hdr.entry_size + _ENTRY_SIZE])
-        if ent.type_guid == bytes(16):
-            continue
-        name = ent.name.decode("utf-16-le", errors="backslashreplace").split("\0", 1)[0]
-        if ent.last_lba < ent.first_lba or ent.last_lba > hdr.backup_lba:
-            raise FormatError(
-                source,
-                f"GPT entry {i} ({name!r})",
-                f"LBAs {ent.first_lba}..{ent.last_lba} lie outside the disk "
-                f"(last LBA {hdr.backup_lba})",
-            )
-        parts.append(
-            GptPartition(
-                index=i,
-                name=name,
-                type_guid=uuid.UUID(bytes_le=ent.type_guid),
-                unique_guid=uuid.UUID(bytes_le=ent.unique_guid),
-                first_lba=ent.first_lba,
-                last_lba=ent.last_lba,
-                attributes=ent.attributes,
-                sector_size=sector_size,
-            )
-        )
-    return Gpt(
+    return GptPartition(
+        index=index,
+        name=name,
+        type_guid=uuid.UUID(bytes_le=ent.type_guid),
+        unique_guid=uuid.UUID(bytes_le=ent.unique_guid),
+        first_lba=ent.first_lba,
+        last_lba=ent.last_lba,
+        attributes=ent.attributes,
         sector_size=sector_size,
-        disk_guid=uuid.UUID(bytes_le=hdr.disk_guid),
-        backup_lba=hdr.backup_lba,
-        first_usable_lba=hdr.first_usable_lba,
-        last_usable_lba=hdr.last_usable_lba,
-        partitions=tuple(parts),
     )
 
 
