@@ -25,6 +25,7 @@ from _hostile import (
     BUDGET_SECONDS,
     CASES,
     run_case,
+    secwim_catalog_bomb,
     wim_integrity_bomb,
 )
 
@@ -55,10 +56,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         work = Path(tmp)
         cases = {name: (build, command) for name, (build, command) in CASES.items()}
+        wim = _small_wim(work)
         cases["WIM integrity table, 60 MiB claimed"] = (
-            wim_integrity_bomb(_small_wim(work)),
+            wim_integrity_bomb(wim),
             ("info", "--verify-integrity", "{path}"),
         )
+        cases[".secwim: catalog of 4 GiB - 1"] = (secwim_catalog_bomb(wim), ("info", "{path}"))
         for name, (build, command) in cases.items():
             path = work / "case.bin"
             path.write_bytes(build())

@@ -253,6 +253,32 @@ def wim_integrity_bomb(small_wim: Path) -> Callable[[], bytes]:
     return build
 
 
+def sdi_blob_bomb() -> bytes:
+    """A 64 MiB SDI whose eight blobs each claim 2^63 bytes at the far end of the disk."""
+    from parallel_flash.formats.sdi import build_sdi
+
+    data = bytearray(build_sdi(part_size=0x4000))
+    for entry in range(8):
+        at = 0x400 + 64 * entry
+        data[at : at + 8] = b"PART".ljust(8, b"\0")
+        data[at + 16 : at + 32] = struct.pack("<QQ", (1 << 63) - 4096, (1 << 63) - 1)
+    return bytes(data.ljust(64 << 20, b"\xa5"))
+
+
+def secwim_catalog_bomb(small_wim: Path) -> Callable[[], bytes]:
+    """A .secwim whose trailer claims a catalog of 4 GiB - 1."""
+
+    def build() -> bytes:
+        from parallel_flash.formats.sdi import build_sdi
+        from parallel_flash.formats.secwim import build_secwim
+
+        data = bytearray(build_secwim(build_sdi(part_size=0x4000), small_wim.read_bytes()))
+        data[-4:] = struct.pack("<I", 0xFFFFFFFF)
+        return bytes(data)
+
+    return build
+
+
 #: name -> (builder, the command after ``parallel-flash``, "{path}" being the file)
 CASES: dict[str, tuple[Callable[[], bytes], tuple[str, ...]]] = {
     "GPT: a 2^50-byte disk": (huge_mainos, ("info", "{path}")),
@@ -264,6 +290,7 @@ CASES: dict[str, tuple[Callable[[], bytes], tuple[str, ...]]] = {
     "block count 2^32-1": (block_count, ("info", "{path}")),
     "targeting count 2^32-1": (targeting_count, ("info", "{path}")),
     "64 MiB of valid descriptors": (max_descriptors, ("info", "{path}")),
+    "SDI: 8 blobs of 2^63 bytes": (sdi_blob_bomb, ("info", "{path}")),
 }
 
 

@@ -23,6 +23,7 @@ from _hostile import (
     craft_ffu,
     phone_disk,
     run_case,
+    secwim_catalog_bomb,
     wim_integrity_bomb,
 )
 from parallel_flash.cli import main
@@ -72,6 +73,15 @@ def test_wim_integrity_table_header_checked_first(small_wim: Path, tmp_path: Pat
     assert "integrity_table" in _one_error_line(measured.stderr)
     assert measured.cpu_seconds < CPU_BOUND and measured.seconds < WALL_BOUND
     assert measured.peak_rss_mb < RSS_BOUND
+
+
+def test_secwim_trailer_bomb(small_wim: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bomb.secwim"
+    path.write_bytes(secwim_catalog_bomb(small_wim)())
+    measured = run_case(["info", str(path)])
+    # no valid trailer: described as what it starts with (an SDI), never trusted
+    assert measured.exit_code in (0, 2) and "Traceback" not in measured.stderr
+    assert measured.cpu_seconds < CPU_BOUND and measured.peak_rss_mb < RSS_BOUND
 
 
 @pytest.mark.wimlib
