@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +125,6 @@ def test_a_mixed_line_boots_a_secwim_and_an_ffu_in_one_run(
 
 
 def test_emulate_mix_hosts_lumia_and_ufp_devices(secwim: Path, tmp_path: Path) -> None:
-    import subprocess
-
     summary = tmp_path / "summary.json"
     done = subprocess.run(
         [*CLI, "emulate", "--devices", "3", "--mix", "lumia=1,ufp-v2=1", "--summary", str(summary),
@@ -147,3 +147,25 @@ def test_emulate_mix_hosts_lumia_and_ufp_devices(secwim: Path, tmp_path: Path) -
          "--", "true"], capture_output=True, text=True, timeout=60,
     )
     assert bad.returncode == 2 and "unknown fault 'logs'" in bad.stderr
+
+
+def test_station_mode_boots_lumia_and_ufp_devices_as_they_arrive(
+    secwim: Path, ffu: FfuInput, tmp_path: Path
+) -> None:
+    """--watch with a .secwim and an FFU: each arrival boots through its own loader."""
+    report = tmp_path / "shift.jsonl"
+    with EmulatedLine([DeviceSpec(kind="lumia")]) as line:
+        process = line.popen(
+            [*CLI, "boot", str(secwim), str(ffu.path), "--watch", "--count", "2", "--poll",
+             "--report", str(report), "--plain"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(1.0)  # the UFP device arrives while the station runs
+        line.plug(DeviceSpec(kind="ufp-v1"))
+        out, err = process.communicate(timeout=120)
+        summaries = line.summaries()
+    assert process.returncode == 0, out + err
+    devices = list(_devices(report).values())
+    assert sorted(d["loader"] for d in devices) == ["lumia", "ufp"]
+    assert all(d["state"] == "booted" for d in devices), devices
+    assert all(s["booted"] for s in summaries.values())

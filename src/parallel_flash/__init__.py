@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .discovery import UsbLine as UsbLine
     from .discovery import find_devices as find_devices
     from .discovery import identify as identify
+    from .discovery import read_nok_info as read_nok_info
     from .discovery import watch_devices as watch_devices
     from .emulator import DeviceSpec as DeviceSpec
     from .emulator import EmulatedLine as EmulatedLine
@@ -48,9 +49,11 @@ if TYPE_CHECKING:
     from .engine import run_interruptible as run_interruptible
     from .errors import DeviceBootError as DeviceBootError
     from .errors import DeviceDisconnected as DeviceDisconnected
+    from .errors import DeviceRefused as DeviceRefused
     from .errors import EmulatorError as EmulatorError
     from .errors import FormatError as FormatError
     from .errors import InputError as InputError
+    from .errors import LoaderStatusError as LoaderStatusError
     from .errors import LocalProtocolError as LocalProtocolError
     from .errors import ParallelFlashError as ParallelFlashError
     from .errors import ProtocolError as ProtocolError
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
     from .formats import FileType as FileType
     from .formats import detect_file_type as detect_file_type
     from .image import ImageBuffer as ImageBuffer
+    from .image import ImageSet as ImageSet
     from .img2wim import Img2WimProgress as Img2WimProgress
     from .img2wim import Img2WimResult as Img2WimResult
     from .inspect import FileDescription as FileDescription
@@ -77,6 +81,10 @@ if TYPE_CHECKING:
     from .protocol import DeviceFaults as DeviceFaults
     from .protocol import DeviceModel as DeviceModel
     from .protocol import WimBootHost as WimBootHost
+    from .protocol.nokia import LumiaMmosHost as LumiaMmosHost
+    from .protocol.nokia import NokFaults as NokFaults
+    from .protocol.nokia import UfpRamBootHost as UfpRamBootHost
+    from .protocol.selection import Loader as Loader
     from .report import JsonlReport as JsonlReport
     from .report import read_report as read_report
     from .runner import LinkSource as LinkSource
@@ -101,6 +109,7 @@ _EXPORTS: dict[str, str] = {
     "BootOptions": ".engine",
     "DEFAULT_IN_FLIGHT": ".engine",
     "ImageBuffer": ".image",
+    "ImageSet": ".image",
     "LineResult": ".engine",
     "LinkSource": ".runner",
     "Presentation": ".runner",
@@ -118,6 +127,7 @@ _EXPORTS: dict[str, str] = {
     "UsbLine": ".discovery",
     "find_devices": ".discovery",
     "identify": ".discovery",
+    "read_nok_info": ".discovery",
     "watch_devices": ".discovery",
     # records, observers, output
     "DeviceLog": ".events",
@@ -142,6 +152,10 @@ _EXPORTS: dict[str, str] = {
     "DeviceFaults": ".protocol",
     "DeviceModel": ".protocol",
     "WimBootHost": ".protocol",
+    "Loader": ".protocol.selection",
+    "LumiaMmosHost": ".protocol.nokia",
+    "UfpRamBootHost": ".protocol.nokia",
+    "NokFaults": ".protocol.nokia",
     # files: formats, img2wim, demo inputs, the emulator
     "FileType": ".formats",
     "detect_file_type": ".formats",
@@ -161,6 +175,8 @@ _EXPORTS: dict[str, str] = {
     "LocalProtocolError": ".errors",
     "RemoteProtocolError": ".errors",
     "DeviceBootError": ".errors",
+    "LoaderStatusError": ".errors",
+    "DeviceRefused": ".errors",
     "TransportError": ".errors",
     "TransferTimeout": ".errors",
     "TransferStall": ".errors",
