@@ -26,6 +26,9 @@ DEBIAN_PACKAGES=(
   mtools
   gdisk                 # sgdisk
   tmux                  # a real pseudo-terminal for the live-table test
+  mosquitto             # a real MQTT broker for the line-integration tests
+  mosquitto-clients     # mosquitto_sub: the tests' subscriber (and the docs' archiver)
+  prometheus            # a real Prometheus scrape, and promtool check metrics
   python3-venv
 )
 

@@ -27,6 +27,7 @@ import anyio
 from .engine import BootOptions, LineResult, boot_line, run_interruptible
 from .events import DeviceRecord, LineObserver, ObserverGroup
 from .image import ImageBuffer, ImageSet
+from .output.line import LineIntegration, LineOptions
 from .protocol.models import AnyFaults
 from .transport.base import Link
 from .transport.sim import SimLink, simulated_line
@@ -128,18 +129,29 @@ def run_boot(
     append_report: bool = False,
     presentation: Presentation | None = None,
     extra_observers: Sequence[LineObserver] = (),
+    line: LineOptions | None = None,
 ) -> LineResult:
     """Boot every device the source yields; returns once all have finished or on Ctrl-C.
 
+    :param line: publish to the line's MQTT broker, serve Prometheus metrics,
+        run a result hook (output/line.py)
     :raises ~parallel_flash.errors.InputError: the report file exists (and
-        ``append_report`` is false) or cannot be created -- before any device
-        is touched.
+        ``append_report`` is false) or cannot be created, or the line's
+        settings cannot work -- before any device is touched.
     """
     from .report import JsonlReport
 
     options = options or BootOptions()
     presentation = presentation or Presentation()
+    if line is not None:
+        line.check(report)
     with contextlib.ExitStack() as stack:
+        # Entered first, closed last: the last results go out after the report has them.
+        integration = (
+            stack.enter_context(LineIntegration(line, image))
+            if line is not None and line.active
+            else None
+        )
         observers: list[LineObserver] = list(extra_observers)
         report_file = None
         if report is not None:
@@ -153,6 +165,9 @@ def run_boot(
             )
             stack.enter_context(report_file)
             observers.append(report_file)
+        if integration is not None:
+            integration.attach(report_file)
+            observers.extend(integration.observers)
         presenter = stack.enter_context(presentation.observer(image))
         observers.append(presenter)
         group = ObserverGroup(*observers)
@@ -172,5 +187,7 @@ def run_boot(
         if report_file is not None:
             report_file.finish_unfinished(records, reason="interrupted")
             report_file.close(interrupted=interrupted)
+        if integration is not None:
+            integration.close(records, interrupted=interrupted)
         group.check()
     return result

@@ -386,6 +386,8 @@ def run_station_cli(
 ) -> int:
     """``parallel-flash boot WIM --watch``: the station with table, report and Ctrl-C."""
     from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+    from .cli._args import line_options
+    from .output.line import LineIntegration
     from .report import JsonlReport
     from .runner import Presentation
 
@@ -393,7 +395,12 @@ def run_station_cli(
     if args.count is not None and args.count < 1:
         raise InputError(f"--count must be at least 1, not {args.count}")
     records: list[DeviceRecord] = []
+    line = line_options(args, station=True)
+    line.check(args.report)
     with contextlib.ExitStack() as stack:
+        integration = (
+            stack.enter_context(LineIntegration(line, image)) if line.active else None
+        )
         observers: list[LineObserver] = []
         report = None
         if args.report is not None:
@@ -408,6 +415,9 @@ def run_station_cli(
                 )
             )
             observers.append(report)
+        if integration is not None:
+            integration.attach(report)
+            observers.extend(integration.observers)
         presentation = Presentation(live=args.live, title=f"station: {args.wim}")
         observers.append(stack.enter_context(presentation.observer(image)))
         group = ObserverGroup(*observers)
@@ -437,6 +447,8 @@ def run_station_cli(
         if report is not None:
             report.finish_unfinished(records, reason="interrupted")
             report.close(interrupted=interrupted)
+        if integration is not None:
+            integration.close(records, interrupted=interrupted)
         group.check()
     counters = StationCounters.of(records)
     print(

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ..engine import DEFAULT_IN_FLIGHT, BootOptions
 from ..errors import InputError
+from ..output.line import SUMMARY_INTERVAL, LineOptions
+from ..output.publish import DEFAULT_LINE
 from ..protocol.device import DeviceFaults
 from ..protocol.models import MODEL_KINDS, AnyFaults, parse_faults
 from ..runner import SimulatedLine
@@ -26,11 +28,13 @@ __all__ = (
     "MAX_TIMEOUT",
     "MAX_TRANSFER_SIZE",
     "add_boot_options",
+    "add_line_options",
     "boot_options",
     "byte_size",
     "fault_spec",
     "float_range",
     "int_range",
+    "line_options",
     "positive_float",
     "rate_mbps",
     "sim_mix",
@@ -192,6 +196,84 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
                       help="always draw the live table")
     live.add_argument("--plain", dest="live", action="store_const", const=False,
                       help="plain lines instead of the live table")
+
+
+def add_line_options(parser: argparse.ArgumentParser) -> None:
+    """MQTT, Prometheus and the result hook: a station as part of a line (docs/line.md)."""
+    group = parser.add_argument_group("line integration (docs/line.md)")
+    group.add_argument("--mqtt", metavar="URL",
+                       help="publish status, port states, results and summaries to this broker: "
+                            "mqtt://[USER[:PASSWORD]@]HOST[:PORT], mqtts:// for TLS")
+    group.add_argument("--line", default=None, metavar="NAME",
+                       help="the line's name in MQTT topics (default 'default')")
+    group.add_argument("--station", default=None, metavar="NAME",
+                       help="this station's name in MQTT topics (default: the host name)")
+    group.add_argument("--mqtt-user", default=None, metavar="USER", help="broker user name")
+    group.add_argument("--mqtt-password-file", default=None, metavar="FILE",
+                       help="read the broker password from FILE (or set "
+                            "PARALLEL_FLASH_MQTT_PASSWORD); kept out of the process list")
+    group.add_argument("--mqtt-ca", default=None, metavar="FILE",
+                       help="CA certificates to check the broker with (implies TLS)")
+    group.add_argument("--mqtt-cert", default=None, metavar="FILE",
+                       help="client certificate (PEM) for brokers that require one")
+    group.add_argument("--mqtt-key", default=None, metavar="FILE",
+                       help="the client certificate's private key (PEM)")
+    group.add_argument("--mqtt-outbox", default=None, metavar="FILE",
+                       help="where results the broker has not acknowledged are remembered "
+                            "for the next start (default under ~/.local/state/parallel-flash)")
+    group.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                       help="serve Prometheus metrics on http://HOST:PORT/metrics")
+    group.add_argument("--on-result", default=None, metavar="CMD",
+                       help="run CMD (sh -c) for each finished device, its record as JSON on "
+                            "stdin; a failing hook is logged, never fails the device")
+    group.add_argument("--on-result-timeout", type=positive_float, default=None, metavar="S",
+                       help="kill an --on-result run after S seconds (default 30)")
+
+
+def line_options(args: argparse.Namespace, *, station: bool = False) -> LineOptions:
+    """LineOptions from the parsed arguments; ``station``: summaries every minute."""
+    import os
+
+    from ..output.metrics import parse_listen_address
+    from ..output.mqtt import MqttSettings
+
+    mqtt = None
+    if args.mqtt is not None:
+        password = os.environ.get("PARALLEL_FLASH_MQTT_PASSWORD")
+        if args.mqtt_password_file is not None:
+            try:
+                with open(args.mqtt_password_file, encoding="utf-8") as file:
+                    password = file.readline().rstrip("\r\n")
+            except OSError as exc:
+                raise InputError(
+                    f"--mqtt-password-file {args.mqtt_password_file}: {exc.strerror}"
+                ) from None
+        mqtt = MqttSettings.from_url(
+            args.mqtt,
+            username=args.mqtt_user,
+            password=password,
+            ca_file=args.mqtt_ca,
+            cert_file=args.mqtt_cert,
+            key_file=args.mqtt_key,
+        )
+    else:
+        for flag in ("line", "station", "mqtt_user", "mqtt_password_file", "mqtt_ca",
+                     "mqtt_cert", "mqtt_key", "mqtt_outbox"):
+            if getattr(args, flag) is not None:
+                raise InputError(f"--{flag.replace('_', '-')} is an --mqtt option; add --mqtt URL")
+    if args.on_result_timeout is not None and args.on_result is None:
+        raise InputError("--on-result-timeout is an --on-result option; add --on-result CMD")
+    extra = {} if args.on_result_timeout is None else {"on_result_timeout": args.on_result_timeout}
+    return LineOptions(
+        mqtt=mqtt,
+        line=args.line or DEFAULT_LINE,
+        station=args.station,
+        outbox=args.mqtt_outbox,
+        metrics=parse_listen_address(args.metrics) if args.metrics is not None else None,
+        on_result=args.on_result,
+        summary_interval=SUMMARY_INTERVAL if station else None,
+        **extra,
+    )
 
 
 def boot_options(args: argparse.Namespace) -> BootOptions:

@@ -12,8 +12,10 @@ from ..runner import LinkSource, Presentation, run_boot
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from ._args import (
     add_boot_options,
+    add_line_options,
     boot_options,
     fault_spec,
+    line_options,
     positive_float,
     rate_mbps,
     sim_mix,
@@ -66,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="make the last slots Lumia or UFP devices, e.g. lumia=2,ufp-v1=1,ufp-v2=1",
     )
     add_boot_options(parser)
+    add_line_options(parser)
     _add_usb_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -90,6 +93,7 @@ def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = boot_options(args)
     source = _link_source(args)
+    line = line_options(args) if not args.watch else None
     image = load_images(args.wim, args.sdi)
     with image:
         if args.watch:
@@ -108,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 # --report -: the records own standard output
                 stream=sys.stderr if args.report == "-" else None,
             ),
+            line=line,
         )
     return exit_code(result)
 

@@ -17,9 +17,11 @@ from ..image import ImageBuffer
 from ..runner import Presentation, run_boot
 from ._args import (
     add_boot_options,
+    add_line_options,
     boot_options,
     byte_size,
     fault_spec,
+    line_options,
     positive_float,
     simulated_line,
 )
@@ -56,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--from-ffu", action="store_true",
                         help="run the whole seed flow: disk image -> FFU -> img2wim -> boot")
     add_boot_options(parser)
+    add_line_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -65,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         flags=("--devices", "--rate", "--fault"),
     )
     options = boot_options(args)
+    line_settings = line_options(args)
+    line_settings.check(args.report)
     workdir = args.workdir or default_workdir()
     workdir.mkdir(parents=True, exist_ok=True)
     if args.from_ffu:
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             presentation=Presentation(
                 live=args.live, title=f"demo: {args.devices} simulated devices booting {wim.name}"
             ),
+            line=line_settings,
         )
     return exit_code(result)
 

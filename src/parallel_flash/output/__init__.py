@@ -1,0 +1,1 @@
+"""The output layer: what a run shows and tells (publishers for a line of stations)."""

@@ -1,0 +1,175 @@
+"""A station's place on the line: MQTT, Prometheus and the result hook, wired in one object.
+
+:class:`LineOptions` says what to publish (the CLI's ``--mqtt``, ``--line``,
+``--station``, ``--metrics``, ``--on-result`` and friends, or a Python
+caller); :class:`LineIntegration` starts what they need before the first
+device, gives the session its observers, takes each record from the report
+once it is on disk, and says goodbye at the end. The report stays the record
+of truth: results are published and hooks run only from its lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
+from ..events import DeviceRecord, LineObserver
+from ..image import ImageBuffer
+from ..report import JsonlReport
+from .hooks import DEFAULT_HOOK_TIMEOUT, ResultHook
+from .mqtt import MqttSettings, check_topic_name
+from .publish import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_LINE,
+    LinePublisher,
+    StationIdentity,
+    default_station,
+)
+
+if TYPE_CHECKING:
+    from .metrics import LineMetrics
+
+__all__ = ("SUMMARY_INTERVAL", "LineIntegration", "LineOptions", "default_outbox")
+
+#: Seconds between retained summaries in station mode.
+SUMMARY_INTERVAL = 60.0
+
+
+def default_outbox(line: str, station: str) -> str:
+    """Where unacknowledged results are remembered between runs (XDG state directory)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "parallel-flash", f"mqtt-outbox-{line}-{station}.jsonl")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineOptions:
+    """What a station publishes, and where (all off by default)."""
+
+    mqtt: MqttSettings | None = None
+    line: str = DEFAULT_LINE
+    #: None = this PC's host name.
+    station: str | None = None
+    #: The MQTT outbox file; None = :func:`default_outbox`.
+    outbox: str | None = None
+    #: (host, port) to serve /metrics on.
+    metrics: tuple[str, int] | None = None
+    on_result: str | None = None
+    on_result_timeout: float = DEFAULT_HOOK_TIMEOUT
+    #: Retained summary every this many seconds (station mode); None = only at the end.
+    summary_interval: float | None = None
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+
+    def __post_init__(self) -> None:
+        check_topic_name(self.line, "--line")
+        if self.station is not None:
+            check_topic_name(self.station, "--station")
+        if self.on_result is not None and not self.on_result.strip():
+            raise InputError("--on-result needs a command, not an empty string")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.mqtt or self.metrics or self.on_result)
+
+    @property
+    def needs_report(self) -> bool:
+        """MQTT results and hooks are sent from the report's lines, never before."""
+        return self.mqtt is not None or self.on_result is not None
+
+    def check(self, report: str | os.PathLike[str] | None) -> None:
+        """Refuse, before any device is touched, what cannot work."""
+        if self.needs_report and report is None:
+            flag = "--mqtt" if self.mqtt is not None else "--on-result"
+            raise InputError(
+                f"{flag} sends each result once it is on record: add --report FILE.jsonl"
+            )
+
+
+class LineIntegration:
+    """Started before the first device, closed after the report (see module doc)."""
+
+    def __init__(self, options: LineOptions, image: ImageBuffer) -> None:
+        self.options = options
+        station = options.station or default_station()
+        self.identity = StationIdentity(
+            line=options.line,
+            station=station,
+            image_name=os.path.basename(image.wim_path),
+            image_sha256=image.sha256,
+            image_bytes=image.total_length,
+        )
+        self.publisher: LinePublisher | None = None
+        self.metrics: LineMetrics | None = None
+        self._stack = contextlib.ExitStack()
+        hook = (
+            ResultHook(options.on_result, timeout=options.on_result_timeout)
+            if options.on_result is not None
+            else None
+        )
+        if options.mqtt is not None or hook is not None:
+            self.publisher = LinePublisher(
+                self.identity,
+                mqtt=options.mqtt,
+                outbox=(options.outbox or default_outbox(options.line, station))
+                if options.mqtt is not None
+                else None,
+                hook=hook,
+                summary_interval=options.summary_interval,
+                drain_timeout=options.drain_timeout,
+            )
+        if options.metrics is not None:
+            from .metrics import LineMetrics  # prometheus-client only when asked for
+
+            publisher = self.publisher
+            self.metrics = LineMetrics(
+                image_sha256=image.sha256,
+                loaders=self.identity.loaders,
+                mqtt_state=(lambda: (publisher.mqtt_connected, publisher.unacknowledged))
+                if publisher is not None and options.mqtt is not None
+                else None,
+            )
+
+    @property
+    def observers(self) -> Sequence[LineObserver]:
+        return [o for o in (self.publisher, self.metrics) if o is not None]
+
+    def __enter__(self) -> LineIntegration:
+        with self._stack as stack:
+            if self.metrics is not None and self.options.metrics is not None:
+                self.metrics.serve(*self.options.metrics)
+                stack.callback(self.metrics.close)
+            if self.publisher is not None:
+                self.publisher.start()
+                stack.callback(self.publisher.close)
+            self._stack = stack.pop_all()
+        return self
+
+    def attach(self, report: JsonlReport | None) -> None:
+        """Take results from *report* (required when publishing or running hooks)."""
+        if report is None:
+            self.options.check(None)
+            return
+        if self.publisher is not None:
+            self.publisher.attach(report)
+
+    def close(self, records: Sequence[DeviceRecord] = (), *, interrupted: bool = False) -> None:
+        """After the report is closed: last results out, then the station says goodbye."""
+        if self.metrics is not None:
+            self.metrics.finish_unfinished(records)
+        if self.publisher is not None:
+            self.publisher.close(interrupted=interrupted)
+        self._stack.close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(interrupted=exc is not None)

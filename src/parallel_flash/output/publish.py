@@ -1,0 +1,447 @@
+"""Publishing a line's results and live state without ever slowing the engine.
+
+:class:`LinePublisher` is a :class:`~parallel_flash.events.LineObserver` and
+the JSONL report's listener. Everything it does on the engine's side is
+O(1) and never waits: it notes a record, or hands a finished device's
+record (already on disk) to the publisher's own thread, which runs its own
+asyncio loop with the MQTT connection (output/mqtt.py) and the result hook
+(output/hooks.py). A dead broker, a slow TLS handshake or a hanging hook
+therefore costs the boot nothing.
+
+The outgoing queue (:class:`OutQueue`) is bounded and drained by one task:
+
+* results are never dropped: they stay queued (and pointed to from the
+  outbox on disk, output/outbox.py) until the broker acknowledges them;
+* retained messages (port states, status, summary) keep only the latest per
+  topic -- a port that changed three times while the broker was away is sent
+  once, as it is now -- and beyond ``max_retained`` topics the oldest is
+  dropped and counted.
+
+Port states are sampled from the records by a ticker, at most once per
+``port_interval`` (1 s) per port, so a transfer's byte counter never causes
+a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..events import DeviceLog, DeviceRecord
+from ..report import JsonlReport, line_totals
+from .mqtt import MqttConnection, MqttSettings, port_topic, topic_root
+from .outbox import Outbox, PendingResult
+from .outqueue import Message, OutQueue
+
+if TYPE_CHECKING:
+    from .hooks import ResultHook
+
+__all__ = (
+    "DEFAULT_DRAIN_TIMEOUT",
+    "DEFAULT_LINE",
+    "LinePublisher",
+    "StationIdentity",
+    "default_station",
+    "new_run_id",
+)
+
+logger = logging.getLogger(__name__)
+
+#: ``--line`` when none is given.
+DEFAULT_LINE = "default"
+#: Seconds a clean exit waits for the broker to acknowledge the last results
+#: (and for result hooks to finish) before leaving them to the next start.
+DEFAULT_DRAIN_TIMEOUT = 10.0
+#: A port's state is published at most this often (seconds).
+PORT_INTERVAL = 1.0
+_TICK = 0.25
+
+
+def _iso(wall: float) -> str:
+    return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    """Sortable and unique per station: UTC start time plus 24 random bits."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def default_station() -> str:
+    """This PC's host name, as one MQTT topic level."""
+    name = socket.gethostname().split(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "station"
+
+
+def _json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StationIdentity:
+    """Who is talking: the line, the station, this run and the image it boots."""
+
+    line: str
+    station: str
+    image_name: str
+    image_sha256: str
+    image_bytes: int
+    loaders: tuple[str, ...] = ("simpleio",)
+    run_id: str = field(default_factory=new_run_id)
+    version: str = __version__
+    host: str = field(default_factory=socket.gethostname)
+
+    def record_id(self, slot: int) -> str:
+        """Unique per station, run and device (slots are unique within a run)."""
+        return f"{self.station}:{self.run_id}:{slot}"
+
+    def status(self, state: str, *, reason: str | None = None, since: float) -> dict[str, Any]:
+        return {
+            "state": state,
+            "reason": reason,
+            "line": self.line,
+            "station": self.station,
+            "host": self.host,
+            "version": self.version,
+            "run_id": self.run_id,
+            "image": {
+                "name": self.image_name,
+                "sha256": self.image_sha256,
+                "bytes": self.image_bytes,
+            },
+            "loaders": list(self.loaders),
+            "pid": os.getpid(),
+            "since": _iso(since),
+        }
+
+
+def port_state(record: DeviceRecord, *, now: float) -> dict[str, Any]:
+    """The retained ``port/{port}/state`` payload for *record* at monotonic *now*."""
+    eta = record.eta(now)
+    return {
+        "slot": record.slot,
+        "port": record.port,
+        "state": record.state.value,
+        "name": record.name,
+        "unique_id": record.unique_id,
+        "bytes_done": record.bytes_done,
+        "bytes_total": record.bytes_total,
+        "mb_per_s": round(record.rate(now) / 1e6, 3),
+        "eta_seconds": round(eta, 1) if eta is not None else None,
+        "at": _iso(time.time()),
+    }
+
+
+class LinePublisher:
+    """Publishes a line to MQTT and runs the result hook, from a thread of its own.
+
+    Use as a context manager (or :meth:`start` / :meth:`close`); attach it to
+    the report with :meth:`attach` and add it to the engine's observers.
+    """
+
+    def __init__(
+        self,
+        identity: StationIdentity,
+        *,
+        mqtt: MqttSettings | None = None,
+        outbox: str | os.PathLike[str] | None = None,
+        hook: ResultHook | None = None,
+        summary_interval: float | None = None,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        port_interval: float = PORT_INTERVAL,
+    ) -> None:
+        self.identity = identity
+        self.hook = hook
+        self.summary_interval = summary_interval
+        self.drain_timeout = drain_timeout
+        self.port_interval = port_interval
+        self._port_topic = port_topic
+        self._started_wall = time.time()
+        self.records: list[DeviceRecord] = []
+        self._ports: dict[str, DeviceRecord] = {}
+        #: Per port: what was last published, and when (monotonic).
+        self._published_ports: dict[str, tuple[object, ...]] = {}
+        self._sent_at: dict[str, float] = {}
+        self._report_path: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._queue: OutQueue | None = None
+        self._interrupted = False
+        self.outbox: Outbox | None = None
+        self.connection: MqttConnection | None = None
+        #: Results not handed to the broker when the publisher closed.
+        self.left_unacknowledged = 0
+        if mqtt is not None:
+            self.connection = MqttConnection(
+                mqtt,
+                root=topic_root(identity.line, identity.station),
+                client_id=f"parallel-flash-{identity.line}-{identity.station}",
+                online=lambda: self._status("online"),
+                will=self._status("offline", reason="lost"),
+                on_acknowledged=self._acknowledged,
+            )
+            if outbox is not None:
+                self.outbox = Outbox(outbox)
+
+    # -- lifetime -------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._thread_main, name="parallel-flash publisher", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(30) or self._failure is not None:
+            raise RuntimeError(f"the publisher did not start: {self._failure}")
+
+    def attach(self, report: JsonlReport) -> None:
+        """Publish each device's record once the report has it on disk."""
+        self._report_path = os.path.abspath(report.path)
+        report.on_record.append(self.result)
+
+    def close(self, *, interrupted: bool = False) -> None:
+        """Say goodbye: draining, last results, final summary, ports emptied, offline.
+
+        Waits at most about ``drain_timeout`` seconds; what the broker has not
+        acknowledged by then stays in the outbox for the next start.
+        """
+        self._interrupted = self._interrupted or interrupted
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is None or loop is None or stop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # loop already gone
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(self.drain_timeout + 15)
+        if thread.is_alive():
+            logger.error("publisher: did not stop within %.0f s", self.drain_timeout + 15)
+        self._thread = None
+        if self.outbox is not None:
+            self.outbox.close()
+
+    def __enter__(self) -> LinePublisher:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(interrupted=exc is not None)
+
+    # -- state for metrics ------------------------------------------------------------
+
+    @property
+    def mqtt_connected(self) -> bool:
+        return self.connection is not None and self.connection.connected
+
+    @property
+    def unacknowledged(self) -> int:
+        queue = self._queue
+        return queue.unacknowledged if queue is not None else 0
+
+    # -- LineObserver (engine's thread: O(1), never waits) ------------------------------
+
+    def device_added(self, record: DeviceRecord) -> None:
+        self.records.append(record)
+        self._ports[record.port] = record
+
+    def device_changed(self, record: DeviceRecord) -> None:
+        pass  # sampled by the port ticker
+
+    def device_log(self, record: DeviceRecord, log: DeviceLog) -> None:
+        pass
+
+    def device_finished(self, record: DeviceRecord) -> None:
+        pass  # the result goes out from the report's listener, once it is on disk
+
+    # -- results ------------------------------------------------------------------------
+
+    def result(self, entry: dict[str, Any]) -> None:
+        """A device record that is on disk: publish it and run the hook (never raises)."""
+        try:
+            slot = int(entry["slot"])
+            record_id = self.identity.record_id(slot)
+            payload = {
+                **entry,
+                "record_id": record_id,
+                "line": self.identity.line,
+                "station": self.identity.station,
+            }
+            if self.outbox is not None and self._report_path is not None:
+                self.outbox.add(
+                    PendingResult(
+                        record_id=record_id,
+                        report=self._report_path,
+                        port=str(entry["port"]),
+                        slot=slot,
+                        started=str(entry["started"]),
+                    )
+                )
+            loop = self._loop
+            if loop is None:
+                raise RuntimeError("the publisher is not running")
+            loop.call_soon_threadsafe(self._accept_result, payload)
+        except Exception as exc:
+            logger.error("publisher: result of %s not handed over: %s", entry.get("port"), exc)
+
+    def _accept_result(self, payload: dict[str, Any]) -> None:
+        if self._queue is not None and self.connection is not None:
+            self._queue.put_result(
+                Message("result", _json(payload), qos=1, record_id=str(payload["record_id"]))
+            )
+        if self.hook is not None:
+            self.hook.submit(payload)
+
+    def _acknowledged(self, message: Message) -> None:
+        if self.outbox is not None and message.record_id is not None:
+            self.outbox.acknowledge(message.record_id)
+
+    # -- the publisher's thread ---------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported by start() or logged
+            self._failure = exc
+            self._ready.set()
+            logger.error("publisher stopped: %s: %s", type(exc).__name__, exc)
+
+    def _status(self, state: str, *, reason: str | None = None) -> Message:
+        payload = self.identity.status(state, reason=reason, since=self._started_wall)
+        return Message("status", _json(payload), qos=1, retain=True)
+
+    def _summary(self, *, final: bool) -> Message:
+        totals = line_totals(list(self.records), now=time.monotonic())
+        payload = {
+            "line": self.identity.line,
+            "station": self.identity.station,
+            "run_id": self.identity.run_id,
+            "final": final,
+            "interrupted": self._interrupted,
+            "devices": totals.devices,
+            "booted": totals.booted,
+            "failed": totals.failed,
+            "in_progress": totals.in_progress,
+            "bytes": totals.bytes_done,
+            "bytes_total": totals.bytes_total,
+            "seconds": round(totals.seconds, 3),
+            "mb_per_s": round(totals.mb_per_s, 3),
+            "hook_failures": self.hook.failures if self.hook is not None else 0,
+            "at": _iso(time.time()),
+        }
+        return Message("summary", _json(payload), qos=1, retain=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        queue = self._queue = OutQueue()
+        finishing = asyncio.Event()
+        if self.outbox is not None:
+            for pending, entry in await asyncio.to_thread(self.outbox.recover):
+                payload = {**entry, "record_id": pending.record_id,
+                           "line": self.identity.line, "station": self.identity.station}
+                queue.put_result(Message("result", _json(payload), record_id=pending.record_id))
+            if queue.unacknowledged:
+                logger.warning(
+                    "MQTT: sending again %d results the broker never acknowledged",
+                    queue.unacknowledged,
+                )
+        tasks: list[asyncio.Task[None]] = []
+        if self.connection is not None:
+            tasks.append(asyncio.create_task(self.connection.run(queue, finishing)))
+            tasks.append(asyncio.create_task(self._tick_ports(queue)))
+            if self.summary_interval:
+                tasks.append(asyncio.create_task(self._tick_summary(queue)))
+        if self.hook is not None:
+            tasks.append(asyncio.create_task(self.hook.run()))
+        self._ready.set()
+        await self._stop.wait()
+        await self._finish(queue, finishing, tasks)
+
+    async def _finish(
+        self, queue: OutQueue, finishing: asyncio.Event, tasks: list[asyncio.Task[None]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        connection = self.connection
+        if connection is not None:
+            queue.put_retained(self._status("draining"))
+            # Each port's final state goes out before the port is emptied below.
+            self._publish_ports(queue, final=True)
+        # Two things to wait for (the broker, hooks), each bounded by the deadline.
+        while loop.time() < deadline and (  # noqa: ASYNC110
+            (connection is not None and not queue.idle)
+            or (self.hook is not None and self.hook.busy)
+        ):
+            await asyncio.sleep(0.05)
+        if connection is not None:
+            queue.put_retained(self._summary(final=True))
+            for port in self._published_ports:
+                queue.put_retained(Message(self._port_topic(port), b"", retain=True))
+            queue.put_retained(self._status("offline", reason="exit"))
+            queue.closed = True
+            finishing.set()
+            connection_task = tasks[0]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(connection_task), max(1.0, deadline - loop.time())
+                )
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.left_unacknowledged = queue.unacknowledged
+        if self.left_unacknowledged:
+            outbox = self.outbox
+            where = f"; kept in {outbox.path} and sent at the next start" if outbox else ""
+            logger.warning(
+                "MQTT: %d results not acknowledged by the broker%s",
+                self.left_unacknowledged, where,
+            )
+        if self.hook is not None:
+            self.hook.report_unfinished()
+
+    # -- port states and summaries ------------------------------------------------------
+
+    def _publish_ports(self, queue: OutQueue, *, final: bool = False) -> None:
+        now = time.monotonic()
+        sent_at = self._sent_at
+        for port, record in list(self._ports.items()):
+            snapshot = (record.slot, record.state, record.bytes_done, record.name)
+            if self._published_ports.get(port) == snapshot:
+                continue
+            if not final and now - sent_at.get(port, -1e9) < self.port_interval:
+                continue
+            queue.put_retained(
+                Message(self._port_topic(port), _json(port_state(record, now=now)), retain=True)
+            )
+            self._published_ports[port] = snapshot
+            sent_at[port] = now
+
+    async def _tick_ports(self, queue: OutQueue) -> None:
+        while True:
+            self._publish_ports(queue)
+            await asyncio.sleep(_TICK)
+
+    async def _tick_summary(self, queue: OutQueue) -> None:
+        assert self.summary_interval is not None
+        while True:
+            await asyncio.sleep(self.summary_interval)
+            queue.put_retained(self._summary(final=False))
