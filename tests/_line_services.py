@@ -6,6 +6,7 @@ Each is started by the test as a child process and stopped by its process id
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -80,6 +81,8 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\n"
             f"persistence true\npersistence_location {workdir}/\n"
             "autosave_interval 1\n"
+            # run as root (CI), mosquitto would switch to its own user and lose the test dir
+            f"user {getpass.getuser()}\n"
             f"log_dest file {workdir}/mosquitto.log\n"
             + (extra_config or "allow_anonymous true\n")
         )
@@ -104,9 +107,17 @@ class Mosquitto:
 class Subscriber:
     """``mosquitto_sub`` printing each message as JSON (``-F %j``), read by a thread."""
 
-    def __init__(self, broker: Mosquitto, topic: str, *, session: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: Mosquitto,
+        topic: str,
+        *,
+        session: str | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.exe = require(MOSQUITTO_SUB, "mosquitto-clients")
         self.broker = broker
+        self.auth = auth
         self.topic = topic
         self.session = session
         self.messages: list[dict[str, Any]] = []
@@ -118,6 +129,8 @@ class Subscriber:
                 "-q", "1", "-F", "%j"]
         if self.session is not None:  # a persistent session: the broker queues while we are away
             argv += ["-c", "-i", self.session]
+        if self.auth is not None:
+            argv += ["-u", self.auth[0], "-P", self.auth[1]]
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.process = process
         threading.Thread(target=self._read, args=(process,), daemon=True).start()

@@ -285,3 +285,55 @@ def test_mqtt_options_are_checked_before_any_device(
         assert message in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "r.jsonl").exists(), "nothing touched"
+
+
+@pytest.mark.umockdev
+def test_station_mode_publishes_every_device_of_the_shift(
+    broker: Mosquitto, tmp_path: Path, small_wim: Path, small_sdi: Path
+) -> None:
+    import urllib.request
+
+    from _line_services import free_port
+    from parallel_flash.emulator import EmulatedLine
+
+    subscriber = Subscriber(broker, f"{ROOT}/#")
+    subscriber.start()
+    report = tmp_path / "shift.jsonl"
+    metrics_port = free_port()
+    with EmulatedLine(0) as line:
+        process = line.popen(
+            [sys.executable, "-m", "parallel_flash", "boot", str(small_wim), "--sdi",
+             str(small_sdi), "--watch", "--count", "3", "--report", str(report), "--plain",
+             "--mqtt", broker.url, "--line", "L1", "--station", "st1",
+             "--mqtt-outbox", str(tmp_path / "outbox.jsonl"),
+             "--metrics", f"127.0.0.1:{metrics_port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            subscriber.wait_for(lambda ms: any(m["topic"] == f"{ROOT}/status" for m in ms))
+            first = line.plug()
+            subscriber.wait_for(lambda ms: len(results(ms)) == 1)
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                exposition = response.read().decode()
+            assert ('parallel_flash_devices_finished_total{loader="simpleio",reason="none",'
+                    'result="booted"} 1.0') in exposition
+            ports = [first, line.plug(), line.plug()]
+            _, stderr = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, stderr
+    messages = subscriber.wait_for(
+        lambda ms: any(m["topic"] == f"{ROOT}/status" and m["data"]["state"] == "offline"
+                       for m in ms)
+    )
+    subscriber.stop()
+    recorded = devices_of(report)
+    published = results(messages)
+    assert sorted(r["port"] for r in published) == sorted(ports)
+    by_port = {r["port"]: without_line_fields(r) for r in published}
+    assert all(by_port[e["port"]] == e for e in recorded)
+    summary = [m["data"] for m in messages if m["topic"] == f"{ROOT}/summary"][-1]
+    assert (summary["final"], summary["devices"], summary["booted"]) == (True, 3, 3)

@@ -239,7 +239,12 @@ def line_options(args: argparse.Namespace, *, station: bool = False) -> LineOpti
 
     mqtt = None
     if args.mqtt is not None:
-        password = os.environ.get("PARALLEL_FLASH_MQTT_PASSWORD")
+        import urllib.parse
+
+        # A password file wins over the URL's password, which wins over the environment.
+        password = None
+        if urllib.parse.urlsplit(args.mqtt).password is None:
+            password = os.environ.get("PARALLEL_FLASH_MQTT_PASSWORD")
         if args.mqtt_password_file is not None:
             try:
                 with open(args.mqtt_password_file, encoding="utf-8") as file:
