@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -54,6 +55,9 @@ from .events import (
 from .image import ImageBuffer, ImageSet
 from .transport.base import Link
 from .transport.libusb import UsbContext
+
+if TYPE_CHECKING:
+    from .output.line import LineIntegration
 
 __all__ = ("StationCounters", "StationResult", "run_station", "run_station_cli")
 
@@ -382,12 +386,13 @@ async def run_station(
 
 
 def run_station_cli(
-    args: argparse.Namespace, image: ImageBuffer | ImageSet, options: BootOptions
+    args: argparse.Namespace,
+    image: ImageBuffer | ImageSet,
+    options: BootOptions,
+    line: LineIntegration | None = None,
 ) -> int:
     """``parallel-flash boot WIM --watch``: the station with table, report and Ctrl-C."""
     from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-    from .cli._args import line_options
-    from .output.line import LineIntegration
     from .report import JsonlReport
     from .runner import Presentation
 
@@ -395,12 +400,9 @@ def run_station_cli(
     if args.count is not None and args.count < 1:
         raise InputError(f"--count must be at least 1, not {args.count}")
     records: list[DeviceRecord] = []
-    line = line_options(args, station=True)
-    line.check(args.report)
     with contextlib.ExitStack() as stack:
-        integration = (
-            stack.enter_context(LineIntegration(line, image)) if line.active else None
-        )
+        # Entered first, closed last: the last results go out after the report has them.
+        integration = stack.enter_context(line) if line is not None else None
         observers: list[LineObserver] = []
         report = None
         if args.report is not None:

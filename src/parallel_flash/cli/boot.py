@@ -93,13 +93,16 @@ def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = boot_options(args)
     source = _link_source(args)
-    line = line_options(args) if not args.watch else None
+    line = line_options(args, station=args.watch)
     image = load_images(args.wim, args.sdi)
     with image:
         if args.watch:
+            from ..output.line import LineIntegration
             from ..station import run_station_cli
 
-            return run_station_cli(args, image, options)
+            line.check(args.report)
+            integration = LineIntegration(line, image) if line.active else None
+            return run_station_cli(args, image, options, integration)
         result = run_boot(
             image,
             source,
