@@ -68,6 +68,8 @@ DEFAULT_DRAIN_TIMEOUT = 10.0
 #: A port's state is published at most this often (seconds).
 PORT_INTERVAL = 1.0
 _TICK = 0.25
+#: Seconds between fsyncs of the outbox (what a power cut may lose of its pointers).
+OUTBOX_SYNC_INTERVAL = 1.0
 
 
 def _iso(wall: float) -> str:
@@ -370,6 +372,8 @@ class LinePublisher:
             tasks.append(asyncio.create_task(self._tick_ports(queue)))
             if self.summary_interval:
                 tasks.append(asyncio.create_task(self._tick_summary(queue)))
+            if self.outbox is not None:
+                tasks.append(asyncio.create_task(self._tick_outbox(self.outbox)))
         if self.hook is not None:
             tasks.append(asyncio.create_task(self.hook.run()))
         self._ready.set()
@@ -439,6 +443,12 @@ class LinePublisher:
         while True:
             self._publish_ports(queue)
             await asyncio.sleep(_TICK)
+
+    async def _tick_outbox(self, outbox: Outbox) -> None:
+        """The engine's thread appends to the outbox; this puts it on disk, off that thread."""
+        while True:
+            await asyncio.sleep(OUTBOX_SYNC_INTERVAL)
+            await asyncio.to_thread(outbox.sync)
 
     async def _tick_summary(self, queue: OutQueue) -> None:
         assert self.summary_interval is not None
