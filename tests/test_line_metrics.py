@@ -21,7 +21,7 @@ from parallel_flash.runner import Presentation, SimulatedLine, run_boot
 pytestmark = pytest.mark.slow
 
 FAILURE_REASONS = {"device-status", "timeout", "stall", "disconnected", "usb-error",
-                   "protocol", "not-booted", "interrupted", "aborted"}
+                   "protocol", "not-booted", "interrupted", "aborted", "refused"}
 
 
 def scrape(port: int) -> str:
@@ -81,8 +81,9 @@ def test_exposition_passes_promtool_and_a_prometheus_scrape_equals_the_report(
                     summary["booted"]
                 assert value('sum(parallel_flash_devices_finished_total{result="failed"})') == \
                     summary["failed"]
-                assert value('parallel_flash_devices_finished_total{reason="device-status"}') == 1
-                assert value('parallel_flash_devices_finished_total{reason="disconnected"}') == 1
+                for reason in ("device-status", "disconnected"):
+                    by_reason = f'sum(parallel_flash_devices_finished_total{{reason="{reason}"}})'
+                    assert value(by_reason) == 1, reason
                 assert value('parallel_flash_usb_errors_total{kind="disconnected"}') == 1
                 assert value("parallel_flash_bytes_sent_total") == summary["bytes"]
                 assert value("parallel_flash_boot_duration_seconds_count") == summary["booted"]

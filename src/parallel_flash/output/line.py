@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 from ..events import DeviceRecord, LineObserver
 from ..image import ImageBuffer
+from ..protocol.selection import Loader
 from ..report import JsonlReport
 from .hooks import DEFAULT_HOOK_TIMEOUT, ResultHook
 from .mqtt import MqttSettings, check_topic_name
@@ -103,6 +104,8 @@ class LineIntegration:
             image_name=os.path.basename(image.wim_path),
             image_sha256=image.sha256,
             image_bytes=image.total_length,
+            # The loader generations that can boot this file: the devices it serves.
+            loaders=tuple(loader.value for loader in Loader if loader.takes(image.kind)),
         )
         self.publisher: LinePublisher | None = None
         self.metrics: LineMetrics | None = None

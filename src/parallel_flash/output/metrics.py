@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..errors import InputError
 from ..events import DeviceLog, DeviceRecord, DeviceState, FailureReason
+from ..protocol.selection import Loader
 
 __all__ = ("BOOT_DURATION_BUCKETS", "LineMetrics", "parse_listen_address")
 
@@ -99,7 +100,7 @@ class LineMetrics:
         self,
         *,
         image_sha256: str,
-        loaders: Iterable[str] = ("simpleio",),
+        loaders: Iterable[str] = tuple(Loader),
         mqtt_state: Callable[[], tuple[bool, int]] | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
