@@ -278,6 +278,7 @@ def test_mqtt_options_are_checked_before_any_device(
         ("--metrics", "nowhere", *report): "--metrics 'nowhere': expected HOST:PORT",
         ("--on-result", "true"): "--on-result sends each result once it is on record",
         ("--on-result-timeout", "3", *report): "--on-result-timeout is an --on-result option",
+        ("--mqtt", "mqtt://b", "--report", "-"): "give --report a file, not -",
     }
     for args, message in cases.items():
         assert main([*base, *args]) == 2, args

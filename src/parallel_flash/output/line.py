@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..events import DeviceRecord, LineObserver
 from ..image import ImageBuffer
 from ..protocol.selection import Loader
-from ..report import JsonlReport
+from ..report import STDOUT_REPORT, JsonlReport
 from .hooks import DEFAULT_HOOK_TIMEOUT, ResultHook
 from .mqtt import MqttSettings, check_topic_name
 from .publish import (
@@ -89,6 +89,11 @@ class LineOptions:
             flag = "--mqtt" if self.mqtt is not None else "--on-result"
             raise InputError(
                 f"{flag} sends each result once it is on record: add --report FILE.jsonl"
+            )
+        if self.mqtt is not None and os.fspath(report or "") == STDOUT_REPORT:
+            raise InputError(
+                "--mqtt resends unacknowledged results from the report file at the next "
+                "start: give --report a file, not -"
             )
 
 
