@@ -229,12 +229,18 @@ class LinePublisher:
             return
         with contextlib.suppress(RuntimeError):  # loop already gone
             loop.call_soon_threadsafe(stop.set)
-        thread.join(self.drain_timeout + 15)
+        thread.join(self._drain_budget + 15)
         if thread.is_alive():
-            logger.error("publisher: did not stop within %.0f s", self.drain_timeout + 15)
+            logger.error("publisher: did not stop within %.0f s", self._drain_budget + 15)
         self._thread = None
         if self.outbox is not None:
             self.outbox.close()
+
+    @property
+    def _drain_budget(self) -> float:
+        """Seconds the goodbye may wait: enough for a result hook under way to finish."""
+        hook_time = self.hook.timeout + 2 if self.hook is not None else 0.0
+        return max(self.drain_timeout, hook_time)
 
     def __enter__(self) -> LinePublisher:
         self.start()
@@ -384,17 +390,23 @@ class LinePublisher:
         self, queue: OutQueue, finishing: asyncio.Event, tasks: list[asyncio.Task[None]]
     ) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.drain_timeout
+        started = loop.time()
+        deadline = started + self.drain_timeout
+        hook_deadline = started + self._drain_budget
         connection = self.connection
         if connection is not None:
             queue.put_retained(self._status("draining"))
             # Each port's final state goes out before the port is emptied below.
             self._publish_ports(queue, final=True)
-        # Two things to wait for (the broker, hooks), each bounded by the deadline.
-        while loop.time() < deadline and (  # noqa: ASYNC110
-            (connection is not None and not queue.idle)
-            or (self.hook is not None and self.hook.busy)
-        ):
+
+        def waiting() -> bool:
+            now = loop.time()
+            broker = connection is not None and not queue.idle and now < deadline
+            hooks = self.hook is not None and self.hook.busy and now < hook_deadline
+            return broker or hooks
+
+        # Two things to wait for (the broker, hooks), each bounded by its deadline.
+        while waiting():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if connection is not None:
             queue.put_retained(self._summary(final=True))
