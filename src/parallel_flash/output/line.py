@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..events import DeviceRecord, LineObserver
-from ..image import ImageBuffer
+from ..image import ImageBuffer, ImageSet
 from ..protocol.selection import Loader
 from ..report import STDOUT_REPORT, JsonlReport
 from .hooks import DEFAULT_HOOK_TIMEOUT, ResultHook
@@ -100,17 +100,20 @@ class LineOptions:
 class LineIntegration:
     """Started before the first device, closed after the report (see module doc)."""
 
-    def __init__(self, options: LineOptions, image: ImageBuffer) -> None:
+    def __init__(self, options: LineOptions, image: ImageBuffer | ImageSet) -> None:
         self.options = options
         station = options.station or default_station()
+        images = image.images if isinstance(image, ImageSet) else (image,)
         self.identity = StationIdentity(
             line=options.line,
             station=station,
-            image_name=os.path.basename(image.wim_path),
+            image_name=" + ".join(os.path.basename(i.wim_path) for i in images),
             image_sha256=image.sha256,
             image_bytes=image.total_length,
-            # The loader generations that can boot this file: the devices it serves.
-            loaders=tuple(loader.value for loader in Loader if loader.takes(image.kind)),
+            # The loader generations that can boot these files: the devices they serve.
+            loaders=tuple(
+                loader.value for loader in Loader if any(loader.takes(i.kind) for i in images)
+            ),
         )
         self.publisher: LinePublisher | None = None
         self.metrics: LineMetrics | None = None
