@@ -139,9 +139,34 @@ def parse_secwim_tail(data: Any, *, path: str = "<secwim>") -> SecWimInfo:
     size_block = _parse(SIZE_BLOCK, data, size_offset, size_offset + 16, path, "size block")
     reversed_tags = _tag(size_block.tag, TAG_SIZE, size_offset, path)
 
+    platforms, devices, cursor = _optional_blocks(
+        data, size_offset, size_block.previous_size, reversed_tags, path
+    )
+
+    sdi_length, wim_length = size_block.sdi_length, size_block.wim_length
+    _check_lengths(sdi_length, wim_length, cursor, path)
+    return SecWimInfo(
+        path=path,
+        file_size=size,
+        sdi_length=sdi_length,
+        wim_length=wim_length,
+        platforms=platforms,
+        devices=devices,
+        catalog_offset=catalog_offset,
+        catalog_length=catalog_length,
+        trailer_offset=cursor,
+        tags_reversed=reversed_tags,
+    )
+
+
+def _optional_blocks(
+    data: Any, size_offset: int, previous: int, reversed_tags: bool, path: str
+) -> tuple[tuple[str, ...], tuple[uuid.UUID, ...], int]:
+    """Walk back from the size block through the optional devi and plat blocks;
+    return the platforms, the devices and where the blocks start."""
     platforms: tuple[str, ...] = ()
     devices: tuple[uuid.UUID, ...] = ()
-    cursor, previous, seen = size_offset, size_block.previous_size, TAG_SIZE
+    cursor, seen = size_offset, TAG_SIZE
     while previous:
         start = cursor - previous
         if start < 0:
@@ -169,8 +194,10 @@ def parse_secwim_tail(data: Any, *, path: str = "<secwim>") -> SecWimInfo:
                 path, f"{seen.decode()} block", "tag spelled the other way round from 'size'"
             )
         cursor = start
+    return platforms, devices, cursor
 
-    sdi_length, wim_length = size_block.sdi_length, size_block.wim_length
+
+def _check_lengths(sdi_length: int, wim_length: int, cursor: int, path: str) -> None:
     if sdi_length + wim_length != cursor:
         raise FormatError(
             path,
@@ -182,18 +209,6 @@ def parse_secwim_tail(data: Any, *, path: str = "<secwim>") -> SecWimInfo:
         raise FormatError(path, "size block", f"WIM length {wim_length} is not padded to 4")
     if sdi_length == 0:
         raise FormatError(path, "size block", "SDI length 0: a .secwim starts with its SDI")
-    return SecWimInfo(
-        path=path,
-        file_size=size,
-        sdi_length=sdi_length,
-        wim_length=wim_length,
-        platforms=platforms,
-        devices=devices,
-        catalog_offset=catalog_offset,
-        catalog_length=catalog_length,
-        trailer_offset=cursor,
-        tags_reversed=reversed_tags,
-    )
 
 
 def parse_secwim(data: Any, *, path: str = "<secwim>") -> SecWimInfo:

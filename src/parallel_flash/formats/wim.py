@@ -266,20 +266,7 @@ def parse_wim_header(
     compression = _check_compression(flags, raw.chunk_size, path, warnings)
     _check_images(raw, resources["boot_metadata"], path, warnings)
     _check_resources(resources, file_size, path, warnings)
-    if file_size is not None and file_size >= MAX_BOOT_PAYLOAD:
-        raise FormatError(
-            path,
-            "file_size",
-            f"{file_size} bytes; the protocol sends lengths as u32, so the WIM "
-            f"must stay under 4 GiB",
-        )
-    for flag, why in (
-        (HeaderFlag.METADATA_ONLY, "the file data is not in this WIM"),
-        (HeaderFlag.RESOURCE_ONLY, "the image metadata is not in this WIM"),
-    ):
-        if flag in flags:
-            warnings.append(f"flags: {flag.name} is set: {why}; the device will probably fail")
-
+    _check_size_and_parts(flags, file_size, path, warnings)
     return WimInfo(
         path=path,
         file_size=file_size,
@@ -402,6 +389,25 @@ def verify_integrity(path: str | os.PathLike[str]) -> None:
 
 
 # -- checks -------------------------------------------------------------------
+
+
+def _check_size_and_parts(
+    flags: HeaderFlag, file_size: int | None, path: str, warnings: list[str]
+) -> None:
+    """Under the protocol's 4 GiB, and holding both file data and metadata."""
+    if file_size is not None and file_size >= MAX_BOOT_PAYLOAD:
+        raise FormatError(
+            path,
+            "file_size",
+            f"{file_size} bytes; the protocol sends lengths as u32, so the WIM "
+            f"must stay under 4 GiB",
+        )
+    for flag, why in (
+        (HeaderFlag.METADATA_ONLY, "the file data is not in this WIM"),
+        (HeaderFlag.RESOURCE_ONLY, "the image metadata is not in this WIM"),
+    ):
+        if flag in flags:
+            warnings.append(f"flags: {flag.name} is set: {why}; the device will probably fail")
 
 
 def _check_magic(magic: bytes, path: str) -> None:
