@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import FormatError
+from .formats import open_regular
 from .formats.detect import detect_file_type
 from .formats.ffu import HASH_ALG_SHA256, Ffu, read_ffu
 from .formats.ffu_disk import StoreTable, find_mainos, read_partition_tables, written_bytes
@@ -282,9 +283,11 @@ def _short_size(size: int) -> str:
 
 def _unknown_type(path: str) -> str:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # never blocks, even if a FIFO was swapped in
             head = f.read(16)
-    except OSError as exc:  # raced with a delete; say so plainly
+    except FormatError as exc:  # raced with a delete or a swap; say so plainly
+        return exc.problem
+    except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     if not head:
         return "the file is empty"
