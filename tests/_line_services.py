@@ -72,18 +72,24 @@ def stop(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM) -> No
 class Mosquitto:
     """A broker on 127.0.0.1 with persistence (sessions survive a restart)."""
 
-    def __init__(self, workdir: Path, *, extra_config: str = "") -> None:
+    def __init__(
+        self, workdir: Path, *, extra_config: str = "", persistence: bool = True
+    ) -> None:
         self.exe = require(MOSQUITTO, "mosquitto")
         self.workdir = workdir
         self.port = free_port()
         self.config = workdir / "mosquitto.conf"
+        saved = (
+            f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
+            if persistence
+            else ""
+        )
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            f"persistence true\npersistence_location {workdir}/\n"
-            "autosave_interval 1\n"
-            # run as root (CI), mosquitto would switch to its own user and lose the test dir
-            f"user {getpass.getuser()}\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
+            + saved
+            # Run as root (CI), mosquitto would switch to its own user and lose the test dir.
+            + f"user {getpass.getuser()}\n"
+            + f"log_dest file {workdir}/mosquitto.log\n"
             + (extra_config or "allow_anonymous true\n")
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -212,3 +218,20 @@ class Prometheus:
     def stop(self) -> None:
         stop(self.process)
         self.process = None
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a broker certificate for 127.0.0.1 (openssl)."""
+    openssl = require(shutil.which("openssl"), "openssl")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=line CA",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", "broker.key", "-out", "broker.csr")
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "broker.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "broker.crt")
+    return directory / "ca.crt", directory / "broker.crt", directory / "broker.key"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _line_services import Mosquitto, Subscriber, free_port, require
+from _line_services import Mosquitto, Subscriber, free_port, make_certificates, require
 from parallel_flash.events import DeviceRecord
 from parallel_flash.output.mqtt import MqttSettings
 from parallel_flash.output.publish import LinePublisher, StationIdentity
@@ -20,23 +20,6 @@ from parallel_flash.report import read_report
 pytestmark = pytest.mark.slow
 
 ROOT = "parallel-flash/v1/L1/st1"
-
-
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a broker certificate for 127.0.0.1 (openssl)."""
-    openssl = require(shutil.which("openssl"), "openssl")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=line CA",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", "broker.key", "-out", "broker.csr")
-    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "broker.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "broker.crt")
-    return directory / "ca.crt", directory / "broker.crt", directory / "broker.key"
 
 
 @pytest.fixture
