@@ -289,3 +289,27 @@ def test_nok_faults_round_trip_and_errors() -> None:
 def test_nok_faults_refuse_values_wider_than_the_wire(text: str) -> None:
     with pytest.raises(ValueError, match=r"must be 0\.\."):
         NokFaults.parse(text)
+
+
+def test_models_tell_messages_apart_by_their_length_fields(secwim: bytes) -> None:
+    """A message sent as several transfers of whole packets is still one message."""
+    from parallel_flash.protocol.nokia.xfl import MmosPiece
+
+    device = lumia()
+    assert device.bulk_out(b"NOKV") is OutResult.ACCEPTED
+    assert device.bulk_in(0xF000) is not None
+    piece = secwim[:0x240000]
+    message = MmosPiece(
+        total_length=len(secwim), offset=0, piece_length=len(piece)
+    ).encode_head() + piece
+    for at in range(0, len(message), 0x40000):  # 256 KiB transfers, the last one shorter
+        assert device.bulk_out(message[at : at + 0x40000]) is OutResult.ACCEPTED
+        if at + 0x40000 < len(message):
+            assert device.bulk_in(0xF000) is None  # no reply before the message is whole
+    assert device.bulk_in(0xF000) == b"NOKXFL\0\0"
+    assert device.messages == 2 and device.received_bytes == len(piece)
+    assert device.rejection is None
+
+    cut = lumia()
+    cut.bulk_out(message[:1000])  # a short packet in the middle of a message
+    assert "short packet" in (cut.rejection or "")

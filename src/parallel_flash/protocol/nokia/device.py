@@ -11,6 +11,12 @@ public hosts wait for (loaders.md, the emulator recipes in A.1 and A.2) and
 are strict about the rules a host must keep, so a host bug shows up as a
 rejection with a reason: a zero-length packet, a second message before the
 reply to the first was read, a reply read into less than 0xF000 bytes.
+
+A message is told from the next by its own length fields, as a device must
+(loaders.md A.2: a message whose length is a multiple of 512 ends without a
+short packet, and the host sends no ZLP), not by USB transfer boundaries,
+which do not exist on the wire: a host may send one message as several
+transfers whose lengths are multiples of wMaxPacketSize.
 """
 
 from __future__ import annotations
@@ -88,6 +94,9 @@ class NokDeviceModel:
         #: (vid, pid) the device comes back with after it left; None = as the booted image.
         self.returns_as: tuple[int, int] | None = None
         self._replies: list[bytes] = []
+        #: A message arriving in several transfers, and how much of it is in.
+        self._partial: bytearray | None = None
+        self._partial_length = 0
         self._gone = False
         self._hash = None if count_only else hashlib.sha256()
         self.faults = faults or NokFaults()
@@ -172,14 +181,15 @@ class NokDeviceModel:
         return False
 
     def bulk_out(self, data: bytes | memoryview) -> OutResult:
-        """One bulk OUT transfer: one whole message."""
+        """One bulk OUT transfer: a whole message, or a part of one (see the module notes)."""
         if self._gone:
             return OutResult.GONE
         f = self.faults
-        if f.disconnect_after is not None and self.received_bytes >= f.disconnect_after:
+        arrived = self.received_bytes + self._partial_length
+        if f.disconnect_after is not None and arrived >= f.disconnect_after:
             self.disconnect()
             return OutResult.GONE
-        if f.stop_reading_after is not None and self.received_bytes >= f.stop_reading_after:
+        if f.stop_reading_after is not None and arrived >= f.stop_reading_after:
             return OutResult.NAK
         length = len(data)
         if self._record:
@@ -187,15 +197,57 @@ class NokDeviceModel:
         if length == 0:
             self._reject("a zero-length packet arrived; NOK loaders never use them")
             return OutResult.ACCEPTED
-        if self._replies:
-            self._reject(
-                f"a {length}-byte message arrived before the reply to the previous one was read"
-            )
+        if self._partial is not None:
+            message = self._continue(data)
+            if message is None:
+                return OutResult.ACCEPTED
+            data = message
+        else:
+            if self._replies:
+                self._reject(
+                    f"a {length}-byte message arrived before the reply to the previous one "
+                    "was read"
+                )
+            need = self._message_length(data)
+            if need is not None and length < need:
+                if length % self.max_packet_size:
+                    self._reject(
+                        f"a {length}-byte transfer ended in a short packet {need - length} "
+                        "bytes before the end of its message"
+                    )
+                else:
+                    self._partial = bytearray(need)
+                    self._partial[:length] = data
+                    self._partial_length = length
+                    return OutResult.ACCEPTED
         self.messages += 1
         reply = self._answer(data)
         if reply is not None:
             self._queue(reply)
         return OutResult.ACCEPTED
+
+    def _continue(self, data: bytes | memoryview) -> bytearray | None:
+        """Add one transfer to the message under way; the whole message once complete."""
+        partial = self._partial
+        assert partial is not None
+        at, length = self._partial_length, len(data)
+        short = length % self.max_packet_size != 0
+        if at + length > len(partial) or (at + length < len(partial) and short):
+            self._reject(
+                f"a {length}-byte transfer does not fit the {len(partial)}-byte message "
+                f"under way at byte {at}"
+            )
+        partial[at : at + length] = data[: len(partial) - at]
+        self._partial_length = min(len(partial), at + length)
+        if self._partial_length < len(partial) and self.rejection is None:
+            return None
+        self._partial = None
+        self._partial_length = 0
+        return partial
+
+    def _message_length(self, data: bytes | memoryview) -> int | None:
+        """The whole length of the message ``data`` starts, from its head; None = ``len(data)``."""
+        return None
 
     def bulk_in(self, max_length: int) -> bytes | None:
         """The next queued reply, or None when the device has nothing to say."""

@@ -27,6 +27,8 @@ LABEL_MODE_PID = 0x0660
 #: the SDI's magic, and the .secwim trailer (blocks and catalog).
 _KEEP = 64 << 10
 _SDI_MAGIC = b"$SDI0001"
+#: A length field claiming more than this is a broken head, not a message to wait for.
+_MAX_MESSAGE = 512 << 20
 
 
 class _Phase(enum.Enum):
@@ -112,6 +114,12 @@ class LumiaDeviceModel(NokDeviceModel):
             return self._status(XFL_SIGNATURE, self._piece(data))
         if bytes(data) == Command.SWITCH_TO_MMOS.value:
             return self._status(b"NOKXCB", self._switch())
+        return None
+
+    def _message_length(self, data: bytes | memoryview) -> int | None:
+        if MmosPiece.matches(data) and len(data) >= 0x10:
+            # the subblock length at 0x0C counts from 0x10 to the end of the message
+            return min(0x10 + int.from_bytes(data[0x0C:0x10], "big"), _MAX_MESSAGE)
         return None
 
     def _piece(self, data: bytes | memoryview) -> int:

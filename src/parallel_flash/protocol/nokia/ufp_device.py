@@ -30,6 +30,8 @@ __all__ = ("UFP_PID", "UfpDeviceModel")
 UFP_PID = 0x0658
 _V1_MASK = int(ProtocolMask.SYNC_V1)
 _V2_MASK = int(ProtocolMask.SYNC_V1 | ProtocolMask.SYNC_V2)
+#: A length field claiming more than this is a broken head, not a message to wait for.
+_MAX_MESSAGE = 512 << 20
 
 
 class _Phase(enum.Enum):
@@ -177,6 +179,12 @@ class UfpDeviceModel(NokDeviceModel):
         return self._phase.value
 
     # -- messages ---------------------------------------------------------------------
+
+    def _message_length(self, data: bytes | memoryview) -> int | None:
+        if FfuMessage.matches(data) and len(data) >= 0x14:
+            # the subblock length at 0x10 counts from 0x14 to the end of the message
+            return min(0x14 + int.from_bytes(data[0x10:0x14], "big"), _MAX_MESSAGE)
+        return None
 
     def _loader_message(self, data: bytes | memoryview) -> bytes | None:
         if not FfuMessage.matches(data):
