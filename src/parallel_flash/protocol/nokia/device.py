@@ -201,7 +201,7 @@ class NokDeviceModel:
             message = self._continue(data)
             if message is None:
                 return OutResult.ACCEPTED
-            data = message
+            data = memoryview(message)
         else:
             if self._replies:
                 self._reject(
