@@ -586,7 +586,7 @@ def main() -> None:
         threads_worker(*args.threads_worker, zlp=args.threads_zlp)
         return
 
-    from parallel_flash.demo_image import demo_inputs
+    from parallel_flash.demo.inputs import demo_inputs
     from parallel_flash.emulator import check_environment
 
     problems = check_environment()

@@ -41,7 +41,7 @@ BEFORE = {
 
 
 def _small_wim(work: Path) -> Path:
-    from parallel_flash.wimlib import capture
+    from parallel_flash.img2wim.wimlib import capture
 
     tree = work / "tree"
     (tree / "Windows").mkdir(parents=True)

@@ -93,7 +93,7 @@ def run_measured(argv: list[str]) -> tuple[float, int, str]:
 
 def child(ffu: str, wim: str) -> None:
     """Run img2wim in this (measured) process and print what the parent needs as JSON."""
-    from parallel_flash.img2wim import img2wim
+    from parallel_flash.img2wim.convert import img2wim
 
     result = img2wim(ffu, wim)
     json.dump(
@@ -119,8 +119,8 @@ def main() -> None:
         child(*args.child)
         return
 
-    from parallel_flash.demo_ffu import build_demo_disk
-    from parallel_flash.formats.ffu_writer import write_ffu
+    from parallel_flash.demo.ffu import build_demo_disk
+    from parallel_flash.demo.ffu_writer import write_ffu
 
     console = Console(highlight=False)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-img2wim-", dir="/var/tmp"))

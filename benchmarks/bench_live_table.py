@@ -73,13 +73,13 @@ def child(args: argparse.Namespace) -> None:
     """One run; prints a JSON line of figures."""
     import anyio
 
-    from parallel_flash.demo_image import demo_inputs
-    from parallel_flash.engine import BootOptions, boot_line
-    from parallel_flash.events import LineObserver, NullObserver
+    from parallel_flash.demo.inputs import demo_inputs
+    from parallel_flash.engine.pipeline import BootOptions, boot_line
+    from parallel_flash.engine.records import LineObserver, NullObserver
     from parallel_flash.image import ImageBuffer
-    from parallel_flash.report import line_totals
+    from parallel_flash.output.report import line_totals
+    from parallel_flash.output.ui import LiveTable
     from parallel_flash.transport.sim import simulated_line
-    from parallel_flash.ui import LiveTable
 
     wim, sdi = demo_inputs(WORKDIR, wim_size=args.wim_mib << 20)
     image = ImageBuffer.load(wim, sdi)
@@ -128,8 +128,8 @@ def frame_costs(counts: list[int]) -> list[list[str]]:
     """Build + render one frame into a terminal Console writing to /dev/null."""
     from rich.console import Console
 
-    from parallel_flash.events import DeviceRecord, DeviceState
-    from parallel_flash.ui import LineView, render_line
+    from parallel_flash.engine.records import DeviceRecord, DeviceState
+    from parallel_flash.output.ui import LineView, render_line
 
     rows = []
     now = 1000.0
@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="16 MiB WIM, one run each")
     args = parser.parse_args()
-    from parallel_flash.ui._live import MAX_DUTY
+    from parallel_flash.output.ui._live import MAX_DUTY
 
     if args.child:
         child(args)

@@ -52,8 +52,8 @@ CONFIGS = (
 
 def build_inputs(mib: int) -> dict[str, Path]:
     """A .secwim and an FFU of about ``mib`` MiB each, built once per size."""
-    from parallel_flash.demo_image import demo_inputs
-    from parallel_flash.formats.ffu_writer import write_ffu
+    from parallel_flash.demo.ffu_writer import write_ffu
+    from parallel_flash.demo.inputs import demo_inputs
     from parallel_flash.formats.gpt import PartitionSpec, build_gpt
     from parallel_flash.formats.secwim import build_secwim
 
@@ -84,8 +84,8 @@ def build_inputs(mib: int) -> dict[str, Path]:
 async def _child(files: list[str]) -> dict[str, Any]:
     import anyio
 
-    from parallel_flash.discovery import DeviceFilters, find_devices, read_nok_info
-    from parallel_flash.engine import boot_line
+    from parallel_flash.engine.discovery import DeviceFilters, find_devices, read_nok_info
+    from parallel_flash.engine.pipeline import boot_line
     from parallel_flash.image import ImageBuffer, ImageSet
     from parallel_flash.protocol.selection import Loader, loader_for
     from parallel_flash.transport.base import Link

@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs of each kind, alternating")
     args = parser.parse_args()
 
-    from parallel_flash.demo_image import demo_inputs
+    from parallel_flash.demo.inputs import demo_inputs
 
     wim, sdi = demo_inputs(WORKDIR, wim_size=args.wim_mib << 20)
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:

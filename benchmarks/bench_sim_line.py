@@ -31,8 +31,8 @@ def child(args: argparse.Namespace) -> None:
     import anyio
     import psutil
 
-    from parallel_flash.demo_image import demo_inputs
-    from parallel_flash.engine import BootOptions, boot_line
+    from parallel_flash.demo.inputs import demo_inputs
+    from parallel_flash.engine.pipeline import BootOptions, boot_line
     from parallel_flash.image import ImageBuffer
     from parallel_flash.transport.sim import simulated_line
 

@@ -92,7 +92,7 @@ print(json.dumps({"devices": len(handles), "elapsed": elapsed, "statuses": statu
 
 
 def _tiny_wim(directory: Path) -> Path:
-    from parallel_flash.wimlib import capture
+    from parallel_flash.img2wim.wimlib import capture
 
     tree = directory / "tree"
     (tree / "Windows").mkdir(parents=True)

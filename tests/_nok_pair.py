@@ -10,9 +10,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parallel_flash.demo.ffu_writer import write_ffu
 from parallel_flash.errors import DeviceDisconnected, TransferTimeout
 from parallel_flash.formats.ffu import read_ffu
-from parallel_flash.formats.ffu_writer import write_ffu
 from parallel_flash.formats.gpt import PartitionSpec, build_gpt
 from parallel_flash.protocol.device import OutResult
 from parallel_flash.protocol.host import Finished, ReadBulk, SendBulk

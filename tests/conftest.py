@@ -47,7 +47,7 @@ def small_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_wim(tmp_path_factory: pytest.TempPathFactory, small_tree: Path) -> Path:
     """A valid, uncompressed WIM (boot index 1) captured with libwim."""
-    from parallel_flash.wimlib import capture
+    from parallel_flash.img2wim.wimlib import capture
 
     path = tmp_path_factory.mktemp("wim") / "small.wim"
     capture(small_tree, path, image_name="Small", compression="none", boot=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from parallel_flash.cli import main
-from parallel_flash.report import read_report
+from parallel_flash.output.report import read_report
 
 WIMLIB_IMAGEX = shutil.which("wimlib-imagex")
 

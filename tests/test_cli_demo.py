@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from parallel_flash.cli import main
-from parallel_flash.report import read_report
+from parallel_flash.output.report import read_report
 
 
 def devices(report: Path) -> list[dict[str, object]]:
@@ -50,7 +50,7 @@ def test_demo_arguments_are_checked(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_demo_from_ffu_runs_the_seed_flow(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from parallel_flash import wimlib
+    from parallel_flash.img2wim import wimlib
 
     work = tmp_path / "work"
     report = tmp_path / "seed.jsonl"

@@ -269,8 +269,8 @@ def test_detect_missing_and_directory(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "module_name",
     ["parallel_flash.formats", "parallel_flash.formats.wim", "parallel_flash.formats.sdi",
-     "parallel_flash.formats.secwim", "parallel_flash.formats.detect", "parallel_flash.inspect",
-     "parallel_flash.demo_image"],
+     "parallel_flash.formats.secwim", "parallel_flash.formats.detect",
+     "parallel_flash.output.inspect", "parallel_flash.demo.inputs"],
 )  # fmt: skip
 def test_all_lists_the_public_names(module_name: str) -> None:
     import importlib

@@ -25,7 +25,7 @@ from parallel_flash.formats.gpt import parse_gpt
 from parallel_flash.formats.sdi import build_sdi, check_sdi_for_wim_boot, parse_sdi
 from parallel_flash.formats.secwim import build_secwim, parse_secwim, parse_secwim_tail
 from parallel_flash.formats.wim import parse_wim_header, with_image_names
-from parallel_flash.inspect import describe_file
+from parallel_flash.output.inspect import describe_file
 
 pytestmark = pytest.mark.fuzz
 

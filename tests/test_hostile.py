@@ -342,8 +342,8 @@ def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture
 @pytest.fixture(scope="module")
 def slow_ffu(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An FFU whose MainOS holds enough incompressible data that LZX takes seconds."""
-    from parallel_flash.demo_ffu import build_demo_disk, write_demo_tree
-    from parallel_flash.formats.ffu_writer import write_ffu
+    from parallel_flash.demo.ffu import build_demo_disk, write_demo_tree
+    from parallel_flash.demo.ffu_writer import write_ffu
 
     work = tmp_path_factory.mktemp("slow")
     tree = write_demo_tree(work / "tree", size=2 << 20, seed=5)

@@ -11,9 +11,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from parallel_flash.engine import boot_line
+from parallel_flash.engine.pipeline import boot_line
+from parallel_flash.engine.records import DeviceState
 from parallel_flash.errors import FormatError, InputError
-from parallel_flash.events import DeviceState
 from parallel_flash.formats.secwim import build_secwim
 from parallel_flash.image import ImageBuffer
 from parallel_flash.transport.sim import simulated_line

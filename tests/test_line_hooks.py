@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parallel_flash.report import read_report
+from parallel_flash.output.report import read_report
 
 pytestmark = pytest.mark.slow
 

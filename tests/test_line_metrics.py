@@ -14,9 +14,9 @@ import pytest
 from _line_services import PROMTOOL, Prometheus, free_port, require
 from parallel_flash.image import ImageBuffer
 from parallel_flash.output.metrics import LineMetrics
+from parallel_flash.output.report import read_report
 from parallel_flash.protocol.device import DeviceFaults
-from parallel_flash.report import read_report
-from parallel_flash.runner import Presentation, SimulatedLine, run_boot
+from parallel_flash.session import Presentation, SimulatedLine, run_boot
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import pytest
 
 from _line_services import Mosquitto, Subscriber
 from parallel_flash.cli import main
-from parallel_flash.report import read_report
+from parallel_flash.output.report import read_report
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from _line_services import Mosquitto, Subscriber, free_port, make_certificates, require
-from parallel_flash.events import DeviceRecord
+from parallel_flash.engine.records import DeviceRecord
 from parallel_flash.output.mqtt import MqttSettings
 from parallel_flash.output.publish import LinePublisher, StationIdentity
-from parallel_flash.report import read_report
+from parallel_flash.output.report import read_report
 
 pytestmark = pytest.mark.slow
 

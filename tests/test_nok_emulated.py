@@ -21,7 +21,7 @@ from _nok_pair import FfuInput, make_ffu
 from parallel_flash.emulator import DeviceSpec, EmulatedLine
 from parallel_flash.formats.sdi import build_sdi
 from parallel_flash.formats.secwim import build_secwim
-from parallel_flash.report import read_report
+from parallel_flash.output.report import read_report
 
 pytestmark = pytest.mark.umockdev
 

@@ -15,8 +15,8 @@ import anyio
 import pytest
 
 from _nok_pair import FfuInput, make_ffu
-from parallel_flash.engine import BootOptions, boot_line
-from parallel_flash.events import DeviceRecord, FailureReason
+from parallel_flash.engine.pipeline import BootOptions, boot_line
+from parallel_flash.engine.records import DeviceRecord, FailureReason
 from parallel_flash.formats.sdi import build_sdi
 from parallel_flash.formats.secwim import build_secwim
 from parallel_flash.image import ImageBuffer

@@ -16,7 +16,7 @@ Values that are neither classes nor functions: ``__version__``;
 ``DEFAULT_IN_FLIGHT``, how many bulk transfers each device keeps queued;
 ``FileType``, the input file kinds :func:`detect_file_type` tells apart.
 
-FFU -> WIM conversion is :func:`parallel_flash.img2wim.img2wim`: a top-level
+FFU -> WIM conversion is :func:`parallel_flash.img2wim.convert.img2wim`: a top-level
 name ``img2wim`` would be shadowed by the module of the same name.
 """
 
@@ -28,25 +28,34 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .demo_ffu import build_demo_ffu as build_demo_ffu
-    from .demo_image import build_demo_sdi as build_demo_sdi
-    from .demo_image import build_demo_wim as build_demo_wim
-    from .demo_image import demo_inputs as demo_inputs
-    from .discovery import DeviceFilters as DeviceFilters
-    from .discovery import Identity as Identity
-    from .discovery import UsbLine as UsbLine
-    from .discovery import find_devices as find_devices
-    from .discovery import identify as identify
-    from .discovery import read_nok_info as read_nok_info
-    from .discovery import watch_devices as watch_devices
+    from .demo.ffu import build_demo_ffu as build_demo_ffu
+    from .demo.inputs import build_demo_sdi as build_demo_sdi
+    from .demo.inputs import build_demo_wim as build_demo_wim
+    from .demo.inputs import demo_inputs as demo_inputs
     from .emulator import DeviceSpec as DeviceSpec
     from .emulator import EmulatedLine as EmulatedLine
-    from .engine import DEFAULT_IN_FLIGHT as DEFAULT_IN_FLIGHT
-    from .engine import BootOptions as BootOptions
-    from .engine import LineResult as LineResult
-    from .engine import boot_device as boot_device
-    from .engine import boot_line as boot_line
-    from .engine import run_interruptible as run_interruptible
+    from .engine.discovery import DeviceFilters as DeviceFilters
+    from .engine.discovery import Identity as Identity
+    from .engine.discovery import UsbLine as UsbLine
+    from .engine.discovery import find_devices as find_devices
+    from .engine.discovery import identify as identify
+    from .engine.discovery import read_nok_info as read_nok_info
+    from .engine.discovery import watch_devices as watch_devices
+    from .engine.pipeline import DEFAULT_IN_FLIGHT as DEFAULT_IN_FLIGHT
+    from .engine.pipeline import BootOptions as BootOptions
+    from .engine.pipeline import LineResult as LineResult
+    from .engine.pipeline import boot_device as boot_device
+    from .engine.pipeline import boot_line as boot_line
+    from .engine.pipeline import run_interruptible as run_interruptible
+    from .engine.records import DeviceLog as DeviceLog
+    from .engine.records import DeviceRecord as DeviceRecord
+    from .engine.records import DeviceState as DeviceState
+    from .engine.records import LineObserver as LineObserver
+    from .engine.records import NullObserver as NullObserver
+    from .engine.records import ObserverGroup as ObserverGroup
+    from .engine.station import StationCounters as StationCounters
+    from .engine.station import StationResult as StationResult
+    from .engine.station import run_station as run_station
     from .errors import DeviceBootError as DeviceBootError
     from .errors import DeviceDisconnected as DeviceDisconnected
     from .errors import DeviceRefused as DeviceRefused
@@ -64,20 +73,18 @@ if TYPE_CHECKING:
     from .errors import TransportError as TransportError
     from .errors import UsbfsMemoryError as UsbfsMemoryError
     from .errors import WimlibError as WimlibError
-    from .events import DeviceLog as DeviceLog
-    from .events import DeviceRecord as DeviceRecord
-    from .events import DeviceState as DeviceState
-    from .events import LineObserver as LineObserver
-    from .events import NullObserver as NullObserver
-    from .events import ObserverGroup as ObserverGroup
     from .formats import FileType as FileType
     from .formats import detect_file_type as detect_file_type
     from .image import ImageBuffer as ImageBuffer
     from .image import ImageSet as ImageSet
-    from .img2wim import Img2WimProgress as Img2WimProgress
-    from .img2wim import Img2WimResult as Img2WimResult
-    from .inspect import FileDescription as FileDescription
-    from .inspect import describe_file as describe_file
+    from .img2wim.convert import Img2WimProgress as Img2WimProgress
+    from .img2wim.convert import Img2WimResult as Img2WimResult
+    from .output.inspect import FileDescription as FileDescription
+    from .output.inspect import describe_file as describe_file
+    from .output.report import JsonlReport as JsonlReport
+    from .output.report import read_report as read_report
+    from .output.ui import LiveTable as LiveTable
+    from .output.ui import PlainOutput as PlainOutput
     from .protocol import DeviceFaults as DeviceFaults
     from .protocol import DeviceModel as DeviceModel
     from .protocol import WimBootHost as WimBootHost
@@ -85,63 +92,56 @@ if TYPE_CHECKING:
     from .protocol.nokia import NokFaults as NokFaults
     from .protocol.nokia import UfpRamBootHost as UfpRamBootHost
     from .protocol.selection import Loader as Loader
-    from .report import JsonlReport as JsonlReport
-    from .report import read_report as read_report
-    from .runner import LinkSource as LinkSource
-    from .runner import Presentation as Presentation
-    from .runner import SimulatedLine as SimulatedLine
-    from .runner import run_boot as run_boot
-    from .station import StationCounters as StationCounters
-    from .station import StationResult as StationResult
-    from .station import run_station as run_station
+    from .session import LinkSource as LinkSource
+    from .session import Presentation as Presentation
+    from .session import SimulatedLine as SimulatedLine
+    from .session import run_boot as run_boot
     from .transport.base import Link as Link
     from .transport.base import OutChunk as OutChunk
     from .transport.libusb import UsbContext as UsbContext
     from .transport.libusb import UsbLink as UsbLink
     from .transport.sim import SimLink as SimLink
     from .transport.sim import simulated_line as simulated_line
-    from .ui import LiveTable as LiveTable
-    from .ui import PlainOutput as PlainOutput
 
 #: Where each public name lives (relative to this package); the names load on first use.
 _EXPORTS: dict[str, str] = {
     # running a line
-    "BootOptions": ".engine",
-    "DEFAULT_IN_FLIGHT": ".engine",
+    "BootOptions": ".engine.pipeline",
+    "DEFAULT_IN_FLIGHT": ".engine.pipeline",
     "ImageBuffer": ".image",
     "ImageSet": ".image",
-    "LineResult": ".engine",
-    "LinkSource": ".runner",
-    "Presentation": ".runner",
-    "SimulatedLine": ".runner",
-    "run_boot": ".runner",
-    "boot_device": ".engine",
-    "boot_line": ".engine",
-    "run_interruptible": ".engine",
+    "LineResult": ".engine.pipeline",
+    "LinkSource": ".session",
+    "Presentation": ".session",
+    "SimulatedLine": ".session",
+    "run_boot": ".session",
+    "boot_device": ".engine.pipeline",
+    "boot_line": ".engine.pipeline",
+    "run_interruptible": ".engine.pipeline",
     # station mode and real USB
-    "StationCounters": ".station",
-    "StationResult": ".station",
-    "run_station": ".station",
-    "DeviceFilters": ".discovery",
-    "Identity": ".discovery",
-    "UsbLine": ".discovery",
-    "find_devices": ".discovery",
-    "identify": ".discovery",
-    "read_nok_info": ".discovery",
-    "watch_devices": ".discovery",
+    "StationCounters": ".engine.station",
+    "StationResult": ".engine.station",
+    "run_station": ".engine.station",
+    "DeviceFilters": ".engine.discovery",
+    "Identity": ".engine.discovery",
+    "UsbLine": ".engine.discovery",
+    "find_devices": ".engine.discovery",
+    "identify": ".engine.discovery",
+    "read_nok_info": ".engine.discovery",
+    "watch_devices": ".engine.discovery",
     # records, observers, output
-    "DeviceLog": ".events",
-    "DeviceRecord": ".events",
-    "DeviceState": ".events",
-    "LineObserver": ".events",
-    "NullObserver": ".events",
-    "ObserverGroup": ".events",
-    "JsonlReport": ".report",
-    "read_report": ".report",
-    "LiveTable": ".ui",
-    "PlainOutput": ".ui",
-    "FileDescription": ".inspect",
-    "describe_file": ".inspect",
+    "DeviceLog": ".engine.records",
+    "DeviceRecord": ".engine.records",
+    "DeviceState": ".engine.records",
+    "LineObserver": ".engine.records",
+    "NullObserver": ".engine.records",
+    "ObserverGroup": ".engine.records",
+    "JsonlReport": ".output.report",
+    "read_report": ".output.report",
+    "LiveTable": ".output.ui",
+    "PlainOutput": ".output.ui",
+    "FileDescription": ".output.inspect",
+    "describe_file": ".output.inspect",
     # transports and protocol
     "Link": ".transport.base",
     "OutChunk": ".transport.base",
@@ -159,12 +159,12 @@ _EXPORTS: dict[str, str] = {
     # files: formats, img2wim, demo inputs, the emulator
     "FileType": ".formats",
     "detect_file_type": ".formats",
-    "Img2WimProgress": ".img2wim",
-    "Img2WimResult": ".img2wim",
-    "build_demo_ffu": ".demo_ffu",
-    "build_demo_sdi": ".demo_image",
-    "build_demo_wim": ".demo_image",
-    "demo_inputs": ".demo_image",
+    "Img2WimProgress": ".img2wim.convert",
+    "Img2WimResult": ".img2wim.convert",
+    "build_demo_ffu": ".demo.ffu",
+    "build_demo_sdi": ".demo.inputs",
+    "build_demo_wim": ".demo.inputs",
+    "demo_inputs": ".demo.inputs",
     "DeviceSpec": ".emulator",
     "EmulatedLine": ".emulator",
     # errors (every one is a ParallelFlashError)

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Sequence
 
 from ..errors import InputError, ParallelFlashError
-from ..ui import printable
+from ..output.ui import printable
 
 __all__ = (
     "EXIT_FAILED",

@@ -15,13 +15,13 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..engine import DEFAULT_IN_FLIGHT, BootOptions
+from ..engine.pipeline import DEFAULT_IN_FLIGHT, BootOptions
 from ..errors import InputError
 from ..output.line import SUMMARY_INTERVAL, LineOptions
 from ..output.publish import DEFAULT_LINE
 from ..protocol.device import DeviceFaults
 from ..protocol.models import MODEL_KINDS, AnyFaults, parse_faults
-from ..runner import SimulatedLine
+from ..session import SimulatedLine
 
 __all__ = (
     "MAX_RATE_MBPS",

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..engine import LineResult
+from ..engine.pipeline import LineResult
 from ..image import ImageBuffer, ImageSet
-from ..runner import LinkSource, Presentation, run_boot
+from ..session import LinkSource, Presentation, run_boot
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from ._args import (
     add_boot_options,
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
     """Which real USB devices to boot (the filters ``list`` shares), and station mode."""
-    from ..discovery import add_usb_arguments
+    from ..engine.discovery import add_usb_arguments
 
     add_usb_arguments(parser)
     station = parser.add_argument_group("station mode (production line)")
@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     image = load_images(args.wim, args.sdi)
     with image:
         if args.watch:
+            from ..engine.station import run_station_cli
             from ..output.line import LineIntegration
-            from ..station import run_station_cli
 
             line.check(args.report)
             integration = LineIntegration(line, image) if line.active else None
@@ -126,7 +126,7 @@ def load_images(paths: list[str], sdi: str | None) -> ImageBuffer | ImageSet:
     :raises ~parallel_flash.errors.InputError: a bad file, two files of one kind, or a
         WIM and a .secwim together (SimpleIO devices would take either).
     """
-    from ..engine import check_images
+    from ..engine.pipeline import check_images
     from ..errors import InputError
     from ..formats.detect import detect_file_type
 
@@ -155,7 +155,7 @@ def _link_source(args: argparse.Namespace) -> LinkSource:
     from ..errors import InputError
 
     if args.sim is None:
-        from ..discovery import usb_link_source
+        from ..engine.discovery import usb_link_source
 
         return usb_link_source(args)
     if args.watch:

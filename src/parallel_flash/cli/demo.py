@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..image import ImageBuffer
-from ..runner import Presentation, run_boot
+from ..session import Presentation, run_boot
 from ._args import (
     add_boot_options,
     add_line_options,
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_ffu:
         wim, sdi = _inputs_from_ffu(workdir)
     else:
-        from ..demo_image import demo_inputs
+        from ..demo.inputs import demo_inputs
 
         wim, sdi = demo_inputs(workdir, wim_size=args.wim_size)
     with ImageBuffer.load(wim, sdi) as image:
@@ -95,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _inputs_from_ffu(workdir: Path) -> tuple[Path, Path]:
     """The seed flow: a generated disk image as an FFU, converted by img2wim."""
-    from ..demo_ffu import build_demo_ffu
-    from ..demo_image import build_demo_sdi
-    from ..img2wim import img2wim
+    from ..demo.ffu import build_demo_ffu
+    from ..demo.inputs import build_demo_sdi
+    from ..img2wim.convert import img2wim
 
     def say(text: str) -> None:
         print(f"img2wim: {text}", file=sys.stderr, flush=True)

@@ -37,9 +37,9 @@ from rich.progress import (
 from rich.text import Text
 
 from ..errors import WimlibError
-from ..img2wim import IMAGE_NAME, Img2WimProgress, StopSignals, img2wim
-from ..inspect import format_size
-from ..ui import printable
+from ..img2wim.convert import IMAGE_NAME, Img2WimProgress, StopSignals, img2wim
+from ..output.inspect import format_size
+from ..output.ui import printable
 from . import EXIT_FAILED, EXIT_OK
 from ._args import int_range, writable_dir
 

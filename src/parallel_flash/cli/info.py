@@ -17,8 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import FormatError, InputError
-from ..inspect import FileDescription, describe_file
-from ..ui import printable
+from ..output.inspect import FileDescription, describe_file
+from ..output.ui import printable
 from . import EXIT_OK, EXIT_USAGE
 
 __all__ = ("register", "render_description", "run")
@@ -71,7 +71,7 @@ def render_description(description: FileDescription) -> Table:
     """A two-column table; every string from the file is shown literally.
 
     Values go in as :class:`~rich.text.Text` (never parsed as markup) after
-    :func:`~parallel_flash.ui.printable` has escaped control characters, so an
+    :func:`~parallel_flash.output.ui.printable` has escaped control characters, so an
     image name like ``[red]x`` or one holding ESC cannot restyle the terminal.
     """
     table = Table(

@@ -28,7 +28,7 @@ __all__ = ("DeviceListing", "list_devices", "register")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..discovery import add_usb_arguments
+    from ..engine.discovery import add_usb_arguments
 
     parser = subparsers.add_parser(
         "list",
@@ -114,11 +114,11 @@ class DeviceListing:
 async def list_devices(filters: Any = None, *, id_timeout: float = 2.0) -> list[DeviceListing]:
     """Ask every matching device for its Id, in parallel; results in port order.
 
-    :param filters: a :class:`~parallel_flash.discovery.DeviceFilters`
+    :param filters: a :class:`~parallel_flash.engine.discovery.DeviceFilters`
         (default: every device in flashing mode). ``unique_ids`` drop the
         devices whose Id reply does not match.
     """
-    from ..discovery import DeviceFilters, find_devices, identify, open_link, read_nok_info
+    from ..engine.discovery import DeviceFilters, find_devices, identify, open_link, read_nok_info
     from ..errors import ProtocolError, TransportError
     from ..protocol.selection import Loader, loader_for
     from ..transport.libusb import UsbContext
@@ -175,7 +175,7 @@ async def list_devices(filters: Any = None, *, id_timeout: float = 2.0) -> list[
 
 
 def _table(listings: list[DeviceListing]) -> str:
-    from ..ui import printable
+    from ..output.ui import printable
 
     rows = [("PORT", "USB ID", "LOADER", "NAME", "UNIQUE ID", "CURPOSITION", "NOKV")]
     for item in listings:
@@ -204,7 +204,7 @@ def _table(listings: list[DeviceListing]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..discovery import filters_from_args
+    from ..engine.discovery import filters_from_args
 
     filters = filters_from_args(args)
     listings = anyio.run(lambda: list_devices(filters, id_timeout=args.id_timeout))

@@ -4,7 +4,7 @@ An FFU is what Microsoft's imaging tools produce for a whole device disk
 (formats.md "FFU"): a security region (header, catalog, hash table), an image
 region (header, INI manifest), one or more store headers with their write
 descriptors, then the payload blocks in descriptor order. ImgToWIM reads one
-partition out of it; so does :mod:`parallel_flash.img2wim`.
+partition out of it; so does :mod:`parallel_flash.img2wim.convert`.
 
 Memory and time stay bounded by the file, never by its fields: every count,
 length and size a header declares is checked against the bytes the file

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from ..engine.records import DeviceRecord, LineObserver
 from ..errors import InputError
-from ..events import DeviceRecord, LineObserver
 from ..image import ImageBuffer, ImageSet
 from ..protocol.selection import Loader
-from ..report import STDOUT_REPORT, JsonlReport
 from .hooks import DEFAULT_HOOK_TIMEOUT, ResultHook
 from .mqtt import MqttSettings, check_topic_name
 from .publish import (
@@ -31,6 +30,7 @@ from .publish import (
     StationIdentity,
     default_station,
 )
+from .report import STDOUT_REPORT, JsonlReport
 
 if TYPE_CHECKING:
     from .metrics import LineMetrics

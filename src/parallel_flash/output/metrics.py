@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..engine.records import DeviceLog, DeviceRecord, DeviceState, FailureReason
 from ..errors import InputError
-from ..events import DeviceLog, DeviceRecord, DeviceState, FailureReason
 from ..protocol.selection import Loader
 
 __all__ = ("BOOT_DURATION_BUCKETS", "LineMetrics", "parse_listen_address")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from ..report import read_report
+from .report import read_report
 
 __all__ = ("Outbox", "PendingResult")
 

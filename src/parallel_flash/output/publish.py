@@ -1,6 +1,6 @@
 """Publishing a line's results and live state without ever slowing the engine.
 
-:class:`LinePublisher` is a :class:`~parallel_flash.events.LineObserver` and
+:class:`LinePublisher` is a :class:`~parallel_flash.engine.records.LineObserver` and
 the JSONL report's listener. Everything it does on the engine's side is
 O(1) and never waits: it notes a record, or hands a finished device's
 record (already on disk) to the publisher's own thread, which runs its own
@@ -40,11 +40,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..events import DeviceLog, DeviceRecord
-from ..report import JsonlReport, line_totals
+from ..engine.records import DeviceLog, DeviceRecord
 from .mqtt import MqttConnection, MqttSettings, port_topic, topic_root
 from .outbox import Outbox, PendingResult
 from .outqueue import Message, OutQueue
+from .report import JsonlReport, line_totals
 
 if TYPE_CHECKING:
     from .hooks import ResultHook

@@ -1,0 +1,494 @@
+"""The line's machine-readable record: one JSON object per device, then a summary.
+
+Production lines keep these files as their records (field-notes.md, item 7),
+so the report is written for a crash: each device's line is written and
+flushed to disk (``fsync``) the moment that device finishes, so whatever
+happens later -- another device wedging the host, Ctrl-C, a power cut --
+loses no finished result. Devices that never finished get a record from
+:meth:`JsonlReport.finish_unfinished` when the run is interrupted, and the
+file ends with a ``{"type": "summary"}`` record.
+
+An existing file is never overwritten: opening one raises
+:class:`~parallel_flash.errors.InputError` unless ``append=True`` (the CLI's
+``--append``), in which case the new run's records follow the old ones.
+
+Units: ``bytes`` are bytes; ``seconds`` are seconds; ``mb_per_s`` is
+decimal megabytes per second, 1 MB/s = 1,000,000 bytes per second (the unit
+USB bandwidth figures use: 480 Mbit/s = 60 MB/s).
+
+JSON is written ASCII-only (``ensure_ascii``), so a device name holding an
+escape sequence is stored as ``\\u001b`` and ``cat``-ing the report cannot
+drive the terminal.
+
+This module is an observer (events.py); it imports nothing from the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import re
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from .._version import __version__
+from ..engine.records import DeviceLog, DeviceRecord, DeviceState, FailureReason
+from ..errors import FormatError, InputError
+from ..formats import check_output_path
+
+__all__ = (
+    "MAX_LOGS_PER_DEVICE",
+    "JsonlReport",
+    "LineTotals",
+    "device_entry",
+    "line_totals",
+    "read_report",
+)
+
+logger = logging.getLogger(__name__)
+
+#: Error logs kept per device in its record. A device may send Log packets
+#: without end; the record must stay one readable line.
+MAX_LOGS_PER_DEVICE = 100
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: ``--report -``: the records go to standard output.
+STDOUT_REPORT = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class LineTotals:
+    """Counts and throughput over all devices of a line at one instant.
+
+    Shared by the live table's totals row, the plain summary line and the
+    report's summary record, so the three always agree.
+    """
+
+    #: devices seen
+    devices: int
+    #: devices in :attr:`DeviceState.BOOTED`
+    booted: int
+    #: devices in :attr:`DeviceState.FAILED`
+    failed: int
+    #: devices not finished yet
+    in_progress: int
+    #: bytes streamed so far, all devices
+    bytes_done: int
+    #: bytes announced, all devices
+    bytes_total: int
+    #: first device found -> last device finished (or now)
+    seconds: float
+    #: first stream started -> last stream finished (or now)
+    stream_seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Aggregate stream rate, bytes per second."""
+        return self.bytes_done / self.stream_seconds if self.stream_seconds > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        """Aggregate stream rate in MB/s (1 MB/s = 1e6 bytes per second)."""
+        return self.rate / 1e6
+
+
+def line_totals(records: Iterable[DeviceRecord], *, now: float) -> LineTotals:
+    """Sum up *records* at monotonic time *now* (one pass, O(devices))."""
+    devices = booted = failed = bytes_done = bytes_total = 0
+    first_found: float | None = None
+    last_end: float | None = None
+    first_stream: float | None = None
+    last_stream_end: float | None = None
+    for record in records:
+        devices += 1
+        state = record.state
+        if state is DeviceState.BOOTED:
+            booted += 1
+        elif state is DeviceState.FAILED:
+            failed += 1
+        bytes_done += record.bytes_done
+        bytes_total += record.bytes_total
+        if first_found is None or record.started < first_found:
+            first_found = record.started
+        end = record.finished if record.finished is not None else now
+        if last_end is None or end > last_end:
+            last_end = end
+        if record.stream_started is not None:
+            if first_stream is None or record.stream_started < first_stream:
+                first_stream = record.stream_started
+            # The status wait after the last transfer is not streaming time.
+            stream_end = record.stream_finished or end
+            if last_stream_end is None or stream_end > last_stream_end:
+                last_stream_end = stream_end
+    seconds = (
+        max(0.0, last_end - first_found)
+        if last_end is not None and first_found is not None
+        else 0.0
+    )
+    stream_seconds = (
+        max(0.0, last_stream_end - first_stream)
+        if last_stream_end is not None and first_stream is not None
+        else 0.0
+    )
+    return LineTotals(
+        devices=devices,
+        booted=booted,
+        failed=failed,
+        in_progress=devices - booted - failed,
+        bytes_done=bytes_done,
+        bytes_total=bytes_total,
+        seconds=seconds,
+        stream_seconds=stream_seconds,
+    )
+
+
+def _iso(wall: float) -> str:
+    return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _log_entry(log: DeviceLog) -> dict[str, Any]:
+    return {"level": log.level, "event_id": log.event_id, "text": log.text}
+
+
+def device_entry(
+    record: DeviceRecord,
+    *,
+    image_sha256: str,
+    now: float,
+    error: str | None = None,
+    reason: FailureReason | None = None,
+) -> dict[str, Any]:
+    """The ``{"type": "device"}`` record for *record* at monotonic time *now*.
+
+    *error* and *reason* override the record's own (used for devices that
+    were interrupted before they finished).
+    """
+    stream_seconds = record.stream_seconds(now)
+    error_logs = [log for log in record.logs if log.is_error]
+    entry: dict[str, Any] = {
+        "type": "device",
+        "port": record.port,
+        "slot": record.slot,
+        "name": record.name,
+        "unique_id": record.unique_id,
+        "state": record.state.value,
+        "ok": record.ok,
+        "bytes": record.bytes_done,
+        "bytes_total": record.bytes_total,
+        "seconds": round(record.elapsed(now), 3),
+        "stream_seconds": round(stream_seconds, 3),
+        "mb_per_s": round(record.bytes_done / stream_seconds / 1e6, 3) if stream_seconds else 0.0,
+        "status": record.status,
+        "error": error if error is not None else record.error,
+        "reason": (reason or record.reason).value,
+        "loader": record.loader,
+        "image_sha256": record.image_sha256 or image_sha256,
+        "started": _iso(record.wall_started),
+        "finished": _iso(record.wall_started + record.elapsed(now)),
+        "logs": [_log_entry(log) for log in error_logs[:MAX_LOGS_PER_DEVICE]],
+    }
+    if len(error_logs) > MAX_LOGS_PER_DEVICE:
+        entry["logs_dropped"] = len(error_logs) - MAX_LOGS_PER_DEVICE
+    return entry
+
+
+class JsonlReport:
+    """A :class:`~parallel_flash.engine.records.LineObserver` writing the JSON-lines report.
+
+    Use :meth:`open` (a context manager): records are written in
+    :meth:`device_finished`; leaving the ``with`` block because of an
+    exception (Ctrl-C included) writes the unfinished devices as
+    ``"interrupted"`` and then the summary.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        path: str,
+        *,
+        wim: str,
+        sdi: str | None,
+        image_sha256: str,
+        image_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fd: int | None = fd
+        self._durable = True  #: fsync after each record (not on a pipe or terminal)
+        self.path = path
+        self.wim = wim
+        self.sdi = sdi
+        self.image_sha256 = image_sha256
+        self.image_bytes = image_bytes
+        self._clock = clock
+        self._wall_opened = time.time()
+        self.records: list[DeviceRecord] = []
+        self._written: set[DeviceRecord] = set()
+        self.interrupted = False
+        #: Called with each device entry right after its line is on disk
+        #: (publishers: a result is only announced once it is on record).
+        self.on_record: list[Callable[[dict[str, Any]], None]] = []
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        wim: str | os.PathLike[str],
+        sdi: str | os.PathLike[str] | None,
+        image_sha256: str,
+        image_bytes: int,
+        append: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> JsonlReport:
+        """Create the report file at *path* (or append to it with *append*).
+
+        :param wim: the WIM (or .secwim) path, recorded in the summary
+        :param sdi: the SDI path, or None for a .secwim that holds its own
+        :param image_sha256: SHA-256 (hex) of SDI + WIM as sent to devices
+        :param image_bytes: SDI + WIM length in bytes
+        :raises ~parallel_flash.errors.InputError: if *path* exists and
+            *append* is false, or the file cannot be opened
+        """
+        name = os.fspath(path)
+        if not _SHA256_RE.fullmatch(image_sha256):
+            raise ValueError(f"image_sha256 must be 64 lowercase hex digits, got {image_sha256!r}")
+        if name == STDOUT_REPORT:
+            return cls._on_stdout(wim, sdi, image_sha256, image_bytes, clock)
+        inputs = [os.fspath(p) for p in (wim, sdi) if p is not None]
+        check_output_path(
+            name, what="report file", inputs=inputs, overwrite=True, check_parent=False
+        )
+        # O_NONBLOCK: a FIFO swapped in after the check fails at once (ENXIO)
+        # instead of waiting for a reader; a regular file ignores it.
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        if not append:
+            flags |= os.O_EXCL
+        try:
+            fd = os.open(name, flags, 0o644)
+        except FileExistsError:
+            raise InputError(
+                f"report file {name} already exists; pass --append to add this run's "
+                "records to it, or choose another file"
+            ) from None
+        except OSError as exc:
+            raise InputError(f"cannot open report file {name}: {exc.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            # A run that died mid-line left no newline: start on a fresh line
+            # so every complete record stays parseable.
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")
+        except OSError as exc:
+            os.close(fd)
+            raise InputError(f"cannot use report file {name}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InputError(f"report file {name}: is not a regular file (nothing was written)")
+        logger.debug("report %s opened (append=%s)", name, append)
+        return cls(
+            fd,
+            name,
+            wim=os.fspath(wim),
+            sdi=os.fspath(sdi) if sdi is not None else None,
+            image_sha256=image_sha256,
+            image_bytes=image_bytes,
+            clock=clock,
+        )
+
+    @classmethod
+    def _on_stdout(
+        cls,
+        wim: str | os.PathLike[str],
+        sdi: str | os.PathLike[str] | None,
+        image_sha256: str,
+        image_bytes: int,
+        clock: Callable[[], float],
+    ) -> JsonlReport:
+        """``--report -``: the records go to standard output (a duplicate of fd 1)."""
+        sys.stdout.flush()
+        fd = os.dup(sys.stdout.fileno())
+        report = cls(
+            fd,
+            STDOUT_REPORT,
+            wim=os.fspath(wim),
+            sdi=os.fspath(sdi) if sdi is not None else None,
+            image_sha256=image_sha256,
+            image_bytes=image_bytes,
+            clock=clock,
+        )
+        # fsync is for files; a pipe or terminal has nothing to sync (EINVAL).
+        report._durable = stat.S_ISREG(os.fstat(fd).st_mode)
+        return report
+
+    # -- writing -------------------------------------------------------
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise ValueError(f"report {self.path} is closed")
+        data = (json.dumps(entry, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+        view = memoryview(data)
+        while view:  # a regular file takes it all unless the disk is full
+            written = os.write(self._fd, view)
+            view = view[written:]
+        # O_APPEND writes go straight to the kernel; fsync puts them on disk
+        # so a crash or power cut loses no finished device.
+        if self._durable:
+            os.fsync(self._fd)
+
+    def write_device(
+        self,
+        record: DeviceRecord,
+        *,
+        error: str | None = None,
+        reason: FailureReason | None = None,
+    ) -> bool:
+        """Write *record*'s line now, once; returns False if it was written already."""
+        if record in self._written:
+            return False
+        if record not in self.records:
+            self.records.append(record)
+        entry = device_entry(
+            record, image_sha256=self.image_sha256, now=self._clock(), error=error, reason=reason
+        )
+        self._write(entry)
+        self._written.add(record)
+        for listener in self.on_record:
+            listener(entry)
+        return True
+
+    def finish_unfinished(
+        self,
+        records: Sequence[DeviceRecord] | None = None,
+        *,
+        reason: str = "interrupted",
+    ) -> int:
+        """Write a record for every device that has none yet; returns how many.
+
+        Called on Ctrl-C (and by ``__exit__`` on any exception) so a device
+        cut off mid-stream still appears in the report: its ``state`` says
+        where it stopped, ``ok`` is false and ``error`` is *reason*. The
+        records themselves are not changed (the engine owns them).
+        """
+        count = 0
+        failure = FailureReason.INTERRUPTED if reason == "interrupted" else FailureReason.ABORTED
+        for record in list(records) if records is not None else list(self.records):
+            if record in self._written:
+                continue
+            if record.state.finished:
+                self.write_device(record)
+            else:
+                self.write_device(record, error=reason, reason=failure)
+            count += 1
+        if count and reason == "interrupted":
+            self.interrupted = True
+        return count
+
+    def summary_entry(self) -> dict[str, Any]:
+        """The ``{"type": "summary"}`` record for the run so far."""
+        totals = line_totals(self.records, now=self._clock())
+        return {
+            "type": "summary",
+            "devices": totals.devices,
+            "booted": totals.booted,
+            "failed": totals.failed,
+            "unfinished": totals.in_progress,
+            "interrupted": self.interrupted,
+            "seconds": round(totals.seconds, 3),
+            "stream_seconds": round(totals.stream_seconds, 3),
+            "mb_per_s": round(totals.mb_per_s, 3),
+            "bytes": totals.bytes_done,
+            "bytes_total": totals.bytes_total,
+            "image_sha256": self.image_sha256,
+            "image_bytes": self.image_bytes,
+            "wim": self.wim,
+            "sdi": self.sdi,
+            "version": __version__,
+            "started": _iso(self._wall_opened),
+            "finished": _iso(time.time()),
+        }
+
+    def close(self, *, interrupted: bool | None = None) -> None:
+        """Write the summary record and close the file (idempotent)."""
+        if self._fd is None:
+            return
+        if interrupted is not None:
+            self.interrupted = self.interrupted or interrupted
+        try:
+            self._write(self.summary_entry())
+        finally:
+            os.close(self._fd)
+            self._fd = None
+        logger.debug("report %s closed", self.path)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def __enter__(self) -> JsonlReport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is None:
+            return
+        if exc is None:
+            self.close()
+            return
+        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+            reason = "interrupted"
+        else:
+            reason = f"run aborted: {type(exc).__name__}: {exc}"
+        try:
+            self.finish_unfinished(reason=reason)
+        finally:
+            self.close(interrupted=True)
+
+    # -- LineObserver --------------------------------------------------
+
+    def device_added(self, record: DeviceRecord) -> None:
+        if record not in self.records:
+            self.records.append(record)
+
+    def device_changed(self, record: DeviceRecord) -> None:
+        pass
+
+    def device_log(self, record: DeviceRecord, log: DeviceLog) -> None:
+        pass
+
+    def device_finished(self, record: DeviceRecord) -> None:
+        if not self.write_device(record):
+            logger.warning("%s: finished twice; report keeps the first record", record.port)
+
+
+def read_report(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Parse a JSON-lines report; blank lines are skipped.
+
+    :raises ~parallel_flash.errors.FormatError: naming the line that is not
+        a JSON object
+    """
+    name = os.fspath(path)
+    entries: list[dict[str, Any]] = []
+    with open(name, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FormatError(name, f"line {number}", f"not valid JSON ({exc.msg})") from None
+            if not isinstance(entry, dict):
+                raise FormatError(name, f"line {number}", "not a JSON object")
+            entries.append(entry)
+    return entries

@@ -1,0 +1,191 @@
+"""What the views know about a line: its ports, its running totals and its failures.
+
+A station runs for a whole shift, and the engine may forget a device once
+it has finished (its memory stays flat). The views must not keep every
+record ever either, nor count from a list that is no longer complete. So
+:class:`LineView` is fed by the observer calls alone and keeps:
+
+* the latest device on each port (bounded by the ports of the line);
+* running totals, with finished devices folded into counters;
+* every failed device, for the recap at the end (a line's failures are
+  what the operator has to act on; its successes are a number).
+
+Observer calls come from the event loop, frames are drawn on another
+thread; a lock guards the containers, never any I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ...engine.records import DeviceLog, DeviceRecord, DeviceState
+from ..report import LineTotals
+from ._layout import natural_key
+
+__all__ = ("LineView", "ViewSnapshot")
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Totals over a set of devices, one device at a time (the fold of ``line_totals``)."""
+
+    devices: int = 0
+    booted: int = 0
+    failed: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    first_found: float | None = None
+    last_end: float | None = None
+    first_stream: float | None = None
+    last_stream_end: float | None = None
+
+    def add(self, record: DeviceRecord, now: float) -> None:
+        self.devices += 1
+        if record.state is DeviceState.BOOTED:
+            self.booted += 1
+        elif record.state is DeviceState.FAILED:
+            self.failed += 1
+        self.bytes_done += record.bytes_done
+        self.bytes_total += record.bytes_total
+        self.first_found = _min(self.first_found, record.started)
+        end = record.finished if record.finished is not None else now
+        self.last_end = _max(self.last_end, end)
+        if record.stream_started is not None:
+            self.first_stream = _min(self.first_stream, record.stream_started)
+            # the status wait after the last transfer is not streaming time
+            self.last_stream_end = _max(self.last_stream_end, record.stream_finished or end)
+
+    def copy(self) -> _Tally:
+        return _Tally(
+            self.devices,
+            self.booted,
+            self.failed,
+            self.bytes_done,
+            self.bytes_total,
+            self.first_found,
+            self.last_end,
+            self.first_stream,
+            self.last_stream_end,
+        )
+
+    def totals(self) -> LineTotals:
+        return LineTotals(
+            devices=self.devices,
+            booted=self.booted,
+            failed=self.failed,
+            in_progress=self.devices - self.booted - self.failed,
+            bytes_done=self.bytes_done,
+            bytes_total=self.bytes_total,
+            seconds=_span(self.first_found, self.last_end),
+            stream_seconds=_span(self.first_stream, self.last_stream_end),
+        )
+
+
+def _min(current: float | None, value: float) -> float:
+    return value if current is None or value < current else current
+
+
+def _max(current: float | None, value: float) -> float:
+    return value if current is None or value > current else current
+
+
+def _span(start: float | None, end: float | None) -> float:
+    return max(0.0, end - start) if start is not None and end is not None else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSnapshot:
+    """The line at one instant, as a frame is drawn from it."""
+
+    #: the latest device on each port, ports in natural order
+    ports: tuple[DeviceRecord, ...]
+    #: every device seen so far, finished ones included
+    totals: LineTotals
+    #: every failed device, in the order they failed
+    failures: tuple[DeviceRecord, ...]
+    #: seconds until the last active device is done; None if unknown
+    eta: float | None
+    #: devices still in progress
+    active: tuple[DeviceRecord, ...] = field(default=())
+
+
+class LineView:
+    """A :class:`~parallel_flash.engine.records.LineObserver` that keeps what the views draw.
+
+    Memory is bounded by the ports of the line plus its failures, however
+    many devices a shift boots.
+    """
+
+    def __init__(
+        self,
+        records: Iterable[DeviceRecord] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ports: dict[str, DeviceRecord] = {}
+        self._active: dict[int, DeviceRecord] = {}
+        self._done = _Tally()
+        self._failures: list[DeviceRecord] = []
+        for record in records:
+            self.device_added(record)
+            if record.state.finished:
+                self.device_finished(record)
+
+    def snapshot(self, now: float) -> ViewSnapshot:
+        """The line as it stands at monotonic time *now* (O(ports + active devices))."""
+        with self._lock:
+            ports = sorted(self._ports.values(), key=lambda record: natural_key(record.port))
+            active = list(self._active.values())
+            tally = self._done.copy()
+            failures = tuple(self._failures)
+        etas = []
+        for record in active:
+            tally.add(record, now)
+            etas.append(record.eta(now))
+        eta: float | None = 0.0
+        if any(value is None for value in etas):
+            eta = None
+        elif etas:
+            eta = max(value for value in etas if value is not None)
+        return ViewSnapshot(
+            ports=tuple(ports),
+            totals=tally.totals(),
+            failures=failures,
+            eta=eta,
+            active=tuple(active),
+        )
+
+    @property
+    def active(self) -> list[DeviceRecord]:
+        """The devices in progress now."""
+        with self._lock:
+            return list(self._active.values())
+
+    def device_finished(self, record: DeviceRecord) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._active.pop(id(record), None) is None:
+                if self._ports.get(record.port) is record:
+                    return  # finished twice: counted once
+                self._ports[record.port] = record  # finished without being added
+            self._done.add(record, now)
+            if record.state is DeviceState.FAILED:
+                self._failures.append(record)
+
+    # -- LineObserver --------------------------------------------------
+
+    def device_added(self, record: DeviceRecord) -> None:
+        with self._lock:
+            self._active[id(record)] = record
+            self._ports[record.port] = record
+
+    def device_changed(self, record: DeviceRecord) -> None:
+        pass  # frames read the record itself
+
+    def device_log(self, record: DeviceRecord, log: DeviceLog) -> None:
+        pass
