@@ -171,6 +171,10 @@ def test_invalid_inputs_exit_2_before_any_device(
 def test_bad_arguments_exit_2(small_wim: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["boot", str(small_wim), "--sim", "2", "--in-flight", "0"]) == 2
     assert "--in-flight" in capsys.readouterr().err
+    assert main(["boot", str(small_wim), "--sim", "2", "--confirm", "5"]) == 2
+    assert "--confirm needs USB devices" in capsys.readouterr().err
+    assert main(["boot", str(small_wim), "--count", "2"]) == 2
+    assert "add --watch" in capsys.readouterr().err
     assert main(["boot", str(small_wim), "--sim", "2", "--sim-fault", "9:status=-1"]) == 2
     assert "slots [9]" in capsys.readouterr().err
     assert main(["boot", str(small_wim), "--sim-fault", "x"]) == 2

@@ -79,7 +79,9 @@ def test_devices_plugged_after_start_are_booted(
     report = tmp_path / "r.jsonl"
     extra = ["--poll"] if mode == "poll" else []
     with EmulatedLine(0) as line:
-        process = _station(line, small_wim, small_sdi, report, "--count", "3", *extra)
+        process = _station(
+            line, small_wim, small_sdi, report, "--count", "3", "--expect", "045E:0A00", *extra
+        )
         ports = []
         for _ in range(3):
             ports.append(line.plug())
@@ -101,7 +103,7 @@ def test_unplug_mid_transfer_fails_only_that_device_and_frees_its_port(
 ) -> None:
     report = tmp_path / "r.jsonl"
     with EmulatedLine(3, link_rate_mbps=2) as line:
-        process = _station(line, small_wim, small_sdi, report, "--count", "4")
+        process = _station(line, small_wim, small_sdi, report, "--count", "4", "--confirm", "0")
         victim = line.ports[1]
         _wait_streaming(line, victim)
         line.unplug(victim)
@@ -125,7 +127,7 @@ def test_unplug_mid_transfer_fails_only_that_device_and_frees_its_port(
 def test_count_stops_the_run(tmp_path: Path, small_wim: Path, small_sdi: Path) -> None:
     report = tmp_path / "r.jsonl"
     with EmulatedLine(3) as line:
-        process = _station(line, small_wim, small_sdi, report, "--count", "2")
+        process = _station(line, small_wim, small_sdi, report, "--count", "2", "--confirm", "0")
         _out, err = _finish(process)
         summaries = line.summaries(transcript=True)
     assert process.returncode == 0, err
@@ -146,7 +148,7 @@ def test_filters_by_port_and_unique_id(tmp_path: Path, small_wim: Path, small_sd
     with EmulatedLine(specs) as line:
         process = _station(
             line, small_wim, small_sdi, report,
-            "--count", "1", "--port", "1-1", "--id", str(wanted).upper(),
+            "--count", "1", "--port", "1-1", "--id", str(wanted).upper(), "--confirm", "0",
         )
         _out, err = _finish(process)
         summaries = line.summaries(transcript=True)
@@ -194,6 +196,7 @@ def test_sigint_stops_the_station_with_a_record_per_device(
     assert process.returncode == 130, err
     devices = _devices(report)
     assert len(devices) == 2 and all(d["error"] == "interrupted" for d in devices)
+    assert all(d["state"] == "interrupted" for d in devices)
     assert read_report(report)[-1]["interrupted"] is True
     assert "Traceback" not in err
     assert elapsed < 5

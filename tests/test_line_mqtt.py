@@ -307,7 +307,9 @@ def test_station_mode_publishes_every_device_of_the_shift(
              str(small_sdi), "--watch", "--count", "3", "--report", str(report), "--plain",
              "--mqtt", broker.url, "--line", "L1", "--station", "st1",
              "--mqtt-outbox", str(tmp_path / "outbox.jsonl"),
-             "--metrics", f"127.0.0.1:{metrics_port}"],
+             "--metrics", f"127.0.0.1:{metrics_port}",
+             # Station mode confirms each boot (issue 7); the booted image's ID makes it quick.
+             "--expect", "045E:0A00"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         try:

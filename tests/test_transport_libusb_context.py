@@ -17,11 +17,11 @@ import uuid
 import anyio
 import pytest
 
+from parallel_flash.cli._usb import filters_from_args
 from parallel_flash.engine.discovery import (
     ArrivalDedup,
     DeviceFilters,
     HotplugEvent,
-    filters_from_args,
     find_devices,
     parse_port,
     parse_unique_id,
@@ -132,7 +132,7 @@ def test_parse_unique_id() -> None:
     guid = "00000011-f151-a509-0000-000000000000"
     assert parse_unique_id(guid) == uuid.UUID(guid)
     assert parse_unique_id("{" + guid.upper() + "}") == uuid.UUID(guid)
-    with pytest.raises(InputError, match="--id 'nope': expected a GUID"):
+    with pytest.raises(InputError, match="unique ID 'nope': expected a GUID"):
         parse_unique_id("nope")
 
 
@@ -172,7 +172,7 @@ def test_vid_pid_filter() -> None:
 def test_filters_from_arguments() -> None:
     import argparse
 
-    from parallel_flash.engine.discovery import add_usb_arguments
+    from parallel_flash.cli._usb import add_usb_arguments
 
     parser = argparse.ArgumentParser()
     add_usb_arguments(parser)

@@ -279,8 +279,10 @@ def test_a_device_without_the_simpleio_endpoints_is_refused_clearly(
             capture_output=True, text=True, timeout=60,
         )
     assert again.returncode == 1
-    assert "interface 0 must have exactly one bulk IN and one bulk OUT endpoint" in again.stderr
-    assert "it has none" in again.stderr
+    # Every device found ends in a record: this one as FAILED, with the reason.
+    assert "FAILED: cannot open the device" in again.stdout
+    assert "interface 0 must have exactly one bulk IN and one bulk OUT endpoint" in again.stdout
+    assert "it has none" in again.stdout
 
 
 def test_boot_takes_only_the_devices_the_filters_name(

@@ -36,25 +36,28 @@ if TYPE_CHECKING:
     from .emulator import EmulatedLine as EmulatedLine
     from .engine.discovery import DeviceFilters as DeviceFilters
     from .engine.discovery import Identity as Identity
-    from .engine.discovery import UsbLine as UsbLine
     from .engine.discovery import find_devices as find_devices
     from .engine.discovery import identify as identify
     from .engine.discovery import read_nok_info as read_nok_info
     from .engine.discovery import watch_devices as watch_devices
     from .engine.pipeline import DEFAULT_IN_FLIGHT as DEFAULT_IN_FLIGHT
     from .engine.pipeline import BootOptions as BootOptions
+    from .engine.pipeline import LineCounters as LineCounters
     from .engine.pipeline import LineResult as LineResult
+    from .engine.pipeline import StopReason as StopReason
+    from .engine.pipeline import Unopened as Unopened
     from .engine.pipeline import boot_device as boot_device
     from .engine.pipeline import boot_line as boot_line
-    from .engine.pipeline import run_interruptible as run_interruptible
+    from .engine.pipeline import identify_device as identify_device
     from .engine.records import DeviceLog as DeviceLog
     from .engine.records import DeviceRecord as DeviceRecord
     from .engine.records import DeviceState as DeviceState
     from .engine.records import LineObserver as LineObserver
     from .engine.records import NullObserver as NullObserver
     from .engine.records import ObserverGroup as ObserverGroup
-    from .engine.station import StationCounters as StationCounters
-    from .engine.station import StationResult as StationResult
+    from .engine.records import Outcome as Outcome
+    from .engine.station import Confirmation as Confirmation
+    from .engine.station import Intake as Intake
     from .engine.station import run_station as run_station
     from .errors import DeviceBootError as DeviceBootError
     from .errors import DeviceDisconnected as DeviceDisconnected
@@ -96,6 +99,7 @@ if TYPE_CHECKING:
     from .session import Presentation as Presentation
     from .session import SimulatedLine as SimulatedLine
     from .session import run_boot as run_boot
+    from .session import run_usb as run_usb
     from .transport.base import Link as Link
     from .transport.base import OutChunk as OutChunk
     from .transport.libusb import UsbContext as UsbContext
@@ -111,20 +115,23 @@ _EXPORTS: dict[str, str] = {
     "ImageBuffer": ".image",
     "ImageSet": ".image",
     "LineResult": ".engine.pipeline",
+    "LineCounters": ".engine.pipeline",
+    "StopReason": ".engine.pipeline",
+    "Unopened": ".engine.pipeline",
     "LinkSource": ".session",
     "Presentation": ".session",
     "SimulatedLine": ".session",
     "run_boot": ".session",
+    "run_usb": ".session",
     "boot_device": ".engine.pipeline",
     "boot_line": ".engine.pipeline",
-    "run_interruptible": ".engine.pipeline",
+    "identify_device": ".engine.pipeline",
     # station mode and real USB
-    "StationCounters": ".engine.station",
-    "StationResult": ".engine.station",
+    "Confirmation": ".engine.station",
+    "Intake": ".engine.station",
     "run_station": ".engine.station",
     "DeviceFilters": ".engine.discovery",
     "Identity": ".engine.discovery",
-    "UsbLine": ".engine.discovery",
     "find_devices": ".engine.discovery",
     "identify": ".engine.discovery",
     "read_nok_info": ".engine.discovery",
@@ -136,6 +143,7 @@ _EXPORTS: dict[str, str] = {
     "LineObserver": ".engine.records",
     "NullObserver": ".engine.records",
     "ObserverGroup": ".engine.records",
+    "Outcome": ".engine.records",
     "JsonlReport": ".output.report",
     "read_report": ".output.report",
     "LiveTable": ".output.ui",

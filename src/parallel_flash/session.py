@@ -1,14 +1,22 @@
-"""Run a whole line: inputs checked, presentation and report wired, Ctrl-C handled.
+"""One run of a line, wired: report, presentation and signals around the engine.
 
-This is what ``parallel-flash boot`` and ``parallel-flash demo`` do, as a
-Python API: :func:`run_boot` takes an already loaded :class:`ImageBuffer`
-and a *link source* -- an async context manager yielding the devices to boot
-(the simulated line, or devices found on real USB) -- and returns a
-:class:`~parallel_flash.engine.pipeline.LineResult`.
+This is the one place that does it, for one-shot ``boot`` (simulated or on
+USB), ``demo`` and station mode alike:
 
-Order matters for the factory line: the image and the report file are
-checked before any device is touched (bad input exits 2 with nothing
-contacted), and every finished device is on disk before the next one ends.
+* the report is opened before any device is touched (bad path: InputError,
+  nothing contacted) and every finished device is on disk before the next
+  one ends; a write that fails is loud at once: no new device starts, the
+  ones under way finish, the operator is told on screen and in the log, and
+  the run ends with :attr:`~parallel_flash.engine.StopReason.REPORT_FAILED`
+  (the records that reached the disk stay intact, without a truncated line);
+* signals: the first SIGINT, SIGTERM or SIGHUP cancels every device under
+  way (each recorded as interrupted) and the run ends with that
+  :class:`~parallel_flash.engine.StopReason`; a second one while the records
+  are written only says so; a third exits at once (status 128 + signal) with
+  what is on disk. Never a traceback.
+
+Exit codes are the CLI's business: :class:`~parallel_flash.engine.LineResult`
+carries the facts (counters, stop reason, report error).
 """
 
 from __future__ import annotations
@@ -16,16 +24,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, TextIO
 
 import anyio
 
-from .engine.pipeline import BootOptions, LineResult, boot_line, run_interruptible
-from .engine.records import DeviceRecord, LineObserver, ObserverGroup
+from .engine.pipeline import BootOptions, LineResult, StopReason, Unopened, boot_line
+from .engine.records import LineObserver, ObserverGroup
 from .image import ImageBuffer, ImageSet
 from .output.line import LineIntegration, LineOptions
 from .protocol.models import AnyFaults
@@ -35,14 +46,22 @@ from .transport.sim import SimLink, simulated_line
 __all__ = (
     "LinkSource",
     "Presentation",
+    "SignalGuard",
     "SimulatedLine",
     "run_boot",
+    "run_usb",
 )
 
 logger = logging.getLogger(__name__)
 
 #: Opens the devices to boot and closes whatever is left at the end.
-LinkSource = Callable[[], AbstractAsyncContextManager[Sequence[Link]]]
+LinkSource = Callable[[], AbstractAsyncContextManager[Sequence[Link | Unopened]]]
+
+_STOP_BY_SIGNAL = {
+    signal.SIGINT: StopReason.INTERRUPT,
+    signal.SIGTERM: StopReason.TERMINATE,
+    signal.SIGHUP: StopReason.HANGUP,
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,7 +89,7 @@ class SimulatedLine:
         )
 
     @contextlib.asynccontextmanager
-    async def __call__(self) -> AsyncIterator[Sequence[Link]]:
+    async def __call__(self) -> AsyncIterator[Sequence[Link | Unopened]]:
         links = self.links()
         try:
             yield links
@@ -111,13 +130,211 @@ def _logging_through(console: Any, table: Any) -> Iterator[LineObserver]:
     from rich.logging import RichHandler
 
     root = logging.getLogger()
-    saved = root.handlers[:]
-    root.handlers = [RichHandler(console=console, show_path=False, markup=False)]
+    handler = RichHandler(console=console, show_path=False, markup=False)
+    # The table's handler replaces the console ones for as long as it is drawn.
+    saved = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+    for old in saved:
+        root.removeHandler(old)
+    root.addHandler(handler)
     try:
         with table:
             yield table
     finally:
-        root.handlers = saved
+        root.removeHandler(handler)
+        for old in saved:
+            root.addHandler(old)
+
+
+# -- signals -----------------------------------------------------------------------------
+
+
+class SignalGuard:
+    """SIGINT, SIGTERM and SIGHUP for one run: cancel once, wait, then exit at once.
+
+    Installed with :func:`signal.signal` for the whole run (not only while the
+    event loop runs), so a signal while the report is being closed is handled
+    the same way. Only in the main thread; elsewhere the caller cancels.
+    """
+
+    def __init__(self) -> None:
+        self.stop: StopReason | None = None
+        self.received = 0
+        self._first_signal = 0
+        self._cancel: Callable[[], None] | None = None
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _STOP_BY_SIGNAL:
+                self._saved[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+        self._saved.clear()
+
+    def attach(self, cancel: Callable[[], None] | None) -> None:
+        """What to call on the first signal (None: the loop has ended)."""
+        self._cancel = cancel
+        if cancel is not None and self.stop is not None:
+            cancel()
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received += 1
+        name = signal.Signals(signum).name
+        if self.received == 1:
+            self.stop = _STOP_BY_SIGNAL[signal.Signals(signum)]
+            self._first_signal = signum
+            if signum == signal.SIGHUP:
+                logging.raiseExceptions = False  # the terminal is gone: never a traceback
+            _say(f"received {name}: cancelling every device under way and writing its record")
+            if self._cancel is not None:
+                self._cancel()
+        elif self.received == 2:
+            _say(
+                f"received {name} again: still writing the records of the devices under way; "
+                "send it once more to exit at once with what is on disk"
+            )
+        else:
+            _say(f"received {name} a third time: exiting now; records on disk are kept")
+            os._exit(128 + self._first_signal)
+
+
+def _say(text: str) -> None:
+    """One line on stderr from a signal handler (no locks, no buffering); never raises."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"parallel-flash: {text}\n".encode())
+
+
+# -- the session ------------------------------------------------------------------------
+
+
+class _Session:
+    """Report + presentation + signals around one piece of async work."""
+
+    def __init__(
+        self,
+        image: ImageBuffer | ImageSet,
+        *,
+        report: str | os.PathLike[str] | None,
+        append_report: bool,
+        presentation: Presentation,
+        extra_observers: Sequence[LineObserver],
+        line: LineOptions | None = None,
+    ) -> None:
+        if line is not None:
+            line.check(report)
+        self.line = line
+        self.image = image
+        self.report_path = report
+        self.append_report = append_report
+        self.presentation = presentation
+        self.extra_observers = list(extra_observers)
+        self.result = LineResult()
+        self.on_report_failure: Callable[[str], None] | None = None
+        self._report: Any = None
+        self._presenter: LineObserver | None = None
+        self._other_error: BaseException | None = None
+
+    def _observer_failed(self, observer: LineObserver, exc: BaseException) -> None:
+        if observer is self._report and isinstance(exc, OSError):
+            if self.result.report_error is None:
+                path = self.report_path
+                message = f"cannot write the report {path}: {exc.strerror or exc}"
+                self.result.report_error = message
+                if self.result.stop is None:
+                    self.result.stop = StopReason.REPORT_FAILED
+                logger.error("%s; no new device is started, those under way finish", message)
+                if self.on_report_failure is not None:
+                    self.on_report_failure(message)
+            return
+        if observer is self._presenter and isinstance(exc, OSError):
+            # The terminal is gone (SIGHUP) or the pipe closed: the report still has everything.
+            logger.debug("presentation failed: %s", exc)
+            return
+        if self._other_error is None:
+            self._other_error = exc
+
+    def run(self, work: Callable[[LineObserver], Awaitable[None]]) -> LineResult:
+        from .output.report import JsonlReport
+
+        image = self.image
+        with contextlib.ExitStack() as stack:
+            # Entered first, closed last: the last results go out after the report has them.
+            line = self.line
+            integration = (
+                stack.enter_context(LineIntegration(line, image))
+                if line is not None and line.active
+                else None
+            )
+            observers: list[LineObserver] = list(self.extra_observers)
+            if self.report_path is not None:
+                self._report = JsonlReport.open(
+                    self.report_path,
+                    wim=image.wim_path,
+                    sdi=image.sdi_path,
+                    image_sha256=image.sha256,
+                    image_bytes=image.total_length,
+                    append=self.append_report,
+                )
+                stack.enter_context(self._report)
+                observers.append(self._report)
+            if integration is not None:
+                integration.attach(self._report)
+                observers.extend(integration.observers)
+            self._presenter = stack.enter_context(self.presentation.observer(image))
+            observers.append(self._presenter)
+            group = ObserverGroup(*observers, on_error=self._observer_failed)
+            guard = stack.enter_context(SignalGuard())
+            anyio.run(self._main, guard, work, group)
+            self.result.stop = guard.stop or self.result.stop
+            self._close(guard)
+            if integration is not None:
+                integration.close(self.result.records, interrupted=self.result.stop is not None)
+        if self._other_error is not None:
+            raise self._other_error
+        return self.result
+
+    async def _main(
+        self,
+        guard: SignalGuard,
+        work: Callable[[LineObserver], Awaitable[None]],
+        group: ObserverGroup,
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            guard.attach(lambda: _call_soon(scope))
+            try:
+                await work(group)
+            finally:
+                guard.attach(None)
+
+    def _close(self, guard: SignalGuard) -> None:
+        from .output.ui import PlainOutput
+
+        interrupted = self.result.stop is not None
+        if isinstance(self._presenter, PlainOutput) and interrupted:
+            with contextlib.suppress(OSError):
+                self._presenter.close(interrupted=True)
+        report = self._report
+        if report is not None:
+            try:
+                report.finish_unfinished(self.result.records, reason="interrupted")
+                report.close(interrupted=interrupted)
+            except OSError as exc:
+                self._observer_failed(report, exc)
+                report.abandon()
+
+
+def _call_soon(scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` from a signal handler: schedule it on the loop, never inline."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    loop.call_soon_threadsafe(scope.cancel)
 
 
 def run_boot(
@@ -131,63 +348,86 @@ def run_boot(
     extra_observers: Sequence[LineObserver] = (),
     line: LineOptions | None = None,
 ) -> LineResult:
-    """Boot every device the source yields; returns once all have finished or on Ctrl-C.
+    """Boot every device the source yields; returns once all have finished or on a signal.
 
     :param line: publish to the line's MQTT broker, serve Prometheus metrics,
         run a result hook (output/line.py)
+
     :raises ~parallel_flash.errors.InputError: the report file exists (and
-        ``append_report`` is false) or cannot be created, or the line's
-        settings cannot work -- before any device is touched.
+        ``append_report`` is false) or cannot be created -- before any device
+        is touched.
     """
-    from .output.report import JsonlReport
-
     options = options or BootOptions()
-    presentation = presentation or Presentation()
-    if line is not None:
-        line.check(report)
-    with contextlib.ExitStack() as stack:
-        # Entered first, closed last: the last results go out after the report has them.
-        integration = (
-            stack.enter_context(LineIntegration(line, image))
-            if line is not None and line.active
-            else None
-        )
-        observers: list[LineObserver] = list(extra_observers)
-        report_file = None
-        if report is not None:
-            report_file = JsonlReport.open(
-                report,
-                wim=image.wim_path,
-                sdi=image.sdi_path,
-                image_sha256=image.sha256,
-                image_bytes=image.total_length,
-                append=append_report,
+    session = _Session(
+        image,
+        report=report,
+        append_report=append_report,
+        presentation=presentation or Presentation(),
+        extra_observers=extra_observers,
+        line=line,
+    )
+
+    async def work(observer: LineObserver) -> None:
+        async with source() as links:
+            if not links:
+                logger.warning("no device to boot")
+            await boot_line(
+                links, image, options=options, observer=observer,
+                records=session.result.records,
             )
-            stack.enter_context(report_file)
-            observers.append(report_file)
-        if integration is not None:
-            integration.attach(report_file)
-            observers.extend(integration.observers)
-        presenter = stack.enter_context(presentation.observer(image))
-        observers.append(presenter)
-        group = ObserverGroup(*observers)
-        records: list[DeviceRecord] = []
 
-        async def work() -> None:
-            async with source() as links:
-                if not links:
-                    logger.warning("no device to boot")
-                await boot_line(links, image, options=options, observer=group, records=records)
+    return session.run(work)
 
-        _, interrupted = anyio.run(run_interruptible, work)
-        result = LineResult(records=records, interrupted=interrupted)
-        close = getattr(presenter, "close", None)
-        if interrupted and callable(close):
-            close(interrupted=True)   # PlainOutput says so in its summary line
-        if report_file is not None:
-            report_file.finish_unfinished(records, reason="interrupted")
-            report_file.close(interrupted=interrupted)
-        if integration is not None:
-            integration.close(records, interrupted=interrupted)
-        group.check()
-    return result
+
+def run_usb(
+    image: ImageBuffer | ImageSet,
+    *,
+    filters: Any = None,
+    options: BootOptions | None = None,
+    station: bool = False,
+    count: int | None = None,
+    confirmation: Any = None,
+    polling: bool | None = None,
+    report: str | os.PathLike[str] | None = None,
+    append_report: bool = False,
+    presentation: Presentation | None = None,
+    extra_observers: Sequence[LineObserver] = (),
+    on_ready: Callable[[], None] | None = None,
+    line: LineOptions | None = None,
+) -> LineResult:
+    """Boot devices on real USB: the ones present now, or (``station``) each one plugged in.
+
+    ``filters`` is a :class:`~parallel_flash.discovery.DeviceFilters`,
+    ``confirmation`` a :class:`~parallel_flash.station.Confirmation` (None = no
+    confirmation). A report write failure stops the intake of new devices.
+    """
+    from .engine.station import Intake, run_station
+
+    session = _Session(
+        image,
+        report=report,
+        append_report=append_report,
+        presentation=presentation or Presentation(),
+        extra_observers=extra_observers,
+        line=line,
+    )
+    intake = Intake()
+    session.on_report_failure = intake.stop
+
+    async def work(observer: LineObserver) -> None:
+        await run_station(
+            image,
+            filters=filters,
+            options=options,
+            observer=observer,
+            count=count,
+            confirmation=confirmation,
+            once=not station,
+            polling=polling,
+            result=session.result,
+            intake=intake,
+            on_ready=on_ready,
+        )
+
+    return session.run(work)
+

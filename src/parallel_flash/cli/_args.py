@@ -182,6 +182,12 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
         help="seconds without progress before a transfer counts as stalled (default 1)",
     )
     group.add_argument("--status-timeout", type=timeout_seconds, default=15.0, metavar="S")
+    group.add_argument(
+        "--retries", type=int_range(0, 100), default=0, metavar="N",
+        help="retry a device that failed before any image byte was sent (or, in station mode, "
+             "that re-enumerates after a transport failure) up to N times; never after a "
+             "negative status (default 0)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--report", metavar="FILE.jsonl",
@@ -290,6 +296,7 @@ def boot_options(args: argparse.Namespace) -> BootOptions:
         reset_timeout=args.reset_timeout,
         transfer_timeout=args.transfer_timeout,
         status_timeout=args.status_timeout,
+        retries=args.retries,
     )
 
 

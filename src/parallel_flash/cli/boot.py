@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
-from ..engine.pipeline import LineResult
+from ..engine.pipeline import LineResult, StopReason
+from ..errors import InputError
 from ..image import ImageBuffer, ImageSet
-from ..session import LinkSource, Presentation, run_boot
+from ..output.line import LineOptions
+from ..session import Presentation, run_boot, run_usb
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from ._args import (
     add_boot_options,
@@ -20,7 +23,6 @@ from ._args import (
     rate_mbps,
     sim_mix,
     simulated_line,
-    timeout_seconds,
 )
 
 __all__ = ("exit_code", "register")
@@ -39,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "The Lumia and UFP loaders are derived from public host code (WPinternals, "
             "UnifiedFlashingPlatform) and have not been tried on hardware; ffutool's -WIM on "
             "UFP devices uses a closed native path and is not offered. "
-            "Exit status: 0 all booted, 1 any failed, 2 bad input, 130 interrupted."
+            "Exit status: 0 all booted, 1 any failed (or the report could not be written), 2 bad "
+            "input, 130 interrupted (Ctrl-C). SIGTERM or SIGHUP end a run normally: 0 unless a "
+            "device failed."
         ),
     )
     parser.add_argument(
@@ -74,50 +78,55 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which real USB devices to boot (the filters ``list`` shares), and station mode."""
-    from ..engine.discovery import add_usb_arguments
+    """Which real USB devices to boot (the filters ``list`` shares), station mode, confirmation."""
+    from ._usb import add_usb_arguments, usb_id
 
     add_usb_arguments(parser)
     station = parser.add_argument_group("station mode (production line)")
     station.add_argument("--watch", action="store_true",
                          help="keep running and boot each device as it is plugged in")
     station.add_argument("--count", type=int, default=None, metavar="N",
-                         help="with --watch: stop after N boots")
-    station.add_argument("--wait-boot", type=timeout_seconds, default=None, metavar="S",
-                         help="after a boot, wait S seconds for the device to leave flashing "
-                              "mode; fail it if it comes back in flashing mode on that port")
+                         help="with --watch: stop after N devices")
     station.add_argument("--poll", action="store_true",
                          help="poll for devices instead of using libusb hotplug events")
+    confirm = parser.add_argument_group("boot confirmation")
+    confirm.add_argument(
+        "--confirm", "--wait-boot", dest="confirm", type=float, default=None, metavar="S",
+        help="after its status, a device must leave flashing mode within S seconds (and, with "
+             "--expect, appear on its port as the booted image); a phone back on its port in "
+             "flashing mode is identified: the same unique ID is a failed boot, another one a "
+             "new device. Default 30 with --watch, off otherwise; 0 turns it off",
+    )
+    confirm.add_argument("--expect", type=usb_id, default=None, metavar="VID:PID",
+                         help="the USB ID the booted image shows (e.g. 045E:0A00), awaited on "
+                              "the same port to confirm the boot")
 
 
 def run(args: argparse.Namespace) -> int:
     options = boot_options(args)
-    source = _link_source(args)
+    _check_device_arguments(args)
     line = line_options(args, station=args.watch)
+    sim_line = None
+    if args.sim is not None:
+        sim_line = simulated_line(
+            args.sim, args.sim_rate, args.sim_bus_rate, args.sim_fault,
+            flags=("--sim", "--sim-rate", "--sim-fault"),
+            mix=args.sim_mix,
+        )
     image = load_images(args.wim, args.sdi)
     with image:
-        if args.watch:
-            from ..engine.station import run_station_cli
-            from ..output.line import LineIntegration
-
-            line.check(args.report)
-            integration = LineIntegration(line, image) if line.active else None
-            return run_station_cli(args, image, options, integration)
-        result = run_boot(
-            image,
-            source,
-            options=options,
-            report=args.report,
-            append_report=args.append,
-            presentation=Presentation(
-                live=args.live,
-                title=f"booting {image.wim_path}",
-                # --report -: the records own standard output
-                stream=sys.stderr if args.report == "-" else None,
-            ),
-            line=line,
-        )
-    return exit_code(result)
+        if sim_line is not None:
+            result = run_boot(
+                image,
+                sim_line,
+                options=options,
+                report=args.report,
+                append_report=args.append,
+                presentation=_presentation(args, f"booting {image.wim_path}"),
+                line=line,
+            )
+            return exit_code(result)
+        return _run_usb(args, image, options, line)
 
 
 def load_images(paths: list[str], sdi: str | None) -> ImageBuffer | ImageSet:
@@ -127,7 +136,6 @@ def load_images(paths: list[str], sdi: str | None) -> ImageBuffer | ImageSet:
         WIM and a .secwim together (SimpleIO devices would take either).
     """
     from ..engine.pipeline import check_images
-    from ..errors import InputError
     from ..formats.detect import detect_file_type
 
     if len(paths) == 1:
@@ -150,27 +158,99 @@ def load_images(paths: list[str], sdi: str | None) -> ImageBuffer | ImageSet:
     return loaded
 
 
-def _link_source(args: argparse.Namespace) -> LinkSource:
-    """Check the device-side arguments before the image is read."""
-    from ..errors import InputError
+def _check_device_arguments(args: argparse.Namespace) -> None:
+    """Bad combinations, before the image is read or any device touched."""
+    if args.sim is not None:
+        for flag, given in (
+            ("--watch", args.watch), ("--confirm", args.confirm is not None),
+            ("--expect", args.expect is not None),
+        ):
+            if given:
+                raise InputError(f"{flag} needs USB devices; it cannot be combined with --sim")
+    if not args.watch and args.count is not None:
+        raise InputError("--count applies to station mode; add --watch")
+    if args.count is not None and args.count < 1:
+        raise InputError(f"--count must be at least 1, not {args.count}")
+    if args.confirm is not None and not 0 <= args.confirm < float("inf"):
+        raise InputError(f"--confirm must be a number of seconds >= 0, not {args.confirm:g}")
+    if args.expect is not None and args.confirm == 0:
+        raise InputError("--expect needs a confirmation window; --confirm 0 turns it off")
 
-    if args.sim is None:
-        from ..engine.discovery import usb_link_source
 
-        return usb_link_source(args)
+def _run_usb(
+    args: argparse.Namespace, image: ImageBuffer | ImageSet, options: object, line: LineOptions
+) -> int:
+    from ..engine.pipeline import BootOptions
+    from ..engine.station import DEFAULT_CONFIRM_SECONDS, Confirmation
+    from ._usb import filters_from_args
+
+    assert isinstance(options, BootOptions)
+    filters = filters_from_args(args)
+    seconds = args.confirm
+    if seconds is None and (args.watch or args.expect is not None):
+        seconds = DEFAULT_CONFIRM_SECONDS
+    confirmation = Confirmation(seconds=seconds, expect=args.expect) if seconds else None
+
+    def ready() -> None:
+        bound = f"; stopping after {args.count} devices" if args.count else "; Ctrl-C to stop"
+        _say(f"station ready, waiting for devices ({filters.describe()}){bound}")
+
+    result = run_usb(
+        image,
+        filters=filters,
+        options=options,
+        station=args.watch,
+        count=args.count,
+        confirmation=confirmation,
+        polling=True if args.poll else None,
+        report=args.report,
+        append_report=args.append,
+        presentation=_presentation(
+            args, f"station: {image.wim_path}" if args.watch else f"booting {image.wim_path}"
+        ),
+        on_ready=ready if args.watch else None,
+        line=line,
+    )
     if args.watch:
-        raise InputError("--watch waits for USB devices; it cannot be combined with --sim")
-    return simulated_line(
-        args.sim, args.sim_rate, args.sim_bus_rate, args.sim_fault,
-        flags=("--sim", "--sim-rate", "--sim-fault"),
-        mix=args.sim_mix,
+        totals = result.totals
+        text = f"station: {totals.booted} booted, {totals.failed} failed"
+        if totals.interrupted:
+            text += f", {totals.interrupted} interrupted"
+        if result.stop is not None:
+            text += f" ({result.stop.value})"
+        _say(text)
+    return exit_code(result)
+
+
+def _presentation(args: argparse.Namespace, title: str) -> Presentation:
+    # --report -: the records own standard output, the view goes to stderr.
+    return Presentation(
+        live=args.live, title=title, stream=sys.stderr if args.report == "-" else None
     )
 
 
+def _say(text: str) -> None:
+    """A line on stderr; a terminal that is gone (SIGHUP) is not an error."""
+    with contextlib.suppress(OSError):
+        print(f"parallel-flash: {text}", file=sys.stderr, flush=True)
+
+
 def exit_code(result: LineResult) -> int:
-    if result.interrupted:
-        return EXIT_INTERRUPTED
-    if not result.records:
-        print("parallel-flash: no device was booted", file=sys.stderr)
+    """0 all booted (or a normal end of shift with no failure), 1 any failed, 130 Ctrl-C."""
+    if result.report_error is not None:
+        _say(
+            f"error: {result.report_error}; the records written before it are on disk, "
+            "no device was started after it"
+        )
         return EXIT_FAILED
-    return EXIT_OK if result.all_booted else EXIT_FAILED
+    if result.stop is StopReason.INTERRUPT:
+        return EXIT_INTERRUPTED
+    totals = result.totals
+    if totals.failed:
+        return EXIT_FAILED
+    if result.stop in (StopReason.TERMINATE, StopReason.HANGUP):
+        return EXIT_OK
+    if totals.total == 0:
+        _say("no device was booted")
+        return EXIT_FAILED
+    return EXIT_OK if totals.booted == totals.total else EXIT_FAILED

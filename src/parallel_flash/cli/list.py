@@ -28,7 +28,7 @@ __all__ = ("DeviceListing", "list_devices", "register")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..engine.discovery import add_usb_arguments
+    from ._usb import add_usb_arguments
 
     parser = subparsers.add_parser(
         "list",
@@ -114,7 +114,7 @@ class DeviceListing:
 async def list_devices(filters: Any = None, *, id_timeout: float = 2.0) -> list[DeviceListing]:
     """Ask every matching device for its Id, in parallel; results in port order.
 
-    :param filters: a :class:`~parallel_flash.engine.discovery.DeviceFilters`
+    :param filters: a :class:`~parallel_flash.discovery.DeviceFilters`
         (default: every device in flashing mode). ``unique_ids`` drop the
         devices whose Id reply does not match.
     """
@@ -204,7 +204,7 @@ def _table(listings: list[DeviceListing]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.discovery import filters_from_args
+    from ._usb import filters_from_args
 
     filters = filters_from_args(args)
     listings = anyio.run(lambda: list_devices(filters, id_timeout=args.id_timeout))

@@ -126,7 +126,7 @@ class Host:
 
         from ..protocol.device import DeviceModel
         from ..protocol.models import build_model, parse_faults
-        from .devio import EmulatedDevice, LinkThrottle, Usbfs, UsbfsMemory
+        from .devio import Client, EmulatedDevice, LinkThrottle, Usbfs, UsbfsMemory
         from .ioctl import UsbdevfsHandler
 
         self._glib = glib
@@ -135,6 +135,7 @@ class Host:
         self._parse_faults = parse_faults
         self._LinkThrottle = LinkThrottle
         self._EmulatedDevice = EmulatedDevice
+        self._Client = Client
         self.config = config
         self.vid = int(config.get("vid", d.MICROSOFT_VID))
         self.pid = int(config.get("pid", d.FLASHING_PID))
@@ -298,16 +299,23 @@ class Host:
         if record is None:
             record = self.ports[key] = _PortRecord(port)
         record.flags = flags
-        self._plug_device(record, model)
+        rate = spec.get("link_rate_mbps")
+        self._plug_device(record, model, link_rate=float(rate) * 1e6 if rate else None)
         return key
 
     def _plug_device(
-        self, record: _PortRecord, model: Any, ids: tuple[int, int] | None = None
+        self,
+        record: _PortRecord,
+        model: Any,
+        ids: tuple[int, int] | None = None,
+        *,
+        link_rate: float | None = None,
     ) -> None:
         """Plug a flashing-mode device (``model``) or, with None, a booted image.
 
         ``ids`` (booted image only) are the IDs it comes back with; a Lumia
         comes back in Label mode, the rest as the emulator's booted image.
+        ``link_rate`` (bytes/s) overrides the line's for this device.
         """
         port = record.port
         self._ensure_hubs(port)
@@ -322,7 +330,8 @@ class Host:
                 product="Windows Phone (booted image)",
                 bulk_endpoints=False,
             )
-        link = self._LinkThrottle(self.link_rate) if self.link_rate else None
+        rate = link_rate or self.link_rate
+        link = self._LinkThrottle(rate) if rate else None
         bus_link = None
         if self.bus_rate:
             bus_link = self._bus_links.setdefault(port.bus, self._LinkThrottle(self.bus_rate))
@@ -340,7 +349,12 @@ class Host:
         record.state = "flashing" if model is not None else "booted-image"
         if model is not None:
             record.history.append(device)
+            if "busy" in record.flags:
+                # Another program's claim on interface 0.
+                device.claimed_by = self._Client(device)
         self._add_to_testbed(device, port.sysfs_path(), port.devpath)
+        if model is not None and "no-access" in record.flags:
+            os.chmod(os.path.join(self.root, device.devnode.lstrip("/")), 0)
         logger.info("plugged %s at %s (%s)", identity.product, port, device.devnode)
         _emit(
             {"event": "plugged", "port": str(port), "state": record.state, "devnum": device.devnum}
@@ -447,6 +461,19 @@ class Host:
                 result[key] = latest
         return result
 
+    def port_summary(self, key: str) -> dict[str, Any] | None:
+        """The latest flashing-mode device of one port (None if none was plugged there)."""
+        with self.usbfs.lock:
+            record = self.ports.get(key)
+            if record is None or not record.history:
+                return None
+            latest = self._summary(record.history[-1], False)
+            latest.update(
+                port=key, state=record.state, plugs=record.plugs,
+                present=record.device is not None,
+            )
+            return latest
+
     @staticmethod
     def _summary(device: Any, transcript: bool) -> dict[str, Any]:
         info: dict[str, Any] = device.summary()
@@ -478,6 +505,8 @@ class Host:
                 result = None
             elif command == "summaries":
                 result = self.summaries(bool(message.get("transcript", False)))
+            elif command == "port_summary":
+                result = self.port_summary(str(message["port"]))
             elif command == "stats":
                 result = self.stats()
             elif command == "ping":

@@ -416,6 +416,16 @@ class EmulatedLine:
         self._drain_events()
         return list(self._event_log)
 
+    def events_since(self, index: int) -> tuple[list[dict[str, Any]], int]:
+        """Events from position ``index`` on, and the position after them (no full copy)."""
+        self._drain_events()
+        return self._event_log[index:], len(self._event_log)
+
+    def port_summary(self, port: str) -> dict[str, Any] | None:
+        """The latest flashing-mode device at ``port`` (cheap: no history, no transcript)."""
+        result = self.command("port_summary", port=port)
+        return result if isinstance(result, dict) else None
+
     def wait_for(
         self, event: str, port: str | None = None, timeout: float = 10.0
     ) -> dict[str, Any]:

@@ -13,7 +13,8 @@ an ``id`` are events the host sends on its own: ``ready`` (once, first),
 that is the reason), ``plugged`` and ``unplugged``.
 
 Commands: ``plug`` (spec) -> port, ``unplug`` (port), ``set_fault`` (port,
-faults), ``summaries`` (transcript: bool) -> {port: summary}, ``stats``,
+faults), ``summaries`` (transcript: bool) -> {port: summary}, ``port_summary``
+(port) -> the latest device there only (cheap over a long run), ``stats``,
 ``ping``, ``shutdown``. The same commands are accepted on the optional unix
 socket :meth:`EmulatedLine.serve` opens for scripts.
 """
@@ -37,12 +38,17 @@ __all__ = (
     "split_faults",
 )
 
-COMMANDS = ("plug", "unplug", "set_fault", "summaries", "stats", "ping", "shutdown")
+COMMANDS = (
+    "plug", "unplug", "set_fault", "summaries", "port_summary", "stats", "ping", "shutdown",
+)
 
 #: Faults the emulator itself acts on (the rest go to DeviceFaults.parse):
 #: ``reappear-in-flashing`` -- after a successful boot the device leaves and
-#: comes back on the same port in flashing mode, i.e. the boot failed.
-EMULATOR_FAULTS = ("reappear-in-flashing",)
+#: comes back on the same port in flashing mode, i.e. the boot failed (a bounce);
+#: ``busy`` -- another program holds interface 0 (claiming it fails with EBUSY);
+#: ``no-access`` -- the device node is mode 000, as without a udev rule (opening it
+#: fails with EACCES for a process without CAP_DAC_OVERRIDE).
+EMULATOR_FAULTS = ("reappear-in-flashing", "busy", "no-access")
 
 
 @dataclass(slots=True)
@@ -58,6 +64,7 @@ class DeviceSpec:
     :param port: sysfs port path (``1-1.4``); default the next free one.
     :param kind: which device model (``simpleio``, ``lumia``, ``ufp-v1``, ``ufp-v2``;
         see ``protocol.models.MODEL_KINDS``); its faults are that model's.
+    :param link_rate_mbps: this device's own link rate in MB/s (None = the line's).
     """
 
     name: str | None = None
@@ -66,6 +73,7 @@ class DeviceSpec:
     ram_limit: int = 1 << 32
     port: str | None = None
     kind: str = "simpleio"
+    link_rate_mbps: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.faults, str):
@@ -79,11 +87,14 @@ class DeviceSpec:
             "ram_limit": self.ram_limit,
             "port": self.port,
             "kind": self.kind,
+            "link_rate_mbps": self.link_rate_mbps,
         }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> DeviceSpec:
-        unknown = set(data) - {"name", "unique_id", "faults", "ram_limit", "port", "kind"}
+        unknown = set(data) - {
+            "name", "unique_id", "faults", "ram_limit", "port", "kind", "link_rate_mbps"
+        }
         if unknown:
             raise ValueError(f"device spec: unknown field(s) {', '.join(sorted(unknown))}")
         return cls(
@@ -93,6 +104,7 @@ class DeviceSpec:
             ram_limit=int(data.get("ram_limit", 1 << 32)),
             port=data.get("port"),
             kind=str(data.get("kind") or "simpleio"),
+            link_rate_mbps=data.get("link_rate_mbps"),
         )
 
 

@@ -17,24 +17,17 @@ from polling the device list; both are deduplicated by port path.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import anyio
 
-from ..errors import InputError, RemoteProtocolError, TransportError
-from ..protocol.messages import (
-    CONTROL_REQUEST,
-    REPLY_BUFFER_SIZE,
-    IdReply,
-    LogPacket,
-    Opcode,
-)
+from .pipeline import BootOptions, identify_device
+from ..errors import InputError, RemoteProtocolError
+from ..protocol.messages import IdReply, LogPacket
 from ..protocol.nokia.messages import REPLY_BUFFER_SIZE as NOK_REPLY_BUFFER_SIZE
 from ..protocol.nokia.messages import Command, NokInfo
 from ..protocol.selection import ALL_FLASH_IDS, Loader, loader_for
@@ -48,16 +41,13 @@ __all__ = (
     "DeviceInfo",
     "HotplugEvent",
     "Identity",
-    "UsbLine",
-    "add_usb_arguments",
-    "filters_from_args",
     "find_devices",
     "identify",
     "open_link",
     "parse_port",
     "parse_unique_id",
+    "parse_usb_id",
     "read_nok_info",
-    "usb_link_source",
     "watch_devices",
 )
 
@@ -69,10 +59,6 @@ DeviceInfo = UsbDeviceInfo
 #: Seconds between device-list scans when polling. Arrivals are noticed
 #: within this; a scan of libusb's cached list costs well under a millisecond.
 DEFAULT_POLL_INTERVAL = 0.25
-#: Log packets tolerated in front of one reply before the device counts as
-#: babbling (protocol.md: Log packets may arrive where a reply is expected).
-_MAX_LOGS_PER_REPLY = 64
-
 _PORT_RE = re.compile(r"(\d{1,3})(?:-(\d{1,3}(?:\.\d{1,3})*))?")
 
 
@@ -84,7 +70,7 @@ def parse_port(text: str) -> str:
     match = _PORT_RE.fullmatch(text.strip())
     if match is None:
         raise InputError(
-            f"--port {text!r}: expected a sysfs port path such as 1-1.4.2 "
+            f"port {text!r}: expected a sysfs port path such as 1-1.4.2 "
             "(bus, a dash, then port numbers joined by dots), or a bus number alone"
         )
     bus, ports = match.groups()
@@ -94,13 +80,29 @@ def parse_port(text: str) -> str:
 
 
 def parse_unique_id(text: str) -> uuid.UUID:
-    """Check an ``--id`` value: a GUID as ``list`` prints it (braces optional)."""
+    """Check a unique ID: a GUID as ``list`` prints it (braces optional)."""
     try:
         return uuid.UUID(text.strip().strip("{}"))
     except ValueError:
         raise InputError(
-            f"--id {text!r}: expected a GUID such as 00000011-f151-a509-0000-000000000000"
+            f"unique ID {text!r}: expected a GUID such as 00000011-f151-a509-0000-000000000000"
         ) from None
+
+
+def parse_usb_id(text: str) -> tuple[int, int]:
+    """``VID:PID`` in hexadecimal (``045E:0A00``) -> (vendor ID, product ID)."""
+    vid, sep, pid = text.strip().partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        pair = int(vid, 16), int(pid, 16)
+    except ValueError:
+        raise InputError(
+            f"USB ID {text!r}: expected VID:PID in hexadecimal, e.g. 045E:0A00"
+        ) from None
+    if not all(0 <= value <= 0xFFFF for value in pair):
+        raise InputError(f"USB ID {text!r}: each half must be a 16-bit hexadecimal number")
+    return pair
 
 
 def _port_matches(port: str, prefix: str) -> bool:
@@ -126,7 +128,7 @@ class DeviceFilters:
         for name in ("vendor_id", "product_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 0xFFFF:
-                raise InputError(f"--{name[0]}id {value:#x} is not a 16-bit USB ID")
+                raise InputError(f"{name.replace('_', ' ')} {value:#x} is not a 16-bit USB ID")
         object.__setattr__(self, "ports", tuple(parse_port(p) for p in self.ports))
 
     def matches(self, device: DeviceInfo) -> bool:
@@ -160,61 +162,6 @@ class DeviceFilters:
         if self.unique_ids:
             text += f" with ID {', '.join(map(str, self.unique_ids))}"
         return text
-
-
-def filters_from_args(args: argparse.Namespace) -> DeviceFilters:
-    """The filters of ``boot``/``list`` arguments (``--vid --pid --port --id``)."""
-    return DeviceFilters(
-        vendor_id=args.vid,
-        product_id=args.pid,
-        ports=tuple(args.port or ()),
-        unique_ids=tuple(parse_unique_id(text) for text in (args.unique_ids or ())),
-    )
-
-
-def _hex16(text: str) -> int:
-    try:
-        value = int(text, 16)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal USB ID") from None
-    if not 0 <= value <= 0xFFFF:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a 16-bit USB ID")
-    return value
-
-
-def add_usb_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--vid --pid --port --id --poll``, as ``boot`` has them (used by ``list``)."""
-    usb = parser.add_argument_group("USB devices")
-    usb.add_argument(
-        "--vid",
-        type=_hex16,
-        default=None,
-        metavar="HEX",
-        help="vendor ID of devices in flashing mode (default: every loader's IDs: SimpleIO "
-        "045E:062A, Lumia 0421:066E/0714/05EE and 045E:0A02, UFP 045E:0658)",
-    )
-    usb.add_argument(
-        "--pid",
-        type=_hex16,
-        default=None,
-        metavar="HEX",
-        help="product ID of devices in flashing mode (default: every loader's IDs)",
-    )
-    usb.add_argument(
-        "--port",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="only devices on this port path or below it, sysfs form: 1-1.4 (repeatable)",
-    )
-    usb.add_argument(
-        "--id",
-        dest="unique_ids",
-        action="append",
-        default=[],
-        metavar="GUID",
-        help="only the device with this unique ID (repeatable)",
-    )
 
 
 # -- enumeration ------------------------------------------------------------------
@@ -261,23 +208,13 @@ async def identify(link: Link, *, timeout: float = 2.0) -> Identity:
     loader = loader_for(*link.usb_ids)
     if loader not in (None, Loader.SIMPLEIO):
         raise RemoteProtocolError(
-            f"{link.port}: a {loader} device has no unique ID (--id selects SimpleIO devices)"
+            f"{link.port}: a {loader} device has no unique ID "
+            "(a unique-ID filter selects SimpleIO devices only)"
         )
-    request = CONTROL_REQUEST
-    await link.control_out(
-        request.request_type, request.request, request.value, request.index, timeout=timeout
-    )
-    await link.bulk_out(Opcode.ID.encode(), timeout=timeout)
-    logs: list[LogPacket] = []
-    for _ in range(_MAX_LOGS_PER_REPLY):
-        data = await link.bulk_in(REPLY_BUFFER_SIZE, timeout=timeout)
-        if LogPacket.matches(data):
-            logs.append(LogPacket.parse(data))
-            continue
-        return Identity(reply=IdReply.parse(data), logs=tuple(logs))
-    raise RemoteProtocolError(
-        f"{link.port}: more than {_MAX_LOGS_PER_REPLY} Log packets and no Id reply"
-    )
+    reply, logs = await identify_device(link, BootOptions(id_timeout=timeout))
+    if not isinstance(reply, IdReply):  # pragma: no cover - the SimpleIO host answers IdReply
+        raise RemoteProtocolError(f"{link.port}: not a SimpleIO Id reply")
+    return Identity(reply=reply, logs=tuple(logs))
 
 
 async def read_nok_info(link: Link, *, timeout: float = 5.0) -> NokInfo:
@@ -303,16 +240,28 @@ class ArrivalDedup:
     Devices not passing the filters are dropped.
     """
 
-    def __init__(self, filters: DeviceFilters) -> None:
+    def __init__(
+        self, filters: DeviceFilters, also: tuple[tuple[int, int], ...] = ()
+    ) -> None:
         self.filters = filters
+        #: Further (VID, PID) pairs reported on the filtered ports (a booted image).
+        self.also = also
         self._present: dict[str, DeviceInfo] = {}
 
     def present(self) -> list[DeviceInfo]:
         return list(self._present.values())
 
+    def _wanted(self, device: DeviceInfo) -> bool:
+        if self.filters.matches(device):
+            return True
+        if (device.vendor_id, device.product_id) not in self.also:
+            return False
+        ports = self.filters.ports
+        return not ports or any(_port_matches(device.port, p) for p in ports)
+
     def feed(self, event: HotplugEvent) -> list[HotplugEvent]:
         device = event.device
-        if not self.filters.matches(device):
+        if not self._wanted(device):
             return []
         known = self._present.get(device.port)
         if event.arrived:
@@ -333,15 +282,18 @@ async def watch_devices(
     *,
     polling: bool | None = None,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
+    also: tuple[tuple[int, int], ...] = (),
 ) -> AsyncGenerator[HotplugEvent, None]:
     """Arrivals and departures of matching devices, present ones first.
 
     Deduplicated by :class:`ArrivalDedup`. ``polling`` None = libusb hotplug
     when libusb has it, else poll the device list every ``poll_interval``.
+    ``also``: further (VID, PID) pairs to report on the filtered ports (the
+    booted image a confirmation waits for).
     """
     if polling is None:
         polling = not hotplug_supported()
-    dedup = ArrivalDedup(filters)
+    dedup = ArrivalDedup(filters, also)
 
     if polling:
         logger.debug("watching for devices by polling every %g s", poll_interval)
@@ -357,74 +309,11 @@ async def watch_devices(
             await anyio.sleep(poll_interval)
     else:
         logger.debug("watching for devices with libusb hotplug")
+        vendor_ids = {filters.vendor_id, *(vid for vid, _ in also)}
         async with ctx.hotplug(
-            vendor_id=filters.vendor_id, product_id=filters.product_id
+            vendor_id=filters.vendor_id if len(vendor_ids) == 1 else None,
+            product_id=None if also else filters.product_id,
         ) as events:
             async for raw in events:
                 for event in dedup.feed(raw):
                     yield event
-
-
-# -- the link source of ``parallel-flash boot`` ------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UsbLine:
-    """A link source (``runner.LinkSource``) for the devices present on real USB.
-
-    Opens every device passing the filters; with ``--id`` filters, identifies
-    each and keeps only the matching ones. A device that cannot be opened is
-    logged and skipped, never fatal for the others.
-    """
-
-    filters: DeviceFilters
-    id_timeout: float = 2.0
-
-    @contextlib.asynccontextmanager
-    async def __call__(self) -> AsyncIterator[Sequence[Link]]:
-        async with UsbContext() as ctx:
-            links: list[Link] = []
-            for device in find_devices(ctx, self.filters):
-                link = await self._open(ctx, device)
-                if link is not None:
-                    links.append(link)
-            if not links:
-                logger.warning("no device in flashing mode found (%s)", self.filters.describe())
-            yield links
-            # UsbContext closes whatever the engine has not closed yet.
-
-    async def _open(self, ctx: UsbContext, device: DeviceInfo) -> Link | None:
-        try:
-            link = await open_link(ctx, device)
-        except (TransportError, RemoteProtocolError) as exc:
-            logger.error("%s: cannot use device %s: %s", device.port, device.usb_id, exc)
-            return None
-        if not self.filters.needs_identity:
-            return link
-        try:
-            identity = await identify(link, timeout=self.id_timeout)
-        except (TransportError, RemoteProtocolError) as exc:
-            logger.error("%s: Id exchange failed, skipping it: %s", device.port, exc)
-            await link.aclose()
-            return None
-        if self.filters.matches_id(identity.reply.unique_id):
-            return link
-        logger.info("%s: ID %s is not asked for; skipping", device.port, identity.reply.unique_id)
-        await link.aclose()
-        return None
-
-
-def usb_link_source(args: argparse.Namespace) -> UsbLine:
-    """The link source for ``boot`` without ``--sim``; checks the arguments, touches no device.
-
-    :raises ~parallel_flash.errors.InputError: a bad ``--port``/``--id``, or
-        ``--count``/``--wait-boot`` without ``--watch``.
-    """
-    filters = filters_from_args(args)
-    if not getattr(args, "watch", False):
-        for flag, value in (("--count", args.count), ("--wait-boot", args.wait_boot)):
-            if value is not None:
-                raise InputError(f"{flag} applies to station mode; add --watch")
-    if getattr(args, "count", None) is not None and args.count < 1:
-        raise InputError(f"--count must be at least 1, not {args.count}")
-    return UsbLine(filters=filters, id_timeout=args.id_timeout)

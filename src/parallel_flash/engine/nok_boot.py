@@ -209,7 +209,9 @@ class _NokPipeline:
         if error is None:
             record.state = DeviceState.BOOTED
         else:
-            record.state = DeviceState.FAILED
+            # A cancelled device is interrupted: an outcome of its own, not a failure.
+            interrupted = reason is FailureReason.INTERRUPTED
+            record.state = DeviceState.INTERRUPTED if interrupted else DeviceState.FAILED
             record.error = error
             record.reason = reason or FailureReason.USB_ERROR
             logger.info("%s: failed: %s", record.port, error)

@@ -1,26 +1,31 @@
 """The engine: one async pipeline per device, all in one anyio task group.
 
-:func:`boot_device` drives the sans-IO :class:`~.protocol.host.WimBootHost`
-over a :class:`~.transport.base.Link`, mirrors its progress into the
-device's :class:`~.events.DeviceRecord` and tells the observer. It never
-raises for a device failure: the record ends BOOTED or FAILED with a reason,
-so one device going wrong cannot disturb the others in the task group.
-Cancellation (Ctrl-C) is the one thing that propagates; the record is
-finished as "interrupted" first, so the report still has it.
+:func:`boot_device` drives a sans-IO loader host (:mod:`.protocol.loader`;
+SimpleIO's :class:`~.protocol.host.WimBootHost` by default) over a
+:class:`~.transport.base.Link`, mirrors its progress into the device's
+:class:`~.events.DeviceRecord` and tells the observer. It never raises for a
+device failure: the record ends BOOTED or FAILED with a reason, so one device
+going wrong cannot disturb the others in the task group. Cancellation is the
+one thing that propagates; the record is finished as INTERRUPTED first, so
+the report still has it.
 
-The engine knows nothing of libusb or rich.
+Every wait is bounded as a stage (identification, Reset recovery, the
+status: :class:`~.protocol.host.HostStage`), not only per read, so a device
+that sends Log packets without end fails when its stage's time is up. While
+streaming, replies are read too: a device that refuses the image at the
+header queues a negative status at once, and that ends its stream.
+
+The engine knows nothing of libusb, rich, argparse or exit codes.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
-import signal
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import anyio
 
@@ -28,14 +33,28 @@ from ..errors import (
     DeviceBootError,
     DeviceDisconnected,
     InputError,
+    LocalProtocolError,
     ProtocolError,
     TransferTimeout,
     TransportError,
 )
+from .records import (
+    MAX_KEPT_LOGS,
+    Attempt,
+    DeviceLog,
+    DeviceRecord,
+    DeviceState,
+    FailureReason,
+    LineObserver,
+    NullObserver,
+    Outcome,
+    failure_reason,
+)
 from ..image import ImageBuffer, ImageSet
+from .nok_boot import boot_nok_device
 from ..protocol.host import (
     Finished,
-    HostPhase,
+    HostStage,
     HostTimeouts,
     ReadBulk,
     SendBulk,
@@ -44,29 +63,25 @@ from ..protocol.host import (
     TransferPlan,
     WimBootHost,
 )
-from ..protocol.messages import REPLY_BUFFER_SIZE, STANDARD_TRANSFER_SIZE, parse_status
+from ..protocol.loader import DeviceIdentity, HostFactory, LoaderHost
+from ..protocol.messages import REPLY_BUFFER_SIZE, STANDARD_TRANSFER_SIZE, LogPacket
 from ..protocol.nokia.host import NokTimeouts
 from ..protocol.selection import FILE_TYPE_NAMES, Loader, loader_for
 from ..transport.base import Link, OutChunk
-from .nok_boot import boot_nok_device
-from .records import (
-    DeviceLog,
-    DeviceRecord,
-    DeviceState,
-    FailureReason,
-    LineObserver,
-    NullObserver,
-    failure_reason,
-)
 
 __all__ = (
     "DEFAULT_IN_FLIGHT",
+    "AttemptEnd",
     "BootOptions",
+    "LineCounters",
     "LineResult",
+    "StopReason",
     "boot_device",
     "boot_line",
     "check_images",
-    "run_interruptible",
+    "finish_record",
+    "identify_device",
+    "simpleio_host",
 )
 
 logger = logging.getLogger(__name__)
@@ -76,18 +91,40 @@ logger = logging.getLogger(__name__)
 #: the libusb transport shrinks this to fit the kernel's usbfs cap (16 MB by
 #: default) across all devices.
 DEFAULT_IN_FLIGHT = 4
+#: Pause before retrying a device on the same link (a device that just
+#: refused may need a moment; Microsoft's recovery waits 1 s).
+RETRY_PAUSE = 0.5
+#: Before a retry, stale replies are read off the pipe: at most this many, for
+#: at most this long, each read giving up after DRAIN_READ_TIMEOUT of silence.
+DRAIN_PACKETS = 1024
+DRAIN_SECONDS = 3.0
+DRAIN_READ_TIMEOUT = 0.1
 
-_PHASE_STATES = {
-    HostPhase.CONTROL: DeviceState.IDENTIFYING,
-    HostPhase.SEND_ID: DeviceState.IDENTIFYING,
-    HostPhase.READ_ID: DeviceState.IDENTIFYING,
-    HostPhase.SEND_RESET: DeviceState.RESETTING,
-    HostPhase.READ_RESET: DeviceState.RESETTING,
-    HostPhase.SEND_WIM_OPCODE: DeviceState.SENDING_SDI,
-    HostPhase.SEND_HEADER: DeviceState.SENDING_SDI,
-    HostPhase.STREAM: DeviceState.SENDING_SDI,
-    HostPhase.READ_STATUS: DeviceState.AWAITING_STATUS,
+_STAGE_STATES = {
+    HostStage.IDENTIFY: DeviceState.IDENTIFYING,
+    HostStage.RESET: DeviceState.RESETTING,
+    HostStage.STREAM: DeviceState.SENDING_SDI,
+    HostStage.STATUS: DeviceState.AWAITING_STATUS,
 }
+
+
+def simpleio_host(
+    sdi_length: int,
+    wim_length: int,
+    max_packet_size: int,
+    transfer_size: int | None,
+    timeouts: HostTimeouts,
+    max_transfer_size: int | None = None,
+) -> LoaderHost:
+    """The :data:`~.protocol.loader.HostFactory` of SimpleIO's WIM boot (the default)."""
+    return WimBootHost(
+        sdi_length=sdi_length,
+        wim_length=wim_length,
+        max_packet_size=max_packet_size,
+        transfer_size=transfer_size,
+        max_transfer_size=max_transfer_size,
+        timeouts=timeouts,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,21 +141,31 @@ class BootOptions:
     #: "No progress" window per transfer; a stream's window is this times in_flight.
     transfer_timeout: float = 1.0
     status_timeout: float = 15.0
+    #: Further attempts for a device that failed before any image byte was
+    #: sent (or, in station mode, re-enumerated after a transport failure).
+    #: Never after a negative status.
+    retries: int = 0
+    #: Builds the SimpleIO loader host of each attempt (the loader seam).
+    host_factory: HostFactory = simpleio_host
     #: The Lumia and UFP loaders' waits (loaders.md A.1; the CLI keeps the defaults).
     nok_timeouts: NokTimeouts = field(default_factory=NokTimeouts)
 
     def __post_init__(self) -> None:
         if self.transfer_size is not None and not 0 < self.transfer_size <= 0xFFFF_FFFF:
             raise InputError(
-                f"--transfer-size must be between 1 and 4294967295, not {self.transfer_size}"
+                f"transfer size must be between 1 and 4294967295 bytes, not {self.transfer_size}"
             )
         if not 1 <= self.in_flight <= 64:
-            raise InputError(f"--in-flight must be between 1 and 64, not {self.in_flight}")
+            raise InputError(
+                f"transfers in flight must be between 1 and 64, not {self.in_flight}"
+            )
+        if not 0 <= self.retries <= 100:
+            raise InputError(f"retries must be between 0 and 100, not {self.retries}")
         for name in ("id_timeout", "reset_timeout", "transfer_timeout", "status_timeout"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                flag = name.replace("_", "-")
-                raise InputError(f"--{flag} must be a positive number of seconds, not {value}")
+                what = name.replace("_", " ")
+                raise InputError(f"{what} must be a positive number of seconds, not {value}")
 
     @property
     def timeouts(self) -> HostTimeouts:
@@ -133,221 +180,110 @@ class BootOptions:
 # -- one device ----------------------------------------------------------------------
 
 
+class AttemptEnd(enum.Enum):
+    """How one attempt ended, for the caller deciding about another one."""
+
+    BOOTED = "booted"
+    #: Failed before the device took any image byte (safe to retry).
+    BEFORE_IMAGE = "failed before any image byte"
+    #: The link failed mid-way (stall, disconnect): retry only after re-enumeration.
+    TRANSPORT = "transport failure"
+    #: The device said no (negative status) or broke the protocol: never retried.
+    DEVICE = "device refused"
+    #: Refused by ``admit`` after identification.
+    NOT_ADMITTED = "not admitted"
+
+
+class _Failure(Exception):
+    def __init__(self, reason: str, end: AttemptEnd, counted: FailureReason) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.end = end
+        #: The fixed-set reason the report and the metrics count.
+        self.counted = counted
+
+
+#: Called with the device's identity once it is known; returns None to go
+#: on, or the reason the device must not be booted (e.g. it is a phone that
+#: already booted on this port and came back).
+Admit = Callable[[DeviceIdentity], str | None]
+
+
 async def boot_device(
     link: Link,
     image: ImageBuffer | ImageSet,
     record: DeviceRecord,
     options: BootOptions | None = None,
     observer: LineObserver | None = None,
-) -> DeviceRecord:
+    *,
+    admit: Admit | None = None,
+    final: bool = True,
+) -> AttemptEnd:
     """Boot one device over an opened link; the caller owns (and closes) the link.
 
-    The device's USB IDs choose its loader (:mod:`.protocol.selection`); a
-    loader that cannot take this image (or any image of an :class:`ImageSet`)
-    fails the device, saying what it needs.
+    Attempts that fail before any image byte are retried on the same link up
+    to ``options.retries`` times; each failed attempt is listed in
+    ``record.attempts``. With ``final=False`` a transport failure leaves the
+    record unfinished (its reason stored in ``record.error``), so the caller
+    can try again once the device re-enumerates, or :func:`finish_record` it.
     """
     options = options or BootOptions()
     observer = observer or NullObserver()
+    # The device's USB IDs choose its loader (protocol.selection); one that
+    # cannot take this image fails the device, saying what it needs.
     loader = loader_for(*link.usb_ids) or Loader.SIMPLEIO
     record.loader = loader.value
     chosen = _image_for(loader, image)
     if chosen is None:
-        record.finished = time.monotonic()
-        record.state = DeviceState.FAILED
-        record.reason = FailureReason.REFUSED
         given = image.images if isinstance(image, ImageSet) else (image,)
         kinds = " and ".join(
             f"{one.wim_path} is {FILE_TYPE_NAMES.get(one.kind, one.kind)}" for one in given
         )
-        record.error = f"a {loader.value} device needs {loader.needs}; {kinds}"
-        observer.device_finished(record)
-        return record
+        finish_record(
+            record, observer, DeviceState.FAILED,
+            f"a {loader.value} device needs {loader.needs}; {kinds}",
+            FailureReason.REFUSED,
+        )
+        return AttemptEnd.DEVICE
     if isinstance(image, ImageSet):
         record.image_sha256 = chosen.sha256
     if loader is not Loader.SIMPLEIO:
         await boot_nok_device(link, chosen, record, observer, loader, options.nok_timeouts)
-        return record
-    pipeline = _Pipeline(link, chosen, record, options, observer)
-    try:
-        await pipeline.run()
-    except anyio.get_cancelled_exc_class():
-        pipeline.finish(error="interrupted", reason=FailureReason.INTERRUPTED)
-        raise
-    return record
-
-
-class _Pipeline:
-    """The loop that turns host actions into link calls for one device."""
-
-    def __init__(
-        self,
-        link: Link,
-        image: ImageBuffer,
-        record: DeviceRecord,
-        options: BootOptions,
-        observer: LineObserver,
-    ) -> None:
-        self.link = link
-        self.image = image
-        self.record = record
-        self.options = options
-        self.observer = observer
-        self.host = WimBootHost(
-            sdi_length=image.sdi_length,
-            wim_length=image.wim_length,
-            max_packet_size=link.max_packet_size,
-            transfer_size=options.transfer_size,
-            max_transfer_size=link.transfer_size_limit(
-                options.transfer_size or STANDARD_TRANSFER_SIZE
-            ),
-            timeouts=options.timeouts,
-        )
-        record.bytes_total = image.total_length
-        #: The phase of the action under way, kept for error messages.
-        self.waiting_phase = HostPhase.CONTROL
-
-    async def run(self) -> None:
-        host, link, record = self.host, self.link, self.record
+        return AttemptEnd.BOOTED if record.ok else AttemptEnd.DEVICE
+    while True:
+        pipeline = _Pipeline(link, chosen, record, options, observer, admit)
+        started = time.monotonic()
         try:
-            while True:
-                action = host.next_action()
-                self.waiting_phase = host.phase
-                self._follow_phase()
-                if isinstance(action, SendControl):
-                    request = action.request
-                    await link.control_out(
-                        request.request_type,
-                        request.request,
-                        request.value,
-                        request.index,
-                        timeout=action.timeout,
-                    )
-                    host.completed()
-                elif isinstance(action, SendBulk):
-                    await link.bulk_out(
-                        action.data, timeout=action.timeout, zero_packet=action.zero_packet
-                    )
-                    host.completed()
-                elif isinstance(action, ReadBulk):
-                    data = await link.bulk_in(action.size, timeout=action.timeout)
-                    try:
-                        host.received(data)
-                    finally:
-                        self._after_reply()
-                elif isinstance(action, StreamImage):
-                    await self._stream(action)
-                    host.completed()
-                elif isinstance(action, Finished):
-                    record.status = action.status
-                    self.finish()
-                    return
-        except DeviceBootError as exc:
-            record.status = exc.status
-            self.finish(error=str(exc), reason=FailureReason.DEVICE_STATUS)
-        except (ProtocolError, TransportError) as exc:
-            host.abort()
-            error = await self._describe(exc)
-            # A stalled stream whose device then said why is the device's verdict.
-            reason = (
-                FailureReason.DEVICE_STATUS if record.status is not None else failure_reason(exc)
+            await pipeline.run()
+        except _Failure as failure:
+            retry = (
+                failure.end is AttemptEnd.BEFORE_IMAGE
+                and len(record.attempts) < options.retries
             )
-            self.finish(error=error, reason=reason)
-
-    async def _stream(self, action: StreamImage) -> None:
-        record = self.record
-        record.stream_started = time.monotonic()
-        sdi_length = self.image.sdi_length
-        observer = self.observer
-
-        def progress(nbytes: int) -> None:
-            record.bytes_done += nbytes
-            if record.state is DeviceState.SENDING_SDI and record.bytes_done >= sdi_length:
-                record.state = DeviceState.SENDING_WIM
-                observer.device_changed(record)
-
-        in_flight = self.options.in_flight
-        logger.debug(
-            "%s: streaming %d bytes in %d transfers of %d, %d in flight",
-            record.port, action.plan.total_length, len(action.plan),
-            action.plan.transfer_size, in_flight,
-        )
-        await self.link.stream_out(
-            _chunks(self.image, action.plan),
-            in_flight=in_flight,
-            stall_timeout=action.timeout * in_flight,
-            on_progress=progress,
-        )
-        record.stream_finished = time.monotonic()
-        observer.device_changed(record)
-
-    def _follow_phase(self) -> None:
-        state = _PHASE_STATES.get(self.host.phase)
-        record = self.record
-        if state is None or state is record.state:
-            return
-        if state is DeviceState.SENDING_SDI and self.image.sdi_length == 0:
-            state = DeviceState.SENDING_WIM
-        if record.state is DeviceState.SENDING_WIM and state is DeviceState.SENDING_SDI:
-            return
-        record.state = state
-        self.observer.device_changed(record)
-
-    def _after_reply(self) -> None:
-        record = self.record
-        for packet in self.host.pop_logs():
-            log = DeviceLog(level=packet.level, event_id=packet.event_id, text=packet.text)
-            record.logs.append(log)
-            self.observer.device_log(record, log)
-        identity = self.host.identity
-        if identity is not None and not record.name:
-            record.name = identity.friendly_name
-            record.unique_id = identity.unique_id_text
-            self.observer.device_changed(record)
-
-    async def _describe(self, exc: ProtocolError | TransportError) -> str:
-        """A reason that names what we were waiting for, and the device's status if it has one."""
-        phase = self.waiting_phase
-        # Transports name the port in their messages; the record already does.
-        detail = str(exc).removeprefix(f"{self.record.port}: ")
-        if isinstance(exc, DeviceDisconnected):
-            return f"disconnected while waiting for {phase.value}"
-        if isinstance(exc, TransferTimeout):
-            reason = f"timed out waiting for {phase.value}: {detail}"
-            if phase is HostPhase.STREAM:
-                status = await self._status_after_stall()
-                if status is not None:
-                    self.record.status = status
-                    reason = f"WIM boot failure status 0x{status & 0xFFFFFFFF:08x}; {reason}"
-            return reason
-        return f"{detail} (while waiting for {phase.value})"
-
-    async def _status_after_stall(self) -> int | None:
-        """A device that stopped reading may already have said why (e.g. out of RAM).
-
-        Only an IN read: nothing is *sent* between the data and the status.
-        """
-        try:
-            with anyio.fail_after(self.options.transfer_timeout + 0.5):
-                data = await self.link.bulk_in(
-                    REPLY_BUFFER_SIZE, timeout=self.options.transfer_timeout
+            if retry or (not final and failure.end is AttemptEnd.TRANSPORT):
+                record_attempt(record, failure.reason, started)
+                record.error = failure.reason
+                record.reason = failure.counted
+                if not retry:
+                    return failure.end
+                logger.info(
+                    "%s: attempt %d failed (%s); retrying",
+                    record.port, len(record.attempts), failure.reason,
                 )
-            return parse_status(data)
-        except (TransportError, ProtocolError, TimeoutError):
-            return None
-
-    def finish(self, *, error: str | None = None, reason: FailureReason | None = None) -> None:
-        record = self.record
-        if record.state.finished:
-            return
-        record.finished = time.monotonic()
-        if error is None:
-            record.state = DeviceState.BOOTED
-        else:
-            record.state = DeviceState.FAILED
-            record.error = error
-            record.reason = reason or FailureReason.USB_ERROR
-            logger.info("%s: failed: %s", record.port, error)
-        self.observer.device_finished(record)
+                await anyio.sleep(RETRY_PAUSE)
+                await _drain(link)
+                continue
+            if record.attempts:
+                record_attempt(record, failure.reason, started)
+            finish_record(record, observer, DeviceState.FAILED, failure.reason, failure.counted)
+            return failure.end
+        except anyio.get_cancelled_exc_class():
+            finish_record(record, observer, DeviceState.INTERRUPTED, "interrupted")
+            raise
+        if record.attempts:
+            record_attempt(record, None, started)
+        finish_record(record, observer, DeviceState.BOOTED)
+        return AttemptEnd.BOOTED
 
 
 def _image_for(loader: Loader, image: ImageBuffer | ImageSet) -> ImageBuffer | None:
@@ -371,37 +307,487 @@ def check_images(images: ImageSet) -> None:
             )
 
 
-def _chunks(image: ImageBuffer, plan: TransferPlan) -> Iterator[OutChunk]:
-    view = image.view
-    for offset, length, zero_packet in plan:
-        yield OutChunk(view[offset : offset + length], zero_packet)
+async def _drain(link: Link) -> int:
+    """Read what an earlier attempt left queued (late replies, Log packets); bounded.
+
+    A retry that skipped this would take the earlier attempt's Id reply for its
+    own and read it again where the status belongs (protocol.md, "Recovery":
+    junk left on the pipe is cleared before trying again).
+    """
+    drained = 0
+    with anyio.move_on_after(DRAIN_SECONDS):
+        while drained < DRAIN_PACKETS:
+            try:
+                await link.bulk_in(REPLY_BUFFER_SIZE, timeout=DRAIN_READ_TIMEOUT)
+            except (TransportError, ProtocolError):
+                break
+            drained += 1
+    if drained:
+        logger.debug("%s: drained %d packets left by the last attempt", link.port, drained)
+    return drained
+
+
+def record_attempt(record: DeviceRecord, error: str | None, started: float) -> None:
+    """Add one attempt to ``record.attempts`` and reset the per-attempt counters."""
+    record.attempts.append(
+        Attempt(
+            number=len(record.attempts) + 1,
+            error=error,
+            bytes_sent=record.bytes_done,
+            seconds=round(time.monotonic() - started, 3),
+        )
+    )
+    if error is not None:
+        record.bytes_done = 0
+        record.stream_started = record.stream_finished = None
+        record.status = None
+
+
+def finish_record(
+    record: DeviceRecord,
+    observer: LineObserver,
+    state: DeviceState,
+    error: str | None = None,
+    reason: FailureReason | None = None,
+) -> None:
+    """End ``record`` once (BOOTED, FAILED or INTERRUPTED) and tell the observer.
+
+    ``reason`` is the counted reason of a failure (default: the record's own,
+    else a USB error); an interruption counts as :attr:`FailureReason.INTERRUPTED`.
+    """
+    if record.state.finished:
+        return
+    record.finished = time.monotonic()
+    record.state = state
+    record.error = error
+    record.reason = counted_reason(record, state, reason)
+    if state is not DeviceState.BOOTED:
+        logger.info("%s: %s: %s", record.port, state.value, error)
+    observer.device_finished(record)
+
+
+def counted_reason(
+    record: DeviceRecord, state: DeviceState, reason: FailureReason | None
+) -> FailureReason:
+    """The fixed-set reason a record ending in ``state`` is counted under."""
+    if state is DeviceState.BOOTED:
+        return FailureReason.NONE
+    if state is DeviceState.INTERRUPTED:
+        return FailureReason.INTERRUPTED
+    if reason is not None:
+        return reason
+    if record.reason is not FailureReason.NONE:
+        return record.reason
+    return FailureReason.USB_ERROR
+
+
+class _Pipeline:
+    """The loop that turns host actions into link calls for one device attempt."""
+
+    def __init__(
+        self,
+        link: Link,
+        image: ImageBuffer,
+        record: DeviceRecord,
+        options: BootOptions,
+        observer: LineObserver,
+        admit: Admit | None,
+    ) -> None:
+        self.link = link
+        self.image = image
+        self.record = record
+        self.options = options
+        self.observer = observer
+        self.admit = admit
+        self.host = options.host_factory(
+            image.sdi_length,
+            image.wim_length,
+            link.max_packet_size,
+            options.transfer_size,
+            options.timeouts,
+            # The transport's ceiling (a usbfs cap): the size announced never exceeds it.
+            link.transfer_size_limit(options.transfer_size or STANDARD_TRANSFER_SIZE),
+        )
+        record.bytes_total = image.total_length
+        self.stage: HostStage | None = None
+        self.deadline = math.inf
+        #: Every transfer of the stream has been handed to the link.
+        self.all_submitted = False
+
+    async def run(self) -> None:
+        host, link = self.host, self.link
+        try:
+            while True:
+                action = host.next_action()
+                self._follow_stage()
+                if isinstance(action, SendControl):
+                    request = action.request
+                    await link.control_out(
+                        request.request_type,
+                        request.request,
+                        request.value,
+                        request.index,
+                        timeout=action.timeout,
+                    )
+                    host.completed()
+                elif isinstance(action, SendBulk):
+                    await link.bulk_out(
+                        action.data, timeout=action.timeout, zero_packet=action.zero_packet
+                    )
+                    host.completed()
+                elif isinstance(action, ReadBulk):
+                    self._start_deadline()
+                    data = await link.bulk_in(action.size, timeout=self._bounded(action.timeout))
+                    try:
+                        host.received(data)
+                    finally:
+                        self._after_reply()
+                elif isinstance(action, StreamImage):
+                    await self._stream_and_read(action)
+                elif isinstance(action, Finished):
+                    self.record.status = action.status
+                    return
+        except DeviceBootError as exc:
+            self.record.status = exc.status
+            reason = str(exc)
+            if host.early_status and not self.all_submitted:
+                reason += (
+                    f"; the device refused the image after {self.record.bytes_done} of "
+                    f"{self.record.bytes_total} bytes"
+                )
+            raise _Failure(reason, AttemptEnd.DEVICE, FailureReason.DEVICE_STATUS) from None
+        except (ProtocolError, TransportError) as exc:
+            reason = self._describe(exc)
+            host.abort()
+            raise _Failure(reason, self._end_of(exc), failure_reason(exc)) from None
+
+    # -- stages and deadlines ------------------------------------------------------
+
+    def _follow_stage(self) -> None:
+        """Follow the host's stage; mirror it in the record."""
+        stage = self.host.stage
+        if stage is not self.stage:
+            self.stage = stage
+            self.deadline = math.inf
+        state = _STAGE_STATES.get(stage) if stage is not None else None
+        record = self.record
+        if state is None or state is record.state:
+            return
+        if state is DeviceState.SENDING_SDI and (
+            self.image.sdi_length == 0 or record.state is DeviceState.SENDING_WIM
+        ):
+            state = DeviceState.SENDING_WIM
+            if record.state is state:
+                return
+        record.state = state
+        self.observer.device_changed(record)
+
+    def _start_deadline(self) -> None:
+        """A stage's deadline runs from its first read: sends are bounded per transfer,
+        the replies (Log packets and all) by the stage as a whole."""
+        if self.deadline == math.inf:
+            limit = self.host.stage_timeout
+            if limit is not None:
+                self.deadline = time.monotonic() + limit
+
+    def _bounded(self, timeout: float) -> float:
+        """``timeout`` cut to what is left of the stage's deadline."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self._deadline_error()
+        return min(timeout, left)
+
+    def _deadline_error(self) -> TransferTimeout:
+        stage, limit = self.stage, self.host.stage_timeout
+        assert stage is not None and limit is not None
+        logs = self.host.log_count
+        extra = f"; {logs} Log packets received" if logs else ""
+        return TransferTimeout(f"{stage.value} exceeded its deadline of {limit:g} s{extra}")
+
+    # -- streaming -----------------------------------------------------------------
+
+    async def _stream_and_read(self, action: StreamImage) -> None:
+        """Stream the image while reading replies; a status sent early ends the stream.
+
+        The reader started here also reads the final status, so the status a
+        device queues as its last transfer completes is never missed.
+        """
+        failure: BaseException | None = None
+
+        async def stream(scope: anyio.CancelScope) -> None:
+            nonlocal failure
+            try:
+                await self._stream(action)
+                self.host.completed()
+                self._follow_stage()
+            except (ProtocolError, TransportError, DeviceBootError) as exc:
+                if failure is None:
+                    failure = exc
+                scope.cancel()
+
+        async def replies(scope: anyio.CancelScope) -> None:
+            nonlocal failure
+            try:
+                await self._read_replies()
+            except (ProtocolError, TransportError, DeviceBootError) as exc:
+                # A status explains a stall better than the stall does.
+                if failure is None or isinstance(exc, DeviceBootError):
+                    failure = exc
+                # A refusal while data is still to be sent ends the stream at once;
+                # one that raced the last completions lets them complete.
+                if not (isinstance(exc, DeviceBootError) and self.all_submitted):
+                    scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(stream, group.cancel_scope)
+            group.start_soon(replies, group.cancel_scope)
+        if failure is not None:
+            raise failure
+
+    async def _read_replies(self) -> None:
+        host, link = self.host, self.link
+        while not host.has_status:
+            streaming = self.stage is HostStage.STREAM
+            if not streaming:
+                self._start_deadline()
+            timeout = self.options.status_timeout if streaming else self._bounded(
+                self.options.status_timeout
+            )
+            try:
+                data = await link.bulk_in(REPLY_BUFFER_SIZE, timeout=timeout)
+            except TransferTimeout:
+                if self.stage is HostStage.STREAM:
+                    continue  # nothing to say yet: the stream is still going
+                if time.monotonic() >= self.deadline:
+                    raise self._deadline_error() from None
+                continue
+            try:
+                host.received(data)
+            finally:
+                self._after_reply()
+
+    async def _stream(self, action: StreamImage) -> None:
+        record = self.record
+        record.stream_started = time.monotonic()
+        sdi_length = self.image.sdi_length
+        observer = self.observer
+
+        def progress(nbytes: int) -> None:
+            record.bytes_done += nbytes
+            if record.state is DeviceState.SENDING_SDI and record.bytes_done >= sdi_length:
+                record.state = DeviceState.SENDING_WIM
+                observer.device_changed(record)
+
+        in_flight = self.options.in_flight
+        logger.debug(
+            "%s: streaming %d bytes in %d transfers of %d, %d in flight",
+            record.port, action.plan.total_length, len(action.plan),
+            action.plan.transfer_size, in_flight,
+        )
+        await self.link.stream_out(
+            self._chunks(action.plan),
+            in_flight=in_flight,
+            stall_timeout=action.timeout * in_flight,
+            on_progress=progress,
+        )
+        record.stream_finished = time.monotonic()
+        observer.device_changed(record)
+
+    def _chunks(self, plan: TransferPlan) -> Iterator[OutChunk]:
+        view = self.image.view
+        last = len(plan) - 1
+        for index, (offset, length, zero_packet) in enumerate(plan):
+            # The transport pulls a chunk to submit it: the last one pulled = all submitted.
+            self.all_submitted = index == last
+            yield OutChunk(view[offset : offset + length], zero_packet)
+
+    # -- replies, identity, errors ---------------------------------------------------
+
+    def _after_reply(self) -> None:
+        record = self.record
+        for packet in self.host.pop_logs():
+            log = DeviceLog(level=packet.level, event_id=packet.event_id, text=packet.text)
+            record.add_log(log)
+            self.observer.device_log(record, log)
+        identity = self.host.identity
+        if identity is not None and record.unique_id != str(identity.unique_id):
+            record.name = identity.friendly_name
+            record.unique_id = str(identity.unique_id)
+            self.observer.device_changed(record)
+            if self.admit is not None:
+                refusal = self.admit(identity)
+                if refusal is not None:
+                    raise _Failure(refusal, AttemptEnd.NOT_ADMITTED, FailureReason.NOT_BOOTED)
+
+    def _end_of(self, exc: ProtocolError | TransportError) -> AttemptEnd:
+        if isinstance(exc, ProtocolError):
+            return AttemptEnd.BEFORE_IMAGE if self.record.bytes_done == 0 else AttemptEnd.DEVICE
+        if isinstance(exc, DeviceDisconnected):
+            return AttemptEnd.TRANSPORT
+        return AttemptEnd.BEFORE_IMAGE if self.record.bytes_done == 0 else AttemptEnd.TRANSPORT
+
+    def _describe(self, exc: ProtocolError | TransportError) -> str:
+        """A reason that names what we were waiting for."""
+        waiting = self.host.waiting_for
+        # Transports name the port in their messages; the record already does.
+        detail = str(exc).removeprefix(f"{self.record.port}: ")
+        if isinstance(exc, DeviceDisconnected):
+            return f"disconnected while waiting for {waiting}"
+        if isinstance(exc, TransferTimeout):
+            return f"timed out waiting for {waiting}: {detail}"
+        return f"{detail} (while waiting for {waiting})"
+
+
+async def identify_device(
+    link: Link, options: BootOptions | None = None
+) -> tuple[DeviceIdentity, list[LogPacket]]:
+    """Identification alone: the control request, one Id exchange, nothing else.
+
+    Uses the loader host's own rules (reply classification, Log packets, the
+    identification deadline), so a device is identified the same way here as
+    in a boot; an extra Id exchange before a boot is harmless (protocol.md).
+
+    :raises ~parallel_flash.errors.TransportError: no answer in time
+    :raises ~parallel_flash.errors.ProtocolError: an answer that is not an Id reply
+    """
+    options = options or BootOptions()
+    # The image does not matter before the WIM opcode; any valid lengths do.
+    host = options.host_factory(0, 1, link.max_packet_size, None, options.timeouts, None)
+    limit = host.stage_timeout or options.id_timeout
+    deadline = math.inf
+    logs: list[LogPacket] = []
+
+    def left(timeout: float) -> float:
+        nonlocal deadline
+        if deadline == math.inf:  # from the first read on (sends are bounded per transfer)
+            deadline = time.monotonic() + limit
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            extra = f"; {host.log_count} Log packets received" if host.log_count else ""
+            raise TransferTimeout(f"identification exceeded its deadline of {limit:g} s{extra}")
+        return min(timeout, remaining)
+
+    while host.identity is None:
+        action = host.next_action()
+        if isinstance(action, SendControl):
+            request = action.request
+            await link.control_out(
+                request.request_type, request.request, request.value, request.index,
+                timeout=action.timeout,
+            )
+            host.completed()
+        elif isinstance(action, SendBulk):
+            await link.bulk_out(action.data, timeout=action.timeout, zero_packet=action.zero_packet)
+            host.completed()
+        elif isinstance(action, ReadBulk):
+            data = await link.bulk_in(action.size, timeout=left(action.timeout))
+            host.received(data)
+            for packet in host.pop_logs():
+                if len(logs) < MAX_KEPT_LOGS:
+                    logs.append(packet)
+        else:  # pragma: no cover - a host must identify before anything else
+            raise LocalProtocolError(f"host wants {type(action).__name__} before identifying")
+    return host.identity, logs
 
 
 # -- many devices ----------------------------------------------------------------------
 
 
+class StopReason(enum.Enum):
+    """Why a run ended before its devices did (None in :class:`LineResult` = it did not)."""
+
+    #: Ctrl-C: the operator interrupted the run (exit 130).
+    INTERRUPT = "interrupted (SIGINT)"
+    #: SIGTERM: the end of a shift (systemd stop); a normal end.
+    TERMINATE = "end of shift (SIGTERM)"
+    #: SIGHUP: the terminal or SSH session closed; a normal end.
+    HANGUP = "terminal closed (SIGHUP)"
+    #: The report could not be written: no new device was started.
+    REPORT_FAILED = "the report could not be written"
+
+
+@dataclass(frozen=True, slots=True)
+class LineCounters:
+    """The run so far, by outcome (what the operator's summary line says)."""
+
+    booted: int = 0
+    failed: int = 0
+    interrupted: int = 0
+    in_progress: int = 0
+    #: Image bytes sent to every device counted, finished or not.
+    bytes_sent: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.booted + self.failed + self.interrupted + self.in_progress
+
+    def plus(self, record: DeviceRecord) -> LineCounters:
+        """These counters with one more (finished) record."""
+        outcome = record.outcome
+        return LineCounters(
+            booted=self.booted + (outcome is Outcome.BOOTED),
+            failed=self.failed + (outcome is Outcome.FAILED),
+            interrupted=self.interrupted + (outcome is Outcome.INTERRUPTED),
+            in_progress=self.in_progress + (outcome is Outcome.IN_PROGRESS),
+            bytes_sent=self.bytes_sent + record.bytes_done,
+        )
+
+    @classmethod
+    def of(cls, records: Sequence[DeviceRecord]) -> LineCounters:
+        """Counted from the records (the engine may append while this runs)."""
+        counters = cls()
+        for record in list(records):
+            counters = counters.plus(record)
+        return counters
+
+
 @dataclass(slots=True)
 class LineResult:
-    """What a run of the whole line produced."""
+    """What a run produced: one-shot, demo and station alike."""
 
+    #: Records still held (a station drops finished ones: the report is the history).
     records: list[DeviceRecord] = field(default_factory=list)
-    interrupted: bool = False
+    stop: StopReason | None = None
+    #: Counters over every device of the run, including records no longer held
+    #: (kept by a station); None = count :attr:`records`.
+    counters: LineCounters | None = None
+    #: What went wrong with the report, if anything did.
+    report_error: str | None = None
+
+    @property
+    def totals(self) -> LineCounters:
+        if self.counters is not None:
+            return self.counters
+        return LineCounters.of(self.records)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop is not None
 
     @property
     def booted(self) -> int:
-        return sum(record.ok for record in self.records)
+        return self.totals.booted
 
     @property
     def failed(self) -> int:
-        return len(self.records) - self.booted
+        return self.totals.failed
 
     @property
     def all_booted(self) -> bool:
-        return bool(self.records) and self.failed == 0
+        totals = self.totals
+        return totals.total > 0 and totals.booted == totals.total
+
+
+@dataclass(frozen=True, slots=True)
+class Unopened:
+    """A device that was found but could not be opened: it still gets a record."""
+
+    port: str
+    reason: str
 
 
 async def boot_line(
-    links: Sequence[Link],
+    links: Sequence[Link | Unopened],
     image: ImageBuffer | ImageSet,
     *,
     options: BootOptions | None = None,
@@ -410,8 +796,10 @@ async def boot_line(
 ) -> list[DeviceRecord]:
     """Boot every link in parallel; closes each link as its device finishes.
 
-    ``records`` (optional) receives each record as its device is added, so a
-    caller interrupted half-way still holds every record.
+    An :class:`Unopened` entry becomes a failed record with its reason, so
+    every device found ends in a record. ``records`` (optional) receives
+    each record as its device is added, so a caller interrupted half-way
+    still holds every record.
     """
     options = options or BootOptions()
     observer = observer or NullObserver()
@@ -429,42 +817,13 @@ async def boot_line(
 
     async with anyio.create_task_group() as group:
         for slot, link in enumerate(links, start=1):
+            if isinstance(link, Unopened):
+                record = DeviceRecord(slot=slot, port=link.port)
+                out.append(record)
+                observer.device_added(record)
+                finish_record(
+                    record, observer, DeviceState.FAILED, link.reason, FailureReason.USB_ERROR
+                )
+                continue
             group.start_soon(one, slot, link)
     return out
-
-
-T = TypeVar("T")
-
-
-async def run_interruptible(work: Callable[[], Awaitable[T]]) -> tuple[T | None, bool]:
-    """Run ``work`` until it ends or SIGINT/SIGTERM arrives; returns (result, interrupted).
-
-    On a signal every transfer is cancelled (the task group's cancel scope),
-    each pipeline finishes its record as "interrupted", and this returns
-    promptly so the caller can write its report and exit 130.
-    """
-    interrupted = False
-    result: T | None = None
-
-    async def watch(scope: anyio.CancelScope) -> None:
-        nonlocal interrupted
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                logger.warning("received %s: cancelling every transfer", name)
-                interrupted = True
-                scope.cancel()
-                return
-
-    async def main(scope: anyio.CancelScope) -> None:
-        nonlocal result
-        result = await work()
-        scope.cancel()
-
-    async with anyio.create_task_group() as group:
-        # Signal handlers can only be installed from the main thread; a caller
-        # running us elsewhere handles interruption itself (cancel the scope).
-        if threading.current_thread() is threading.main_thread():
-            group.start_soon(watch, group.cancel_scope)
-        group.start_soon(main, group.cancel_scope)
-    return result, interrupted

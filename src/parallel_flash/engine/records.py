@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +26,8 @@ from ..errors import (
 )
 
 __all__ = (
+    "MAX_KEPT_LOGS",
+    "Attempt",
     "DeviceLog",
     "DeviceRecord",
     "DeviceState",
@@ -32,8 +35,13 @@ __all__ = (
     "LineObserver",
     "NullObserver",
     "ObserverGroup",
+    "Outcome",
     "failure_reason",
 )
+
+#: Log packets a record keeps: the first half and the last half of this many;
+#: the rest are counted (a device may send Log packets without end).
+MAX_KEPT_LOGS = 32
 
 
 class DeviceState(enum.StrEnum):
@@ -47,10 +55,12 @@ class DeviceState(enum.StrEnum):
     AWAITING_STATUS = "awaiting status"
     BOOTED = "booted"
     FAILED = "failed"
+    #: Cancelled by the operator or the end of a shift; not a failure of the device.
+    INTERRUPTED = "interrupted"
 
     @property
     def finished(self) -> bool:
-        return self in (DeviceState.BOOTED, DeviceState.FAILED)
+        return self in (DeviceState.BOOTED, DeviceState.FAILED, DeviceState.INTERRUPTED)
 
 
 class FailureReason(enum.StrEnum):
@@ -104,6 +114,26 @@ def failure_reason(exc: Exception) -> FailureReason:
     return FailureReason.USB_ERROR
 
 
+class Outcome(enum.StrEnum):
+    """How a device's record ends, for counters and exit codes."""
+
+    BOOTED = "booted"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    IN_PROGRESS = "in progress"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One try at booting a device (``--retries`` may make several)."""
+
+    number: int
+    #: None = the attempt booted the device.
+    error: str | None
+    #: Image bytes the device took during this attempt.
+    bytes_sent: int
+    seconds: float
+
 @dataclass(frozen=True, slots=True)
 class DeviceLog:
     """A Log packet the device sent (protocol.md, "Log packet")."""
@@ -117,7 +147,7 @@ class DeviceLog:
         return self.level <= 2
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class DeviceRecord:
     """Everything known about one device during one boot attempt.
 
@@ -146,11 +176,43 @@ class DeviceRecord:
     loader: str = "simpleio"
     #: SHA-256 of the file this device was sent, when the run has several (a mixed line).
     image_sha256: str | None = None
+    #: The first and the last Log packets (see :meth:`add_log`); ``logs_dropped`` counts the rest.
     logs: list[DeviceLog] = field(default_factory=list)
+    logs_dropped: int = 0
+    #: Earlier attempts that failed (``--retries``); the record's own fields are the last one.
+    attempts: list[Attempt] = field(default_factory=list)
+    #: Boot confirmation (``--confirm``): None = not asked for, else whether it was confirmed.
+    confirmed: bool | None = None
+    #: Seconds from the status to the confirmation (or to giving up).
+    confirm_seconds: float | None = None
 
     @property
     def ok(self) -> bool:
-        return self.state is DeviceState.BOOTED
+        return self.state is DeviceState.BOOTED and self.confirmed is not False
+
+    @property
+    def outcome(self) -> Outcome:
+        state = self.state
+        if state is DeviceState.INTERRUPTED:
+            return Outcome.INTERRUPTED
+        if state is DeviceState.FAILED:
+            return Outcome.FAILED
+        if state is DeviceState.BOOTED:
+            return Outcome.BOOTED if self.confirmed is not False else Outcome.FAILED
+        return Outcome.IN_PROGRESS
+
+    def add_log(self, log: DeviceLog) -> bool:
+        """Keep ``log`` if it is among the first or the last ones; False = only counted."""
+        logs = self.logs
+        half = MAX_KEPT_LOGS // 2
+        if len(logs) < MAX_KEPT_LOGS:
+            logs.append(log)
+            return True
+        # Full: the oldest of the "last" half makes room; the first half stays.
+        del logs[half]
+        logs.append(log)
+        self.logs_dropped += 1
+        return True
 
     def elapsed(self, now: float | None = None) -> float:
         """Seconds since the device was found (frozen once it finished)."""
@@ -211,20 +273,29 @@ class ObserverGroup:
     """Fans every call out to several observers (table + report, say).
 
     An observer that raises must not take the line down with it, but it
-    must not be silent either: the first error is kept and re-raised by
+    must not be silent either: ``on_error(observer, exc)`` hears of it at
+    once (the session stops the intake when the report cannot be written);
+    without ``on_error`` the first error is kept and re-raised by
     :meth:`check` once the run is over.
     """
 
-    def __init__(self, *observers: LineObserver) -> None:
+    def __init__(
+        self,
+        *observers: LineObserver,
+        on_error: Callable[[LineObserver, BaseException], None] | None = None,
+    ) -> None:
         self.observers = list(observers)
         self.error: BaseException | None = None
+        self.on_error = on_error
 
     def _each(self, method: str, *args: object) -> None:
         for observer in self.observers:
             try:
                 getattr(observer, method)(*args)
-            except Exception as exc:  # isolated here, re-raised by check()
-                if self.error is None:
+            except Exception as exc:  # isolated here, reported to on_error or check()
+                if self.on_error is not None:
+                    self.on_error(observer, exc)
+                elif self.error is None:
                     self.error = exc
 
     def device_added(self, record: DeviceRecord) -> None:

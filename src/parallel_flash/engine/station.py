@@ -1,51 +1,69 @@
-"""Station mode for production lines: boot each device as it is plugged in.
+"""Boot devices as they are plugged in (station mode), or the ones present now (one-shot).
 
-``parallel-flash boot WIM --watch`` keeps running; every device that arrives
-in flashing mode (libusb hotplug, or polling where hotplug is missing) and
-passes the filters gets its own :func:`~parallel_flash.engine.pipeline.boot_device`
-task in one task group, keyed by its port path:
+:func:`run_station` watches for devices in flashing mode (libusb hotplug, or
+polling where hotplug is missing) and gives each port its own task in one
+task group:
 
-* one boot per port at a time -- repeated or unpaired hotplug events for a
-  busy port are ignored; the port is free again once its device finished
-  (booted, failed, or unplugged mid-transfer: "disconnected");
-* ``--count N`` stops taking devices after N and ends the run when those N
-  have finished;
-* ``--wait-boot S`` holds a booted device's verdict until it has left
-  flashing mode; it fails if it stays, or comes back in flashing mode on the
-  same port, within S seconds (the image did not boot).
+* one device per port at a time -- repeated or unpaired hotplug events for a
+  busy port are ignored; a new device plugged into a busy port is served
+  once the port is free;
+* every device found ends in a record, including one that cannot be opened
+  (busy, permission denied, gone) or fails its identification;
+* ``count`` stops taking devices after N and ends the run when those N have
+  finished; ``once`` takes only the devices present at the start (one-shot
+  ``boot``);
+* boot confirmation by identity (:class:`Confirmation`, modelled on
+  Microsoft's WIM-then-flash flow): after its status a device must leave
+  flashing mode within the window and, with ``expect``, appear on the same
+  port as the booted image (without ``expect``, the verdict waits for the end
+  of the window: leaving and not coming back is the confirmation; its time is
+  when it left). Whatever appears in flashing mode on that port
+  meanwhile is identified (one Id exchange) before anything is decided: the
+  same unique ID is a failed boot ("came back"), another one is a new device
+  (the operator swapped), booted and recorded as such. After a boot (confirmed
+  or not), a phone that comes back on its port with the unique ID booted
+  there less than :data:`COMEBACK_WINDOW` seconds ago is recorded as a failed
+  boot, not booted a second time;
+* retries (``BootOptions.retries``): a device that fails before any image
+  byte is retried by the engine; one whose link failed mid-way is retried if
+  it re-enumerates in flashing mode on its port within
+  :data:`REENUMERATE_WINDOW` seconds with the same unique ID.
 
-Counters for the shift (:class:`StationCounters`) are computed from the
-records, which is also what the live table and the report read.
+Finished records leave the station's state at once (the report is the
+history); :class:`~parallel_flash.engine.LineCounters` keep the shift's
+counts. This module never prints and knows no exit codes: the session
+(:mod:`parallel_flash.session`) wires presentation, report and signals.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import anyio
 import anyio.abc
 
-from ..errors import InputError, ProtocolError, TransportError
-from ..image import ImageBuffer, ImageSet
-from ..transport.base import Link
-from ..transport.libusb import UsbContext
 from .discovery import (
     DEFAULT_POLL_INTERVAL,
     DeviceFilters,
     DeviceInfo,
-    filters_from_args,
-    identify,
+    find_devices,
     open_link,
     watch_devices,
 )
-from .pipeline import BootOptions, boot_device, run_interruptible
+from .pipeline import (
+    AttemptEnd,
+    BootOptions,
+    LineCounters,
+    LineResult,
+    boot_device,
+    finish_record,
+    identify_device,
+)
+from ..errors import InputError, ProtocolError, TransportError
 from .records import (
     DeviceLog,
     DeviceRecord,
@@ -53,87 +71,100 @@ from .records import (
     FailureReason,
     LineObserver,
     NullObserver,
-    ObserverGroup,
 )
+from ..image import ImageBuffer, ImageSet
+from ..protocol.loader import DeviceIdentity
+from ..transport.base import Link
+from ..transport.libusb import UsbContext
 
-if TYPE_CHECKING:
-    from ..output.line import LineIntegration
-
-__all__ = ("StationCounters", "StationResult", "run_station", "run_station_cli")
+__all__ = (
+    "COMEBACK_WINDOW",
+    "DEFAULT_CONFIRM_SECONDS",
+    "REENUMERATE_WINDOW",
+    "Confirmation",
+    "Intake",
+    "run_station",
+)
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class StationCounters:
-    """The shift so far (what the operator's screen sums up)."""
-
-    booted: int = 0
-    failed: int = 0
-    in_progress: int = 0
-    #: Image bytes sent to every device of the shift, finished or not.
-    bytes_sent: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.booted + self.failed + self.in_progress
-
-    @classmethod
-    def of(cls, records: list[DeviceRecord]) -> StationCounters:
-        """Counted from the records (the engine may append while this runs)."""
-        snapshot = list(records)
-        booted = sum(record.state is DeviceState.BOOTED for record in snapshot)
-        failed = sum(record.state is DeviceState.FAILED for record in snapshot)
-        return cls(
-            booted=booted,
-            failed=failed,
-            in_progress=len(snapshot) - booted - failed,
-            bytes_sent=sum(record.bytes_done for record in snapshot),
-        )
+#: Microsoft's WIM-then-flash flow waits this long for a device to come back.
+DEFAULT_CONFIRM_SECONDS = 30.0
+#: Without confirmation: a phone back on its port with the same unique ID
+#: within this many seconds of its boot is a failed boot, not a new one.
+COMEBACK_WINDOW = DEFAULT_CONFIRM_SECONDS
+#: A device whose link failed mid-way is retried if it re-enumerates this soon.
+REENUMERATE_WINDOW = 10.0
 
 
-@dataclass(slots=True)
-class StationResult:
-    """What a station run produced."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Confirmation:
+    """How a boot is confirmed: the device leaves flashing mode (and reappears as ``expect``)."""
 
-    records: list[DeviceRecord] = field(default_factory=list)
-    interrupted: bool = False
+    seconds: float = DEFAULT_CONFIRM_SECONDS
+    #: (VID, PID) of the booted image, to be seen on the same port; None = leaving is enough.
+    expect: tuple[int, int] | None = None
 
-    @property
-    def counters(self) -> StationCounters:
-        return StationCounters.of(self.records)
+    def __post_init__(self) -> None:
+        if not self.seconds > 0:
+            raise InputError(
+                f"the confirmation window must be a positive number of seconds, not {self.seconds}"
+            )
 
-    @property
-    def all_booted(self) -> bool:
-        return bool(self.records) and all(record.ok for record in self.records)
+
+class Intake:
+    """Whether the station still starts new devices (a report failure stops it)."""
+
+    def __init__(self) -> None:
+        self.stopped = anyio.Event()
+        self.reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stopped.set()
 
 
 class _Port:
-    """A port with a device being booted (or awaited to leave flashing mode)."""
+    """One port with a device being served, confirmed or awaited."""
 
-    __slots__ = ("device", "left", "next", "record", "returned", "waiting_boot")
+    __slots__ = (
+        "changed", "device", "expected", "left", "left_at", "link", "next", "returned",
+        "watching",
+    )
 
-    def __init__(self, device: DeviceInfo) -> None:
+    def __init__(self, device: DeviceInfo, link: Link | None = None) -> None:
         self.device = device
-        #: A new device plugged into this port before the old one's boot ended
-        #: (replugged faster than the failure was noticed): booted next.
+        #: Opened before the port's task started (one-shot: every device is opened
+        #: first, so the transport sizes transfers for all of them).
+        self.link = link
+        #: A new flashing-mode device plugged in while this one is served: served next.
         self.next: DeviceInfo | None = None
-        self.record: DeviceRecord | None = None
-        self.waiting_boot = False
-        #: The device we booted left (flashing mode ended).
-        self.left = anyio.Event()
-        #: A device came back in flashing mode on this port during --wait-boot.
-        self.returned = anyio.Event()
+        #: True while a confirmation or a re-enumeration is awaited on this port.
+        self.watching = False
+        #: The device being served left (flashing mode ended, or unplugged).
+        self.left = False
+        self.left_at = 0.0
+        #: A flashing-mode device arrived while watching.
+        self.returned: DeviceInfo | None = None
+        #: The expected booted image appeared on this port while watching.
+        self.expected = False
+        self.changed = anyio.Event()
+
+    def poke(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
 
 
-class _HoldBooted:
-    """Passes everything on, except the finish of a booted device under --wait-boot.
+class _Counting:
+    """Passes every call on; keeps the shift's counters and drops finished records.
 
-    That verdict is only final once the device has left flashing mode, so
-    the report and the table hear of it when the station says so.
+    Under confirmation the finish of a booted device is held back: that verdict
+    is only final once the station says so.
     """
 
-    def __init__(self, inner: LineObserver) -> None:
+    def __init__(self, station: _Station, inner: LineObserver) -> None:
+        self.station = station
         self.inner = inner
 
     def device_added(self, record: DeviceRecord) -> None:
@@ -146,8 +177,18 @@ class _HoldBooted:
         self.inner.device_log(record, log)
 
     def device_finished(self, record: DeviceRecord) -> None:
-        if record.state is not DeviceState.BOOTED:
-            self.inner.device_finished(record)
+        station = self.station
+        if (
+            record.state is DeviceState.BOOTED
+            and station.confirmation is not None
+            and record.confirmed is None
+        ):
+            return  # held until confirmed
+        station.result.counters = station.result.totals.plus(record)
+        if not station.keep_records:
+            with contextlib.suppress(ValueError):
+                station.records.remove(record)
+        self.inner.device_finished(record)
 
 
 class _Station:
@@ -159,50 +200,79 @@ class _Station:
         options: BootOptions,
         observer: LineObserver,
         count: int | None,
-        wait_boot: float | None,
-        records: list[DeviceRecord],
+        confirmation: Confirmation | None,
+        once: bool,
+        intake: Intake,
+        result: LineResult,
     ) -> None:
         self.image = image
         self.filters = filters
         self.options = options
-        self.observer = observer
-        self.boot_observer: LineObserver = _HoldBooted(observer) if wait_boot else observer
+        self.confirmation = confirmation
         self.count = count
-        self.wait_boot = wait_boot
-        self.records = records
+        self.once = once
+        self.intake = intake
+        self.result = result
+        self.records = result.records
+        self.keep_records = once
+        self.observer: LineObserver = _Counting(self, observer)
         self.ports: dict[str, _Port] = {}
-        #: Devices taken towards --count (claimed on arrival, returned on an --id mismatch).
+        #: Devices taken towards ``count`` (claimed on arrival, given back on an ID mismatch).
         self.claimed = 0
-        #: Arrivals after --count was reached, by port: taken if a claim is returned.
+        #: Arrivals after ``count`` was reached, by port: taken if a claim is given back.
         self.deferred: dict[str, DeviceInfo] = {}
+        #: Without confirmation: port -> (unique ID, when) of the last boot there.
+        self.recent_boots: dict[str, tuple[str, float]] = {}
+        self.slots = 0
         self.done = anyio.Event()
         self.ctx: UsbContext | None = None
+        self.group: anyio.abc.TaskGroup | None = None
 
-    # -- arrivals ----------------------------------------------------------------------
+    # -- arrivals and departures --------------------------------------------------------
 
-    def arrived(self, device: DeviceInfo, group: anyio.abc.TaskGroup) -> None:
+    def arrived(self, device: DeviceInfo) -> None:
         busy = self.ports.get(device.port)
+        if self._is_expected(device):
+            if busy is not None and busy.watching:
+                busy.expected = True
+                busy.poke()
+            return
         if busy is not None:
             if busy.device.key == device.key:
-                logger.debug("%s: already being booted; ignoring a repeated arrival", device.port)
-            elif busy.waiting_boot:
-                busy.returned.set()
+                logger.debug("%s: already being served; ignoring a repeated arrival", device.port)
+            elif busy.watching:
+                busy.returned = device
+                busy.poke()
             else:
-                logger.info(
-                    "%s: a new device arrived; it is booted once the port is free", device.port
-                )
+                logger.info("%s: a new device arrived; served once the port is free", device.port)
                 busy.next = device
             return
+        if self.once or self.intake.stopped.is_set():
+            logger.info("%s: device %s arrived; not taken (%s)", device.port, device.usb_id,
+                        "one-shot run" if self.once else self.intake.reason)
+            return
+        self._take(device)
+
+    def _take(self, device: DeviceInfo, link: Link | None = None) -> None:
         if self.count is not None and self.claimed >= self.count:
-            # Kept in case a claimed device turns out not to match --id.
+            # Kept in case a claimed device turns out not to match the ID filter.
             self.deferred[device.port] = device
-            logger.info("%s: --count %d reached; not booted", device.port, self.count)
+            logger.info("%s: device count %d reached; not booted", device.port, self.count)
             return
         self.claimed += 1
-        port = _Port(device)
+        port = _Port(device, link)
         self.ports[device.port] = port
         logger.info("%s: device %s arrived", device.port, device.usb_id)
-        group.start_soon(self._run_port, port, group, name=f"boot {device.port}")
+        assert self.group is not None
+        self.group.start_soon(self._run_port, port, name=f"boot {device.port}")
+
+    def _is_expected(self, device: DeviceInfo) -> bool:
+        confirmation = self.confirmation
+        return (
+            confirmation is not None
+            and confirmation.expect == (device.vendor_id, device.product_id)
+            and not self.filters.matches(device)
+        )
 
     def left(self, device: DeviceInfo) -> None:
         deferred = self.deferred.get(device.port)
@@ -214,127 +284,311 @@ class _Station:
         if busy.next is not None and busy.next.key == device.key:
             busy.next = None
             return
-        if busy.device.key != device.key:
+        if busy.returned is not None and busy.returned.key == device.key:
+            busy.returned = None
             return
-        if not busy.waiting_boot:
-            logger.info("%s: device left while being booted", device.port)
-        busy.left.set()
+        if busy.device.key == device.key:
+            busy.left = True
+            busy.left_at = time.monotonic()
+            busy.poke()
 
-    # -- one device ----------------------------------------------------------------------
+    # -- one port ------------------------------------------------------------------------
 
-    async def _run_port(self, port: _Port, group: anyio.abc.TaskGroup) -> None:
+    async def _run_port(self, port: _Port) -> None:
         try:
-            await self._boot(port)
+            device: DeviceInfo | None = port.device
+            while device is not None:
+                port.device, port.left, port.returned, port.expected = device, False, None, False
+                device = await self._serve(port, device)
+                if device is None and port.next is not None and not self._closing():
+                    device, port.next = port.next, None
+                if device is not None and port.device is not device:
+                    if self.count is not None and self.claimed >= self.count:
+                        self.deferred[device.port] = device
+                        device = None
+                    else:
+                        self.claimed += 1
         finally:
             del self.ports[port.device.port]
-            self._check_done()
-        if port.next is not None:
-            self.arrived(port.next, group)
-        while self.deferred and (self.count is None or self.claimed < self.count):
-            _, device = self.deferred.popitem()
-            self.arrived(device, group)
+            self._after_port()
 
-    def _check_done(self) -> None:
-        if self.count is not None and self.claimed >= self.count and not self.ports:
+    def _closing(self) -> bool:
+        return self.once or self.intake.stopped.is_set()
+
+    def _after_port(self) -> None:
+        while (
+            self.deferred
+            and not self._closing()
+            and (self.count is None or self.claimed < self.count)
+        ):
+            _, device = self.deferred.popitem()
+            self.arrived(device)
+        if self.ports:
+            return
+        counted = self.count is not None and self.claimed >= self.count
+        if self._closing() or counted:
             self.done.set()
 
-    async def _boot(self, port: _Port) -> None:
+    async def _serve(self, port: _Port, device: DeviceInfo) -> DeviceInfo | None:
+        """Boot the device on ``port`` (with its retries and confirmation).
+
+        Returns another device to serve on the same port next (a swap), or None.
+        """
+        record: DeviceRecord | None = None
+        while True:
+            link, port.link = port.link or await self._open(device, record), None
+            if link is None:
+                return None
+            try:
+                if record is None:
+                    if self.filters.needs_identity and not await self._wanted(link):
+                        self.claimed -= 1
+                        return None
+                    record = self._new_record(device)
+                end = await boot_device(
+                    link, self.image, record, self.options, self.observer,
+                    admit=self._admit_for(device.port),
+                    final=len(record.attempts) >= self.options.retries,
+                )
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await link.aclose()
+            if end is AttemptEnd.BOOTED:
+                if self.confirmation is not None:
+                    return await self._confirm(port, record)
+                self.recent_boots[device.port] = (record.unique_id, time.monotonic())
+                return None
+            if record.state.finished:
+                return None
+            # A transport failure with retries left: the device may re-enumerate.
+            again = await self._await_return(port, REENUMERATE_WINDOW)
+            if again is None:
+                finish_record(record, self.observer, DeviceState.FAILED, record.error)
+                return None
+            identity = await self._identify(again)
+            if identity is None or str(identity.unique_id) != record.unique_id:
+                finish_record(record, self.observer, DeviceState.FAILED, record.error)
+                return again
+            logger.info("%s: re-enumerated; attempt %d", device.port, len(record.attempts) + 1)
+            device = again
+            port.device, port.left, port.returned = again, False, None
+
+    async def _open(self, device: DeviceInfo, record: DeviceRecord | None) -> Link | None:
         assert self.ctx is not None
-        device = port.device
         try:
-            link: Link = await open_link(self.ctx, device)
+            return await open_link(self.ctx, device)
         except (TransportError, ProtocolError) as exc:
-            record = self._new_record(device)
-            self._fail(record, f"cannot open the device: {exc}")
-            return
-        try:
-            if self.filters.needs_identity and not await self._wanted(link):
-                self.claimed -= 1
-                return
-            record = self._new_record(device)
-            port.record = record
-            await boot_device(link, self.image, record, self.options, self.boot_observer)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await link.aclose()
-        if record.ok and self.wait_boot:
-            await self._confirm_boot(port, record)
+            record = record or self._new_record(device)
+            detail = str(exc).removeprefix(f"{device.port}: ")
+            finish_record(
+                record, self.observer, DeviceState.FAILED, f"cannot open the device: {detail}",
+                FailureReason.USB_ERROR,
+            )
+            return None
 
     async def _wanted(self, link: Link) -> bool:
         try:
-            identity = await identify(link, timeout=self.options.id_timeout)
+            identity, _logs = await identify_device(link, self.options)
         except (TransportError, ProtocolError) as exc:
-            logger.warning("%s: Id exchange failed, cannot check --id: %s", link.port, exc)
+            logger.warning("%s: Id exchange failed, cannot check the ID filter: %s", link.port, exc)
             return False
-        unique_id = identity.reply.unique_id
-        if not self.filters.matches_id(unique_id):
-            logger.info("%s: device %s is not one of --id; not booted", link.port, unique_id)
+        if not self.filters.matches_id(identity.unique_id):
+            logger.info("%s: device %s is not asked for; not booted", link.port, identity.unique_id)
             return False
         return True
 
+    async def _identify(self, device: DeviceInfo) -> DeviceIdentity | None:
+        """One Id exchange with a device that appeared on a watched port (None = no answer)."""
+        assert self.ctx is not None
+        try:
+            link = await open_link(self.ctx, device)
+        except (TransportError, ProtocolError) as exc:
+            logger.info("%s: cannot open the device that appeared: %s", device.port, exc)
+            return None
+        try:
+            identity, _logs = await identify_device(link, self.options)
+            return identity
+        except (TransportError, ProtocolError) as exc:
+            logger.info("%s: the device that appeared did not identify: %s", device.port, exc)
+            return None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await link.aclose()
+
+    def _admit_for(self, port: str) -> Callable[[DeviceIdentity], str | None] | None:
+        recent = self.recent_boots.get(port)
+        if recent is None:
+            return None
+        unique_id, booted_at = recent
+        if time.monotonic() - booted_at > COMEBACK_WINDOW:
+            del self.recent_boots[port]
+            return None
+
+        def admit(identity: DeviceIdentity) -> str | None:
+            if str(identity.unique_id) != unique_id:
+                return None
+            seconds = time.monotonic() - booted_at
+            return (
+                f"came back in flashing mode {seconds:.1f} s after it booted on this port "
+                "(the image did not boot)"
+            )
+
+        return admit
+
     def _new_record(self, device: DeviceInfo) -> DeviceRecord:
-        record = DeviceRecord(slot=len(self.records) + 1, port=device.port)
+        self.slots += 1
+        record = DeviceRecord(slot=self.slots, port=device.port)
         self.records.append(record)
         self.observer.device_added(record)
         return record
 
-    def _fail(self, record: DeviceRecord, error: str) -> None:
-        record.state = DeviceState.FAILED
-        record.error = error
-        record.reason = FailureReason.USB_ERROR
-        record.finished = time.monotonic()
-        logger.info("%s: failed: %s", record.port, error)
+    async def _await_return(self, port: _Port, seconds: float) -> DeviceInfo | None:
+        """Wait up to ``seconds`` for a flashing-mode device to appear on ``port``."""
+        port.watching = True
+        try:
+            with anyio.move_on_after(seconds):
+                while port.returned is None:
+                    await port.changed.wait()
+            found, port.returned = port.returned, None
+            return found
+        finally:
+            port.watching = False
+
+    # -- confirmation ----------------------------------------------------------------------
+
+    async def _confirm(self, port: _Port, record: DeviceRecord) -> DeviceInfo | None:
+        """Hold a booted record until the boot is confirmed, refuted or the window ends.
+
+        Returns a new device that appeared on the port meanwhile (a swap), to be
+        served next, or None.
+        """
+        confirmation = self.confirmation
+        assert confirmation is not None
+        started = time.monotonic()
+        deadline = started + confirmation.seconds
+        expect = confirmation.expect
+        port.watching = True
+        verdict: tuple[DeviceState, bool, str | None] | None = None
+        swap: DeviceInfo | None = None
+        try:
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                while verdict is None:
+                    if port.returned is not None:
+                        verdict, swap = await self._judge_return(port, record, started)
+                    elif expect is not None and port.expected:
+                        verdict = (DeviceState.BOOTED, True, None)
+                    else:
+                        await port.changed.wait()
+            if verdict is None and not port.left:
+                verdict = (
+                    DeviceState.FAILED, False,
+                    f"still in flashing mode {confirmation.seconds:g} s after its boot",
+                )
+            elif verdict is None and expect is not None:
+                verdict = (
+                    DeviceState.FAILED, False,
+                    f"left flashing mode but was not seen as {expect[0]:04x}:{expect[1]:04x} "
+                    f"on its port within {confirmation.seconds:g} s of its boot",
+                )
+            elif verdict is None:
+                # Left flashing mode and did not come back within the window.
+                verdict = (DeviceState.BOOTED, True, None)
+                record.confirm_seconds = round(max(0.0, port.left_at - started), 3)
+            return swap
+        except anyio.get_cancelled_exc_class():
+            verdict = (DeviceState.INTERRUPTED, False, "interrupted before the boot was confirmed")
+            raise
+        finally:
+            port.watching = False
+            if verdict is not None:
+                self._conclude(record, started, *verdict)
+                if verdict[0] is DeviceState.BOOTED:
+                    self.recent_boots[record.port] = (record.unique_id, time.monotonic())
+
+    async def _judge_return(
+        self, port: _Port, record: DeviceRecord, started: float
+    ) -> tuple[tuple[DeviceState, bool, str | None], DeviceInfo | None]:
+        """A flashing-mode device appeared on a confirming port: the same phone or another?"""
+        device, port.returned = port.returned, None
+        assert device is not None
+        with anyio.CancelScope(shield=True):
+            identity = await self._identify(device)
+        seconds = time.monotonic() - started
+        if identity is not None and str(identity.unique_id) == record.unique_id:
+            return (
+                DeviceState.FAILED, False,
+                f"came back in flashing mode {seconds:.1f} s after its boot "
+                "(the image did not boot)",
+            ), None
+        # Another phone: the operator swapped early. The first one left flashing
+        # mode (that is how the second could appear); the second is a new device.
+        return (DeviceState.BOOTED, True, None), device
+
+    def _conclude(
+        self, record: DeviceRecord, started: float, state: DeviceState, confirmed: bool,
+        error: str | None,
+    ) -> None:
+        record.confirmed = confirmed
+        if record.confirm_seconds is None:
+            record.confirm_seconds = round(time.monotonic() - started, 3)
+        if state is not DeviceState.BOOTED:
+            record.state = state
+            record.error = error
+            record.reason = (
+                FailureReason.INTERRUPTED
+                if state is DeviceState.INTERRUPTED
+                else FailureReason.NOT_BOOTED
+            )
+            logger.info("%s: %s: %s", record.port, state.value, error)
         self.observer.device_finished(record)
 
-    async def _confirm_boot(self, port: _Port, record: DeviceRecord) -> None:
-        """--wait-boot: the device must leave flashing mode and stay away."""
-        assert self.wait_boot is not None
-        port.waiting_boot = True
-        error: str | None = None
-        try:
-            with anyio.move_on_after(self.wait_boot):
-                await port.left.wait()
-                await port.returned.wait()
-                error = (
-                    "came back in flashing mode on the same port after the boot "
-                    "(the image did not boot)"
-                )
-            if not port.left.is_set():
-                error = f"still in flashing mode {self.wait_boot:g} s after the boot"
-        finally:
-            if error is not None:
-                record.state = DeviceState.FAILED
-                record.error = error
-                record.reason = FailureReason.NOT_BOOTED
-                logger.info("%s: failed: %s", record.port, error)
-            self.observer.device_finished(record)
-
-    # -- the run -------------------------------------------------------------------------
+    # -- the run -----------------------------------------------------------------------
 
     async def run(
         self, *, polling: bool | None, poll_interval: float, on_ready: Callable[[], None] | None
     ) -> None:
         async with UsbContext() as ctx, anyio.create_task_group() as group:
-            self.ctx = ctx
-            group.start_soon(self._watch, group, polling, poll_interval, on_ready)
+            self.ctx, self.group = ctx, group
+            if self.once:
+                opened = [
+                    (device, await self._open(device, None))
+                    for device in find_devices(ctx, self.filters)
+                ]
+                for device, link in opened:
+                    if link is not None:
+                        self._take(device, link)
+                if not opened:
+                    logger.warning(
+                        "no device in flashing mode found (%s)", self.filters.describe()
+                    )
+                if not self.ports:
+                    self.done.set()
+            group.start_soon(self._watch, polling, poll_interval, on_ready)
+            group.start_soon(self._stop_intake_when_told)
             await self.done.wait()
             group.cancel_scope.cancel()
 
+    async def _stop_intake_when_told(self) -> None:
+        await self.intake.stopped.wait()
+        self.deferred.clear()
+        if not self.ports:
+            self.done.set()
+
     async def _watch(
-        self,
-        group: anyio.abc.TaskGroup,
-        polling: bool | None,
-        poll_interval: float,
-        on_ready: Callable[[], None] | None,
+        self, polling: bool | None, poll_interval: float, on_ready: Callable[[], None] | None
     ) -> None:
         assert self.ctx is not None
-        events = watch_devices(self.ctx, self.filters, polling=polling, poll_interval=poll_interval)
+        expect = self.confirmation.expect if self.confirmation else None
+        events = watch_devices(
+            self.ctx, self.filters, polling=polling, poll_interval=poll_interval,
+            also=(expect,) if expect else (),
+        )
         async with contextlib.aclosing(events):
             if on_ready is not None:
                 on_ready()
             async for event in events:
                 if event.arrived:
-                    self.arrived(event.device, group)
+                    self.arrived(event.device)
                 else:
                     self.left(event.device)
 
@@ -346,117 +600,47 @@ async def run_station(
     options: BootOptions | None = None,
     observer: LineObserver | None = None,
     count: int | None = None,
-    wait_boot: float | None = None,
+    confirmation: Confirmation | None = None,
+    once: bool = False,
     polling: bool | None = None,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
-    records: list[DeviceRecord] | None = None,
+    result: LineResult | None = None,
+    intake: Intake | None = None,
     on_ready: Callable[[], None] | None = None,
-) -> StationResult:
+) -> LineResult:
     """Boot every matching device as it arrives, until ``count`` devices have finished.
 
-    Without ``count`` it runs until cancelled (Ctrl-C in the CLI); every
-    device under way is then finished as "interrupted" by the engine.
+    Without ``count`` (and without ``once``) it runs until cancelled; every
+    device under way is then finished as INTERRUPTED by the engine.
 
     :param filters: which devices to take (default: every device in flashing mode)
     :param count: stop taking devices after this many, and return once they finished
-    :param wait_boot: seconds a booted device has to leave flashing mode without
-        coming back on the same port; otherwise it is failed
+    :param confirmation: confirm each boot (see :class:`Confirmation`); None = do not
+    :param once: take only the devices present now (one-shot ``boot``)
     :param polling: True = poll the device list, False = libusb hotplug, None = hotplug
         when libusb has it
-    :param records: receives each device's record as it is added (a caller that
-        cancels the run still holds them all)
+    :param result: filled in as the run goes (records of devices under way -- with
+        ``once``, every record -- and the counters), so a caller that cancels the
+        run still has it
+    :param intake: stop it to start no new device (the run ends once those under
+        way have finished)
     :param on_ready: called once the station is watching for devices
-    :raises ~parallel_flash.errors.InputError: ``count`` below 1 or ``wait_boot`` not positive
+    :raises ~parallel_flash.errors.InputError: ``count`` below 1
     """
     if count is not None and count < 1:
-        raise InputError(f"--count must be at least 1, not {count}")
-    if wait_boot is not None and not wait_boot > 0:
-        raise InputError(f"--wait-boot must be a positive number of seconds, not {wait_boot}")
+        raise InputError(f"device count must be at least 1, not {count}")
+    result = result if result is not None else LineResult()
+    result.counters = LineCounters()
     station = _Station(
         image,
         filters=filters or DeviceFilters(),
         options=options or BootOptions(),
         observer=observer or NullObserver(),
         count=count,
-        wait_boot=wait_boot,
-        records=records if records is not None else [],
+        confirmation=confirmation,
+        once=once,
+        intake=intake or Intake(),
+        result=result,
     )
     await station.run(polling=polling, poll_interval=poll_interval, on_ready=on_ready)
-    return StationResult(records=station.records)
-
-
-def run_station_cli(
-    args: argparse.Namespace,
-    image: ImageBuffer | ImageSet,
-    options: BootOptions,
-    line: LineIntegration | None = None,
-) -> int:
-    """``parallel-flash boot WIM --watch``: the station with table, report and Ctrl-C."""
-    from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-    from ..output.report import JsonlReport
-    from ..session import Presentation
-
-    filters = filters_from_args(args)
-    if args.count is not None and args.count < 1:
-        raise InputError(f"--count must be at least 1, not {args.count}")
-    records: list[DeviceRecord] = []
-    with contextlib.ExitStack() as stack:
-        # Entered first, closed last: the last results go out after the report has them.
-        integration = stack.enter_context(line) if line is not None else None
-        observers: list[LineObserver] = []
-        report = None
-        if args.report is not None:
-            report = stack.enter_context(
-                JsonlReport.open(
-                    args.report,
-                    wim=image.wim_path,
-                    sdi=image.sdi_path,
-                    image_sha256=image.sha256,
-                    image_bytes=image.total_length,
-                    append=args.append,
-                )
-            )
-            observers.append(report)
-        if integration is not None:
-            integration.attach(report)
-            observers.extend(integration.observers)
-        presentation = Presentation(live=args.live, title=f"station: {args.wim}")
-        observers.append(stack.enter_context(presentation.observer(image)))
-        group = ObserverGroup(*observers)
-        bound = f"; stopping after {args.count} devices" if args.count else "; Ctrl-C to stop"
-
-        def ready() -> None:
-            print(
-                f"parallel-flash: station ready, waiting for devices ({filters.describe()}){bound}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-        async def work() -> None:
-            await run_station(
-                image,
-                filters=filters,
-                options=options,
-                observer=group,
-                count=args.count,
-                wait_boot=args.wait_boot,
-                polling=True if args.poll else None,
-                records=records,
-                on_ready=ready,
-            )
-
-        _, interrupted = anyio.run(run_interruptible, work)
-        if report is not None:
-            report.finish_unfinished(records, reason="interrupted")
-            report.close(interrupted=interrupted)
-        if integration is not None:
-            integration.close(records, interrupted=interrupted)
-        group.check()
-    counters = StationCounters.of(records)
-    print(
-        f"parallel-flash: station: {counters.booted} booted, {counters.failed} failed",
-        file=sys.stderr,
-    )
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if records and counters.failed == 0 else EXIT_FAILED
+    return result

@@ -26,6 +26,7 @@ This module is an observer (events.py); it imports nothing from the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -34,19 +35,21 @@ import re
 import stat
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from .._version import __version__
-from ..engine.records import DeviceLog, DeviceRecord, DeviceState, FailureReason
 from ..errors import FormatError, InputError
+from ..engine.records import DeviceLog, DeviceRecord, FailureReason, Outcome
 from ..formats import check_output_path
 
 __all__ = (
     "MAX_LOGS_PER_DEVICE",
     "JsonlReport",
+    "LineTally",
     "LineTotals",
     "device_entry",
     "line_totals",
@@ -88,6 +91,8 @@ class LineTotals:
     seconds: float
     #: first stream started -> last stream finished (or now)
     stream_seconds: float
+    #: devices cut off by a signal (:attr:`DeviceState.INTERRUPTED`): not failures
+    interrupted: int = 0
 
     @property
     def rate(self) -> float:
@@ -100,54 +105,88 @@ class LineTotals:
         return self.rate / 1e6
 
 
-def line_totals(records: Iterable[DeviceRecord], *, now: float) -> LineTotals:
-    """Sum up *records* at monotonic time *now* (one pass, O(devices))."""
-    devices = booted = failed = bytes_done = bytes_total = 0
-    first_found: float | None = None
-    last_end: float | None = None
-    first_stream: float | None = None
-    last_stream_end: float | None = None
-    for record in records:
-        devices += 1
-        state = record.state
-        if state is DeviceState.BOOTED:
-            booted += 1
-        elif state is DeviceState.FAILED:
-            failed += 1
-        bytes_done += record.bytes_done
-        bytes_total += record.bytes_total
-        if first_found is None or record.started < first_found:
-            first_found = record.started
+class LineTally:
+    """Running sums behind :class:`LineTotals`, so finished records can be let go.
+
+    A station runs all shift: the report keeps this tally of the records it
+    wrote instead of the records themselves (memory stays flat).
+    """
+
+    __slots__ = (
+        "booted", "bytes_done", "bytes_total", "devices", "failed", "first_found",
+        "first_stream", "interrupted", "last_end", "last_stream_end",
+    )
+
+    def __init__(self) -> None:
+        self.devices = self.booted = self.failed = self.interrupted = 0
+        self.bytes_done = self.bytes_total = 0
+        self.first_found: float | None = None
+        self.last_end: float | None = None
+        self.first_stream: float | None = None
+        self.last_stream_end: float | None = None
+
+    def copy(self) -> LineTally:
+        other = LineTally()
+        for name in self.__slots__:
+            setattr(other, name, getattr(self, name))
+        return other
+
+    def add(self, record: DeviceRecord, now: float) -> None:
+        self.devices += 1
+        outcome = record.outcome
+        if outcome is Outcome.BOOTED:
+            self.booted += 1
+        elif outcome is Outcome.FAILED:
+            self.failed += 1
+        elif outcome is Outcome.INTERRUPTED:
+            self.interrupted += 1
+        self.bytes_done += record.bytes_done
+        self.bytes_total += record.bytes_total
+        if self.first_found is None or record.started < self.first_found:
+            self.first_found = record.started
         end = record.finished if record.finished is not None else now
-        if last_end is None or end > last_end:
-            last_end = end
+        if self.last_end is None or end > self.last_end:
+            self.last_end = end
         if record.stream_started is not None:
-            if first_stream is None or record.stream_started < first_stream:
-                first_stream = record.stream_started
+            if self.first_stream is None or record.stream_started < self.first_stream:
+                self.first_stream = record.stream_started
             # The status wait after the last transfer is not streaming time.
             stream_end = record.stream_finished or end
-            if last_stream_end is None or stream_end > last_stream_end:
-                last_stream_end = stream_end
-    seconds = (
-        max(0.0, last_end - first_found)
-        if last_end is not None and first_found is not None
-        else 0.0
-    )
-    stream_seconds = (
-        max(0.0, last_stream_end - first_stream)
-        if last_stream_end is not None and first_stream is not None
-        else 0.0
-    )
-    return LineTotals(
-        devices=devices,
-        booted=booted,
-        failed=failed,
-        in_progress=devices - booted - failed,
-        bytes_done=bytes_done,
-        bytes_total=bytes_total,
-        seconds=seconds,
-        stream_seconds=stream_seconds,
-    )
+            if self.last_stream_end is None or stream_end > self.last_stream_end:
+                self.last_stream_end = stream_end
+
+    def totals(self) -> LineTotals:
+        seconds = (
+            max(0.0, self.last_end - self.first_found)
+            if self.last_end is not None and self.first_found is not None
+            else 0.0
+        )
+        stream_seconds = (
+            max(0.0, self.last_stream_end - self.first_stream)
+            if self.last_stream_end is not None and self.first_stream is not None
+            else 0.0
+        )
+        return LineTotals(
+            devices=self.devices,
+            booted=self.booted,
+            failed=self.failed,
+            in_progress=self.devices - self.booted - self.failed - self.interrupted,
+            bytes_done=self.bytes_done,
+            bytes_total=self.bytes_total,
+            seconds=seconds,
+            stream_seconds=stream_seconds,
+            interrupted=self.interrupted,
+        )
+
+
+def line_totals(
+    records: Iterable[DeviceRecord], *, now: float, tally: LineTally | None = None
+) -> LineTotals:
+    """Sum up *records* (plus an earlier *tally*) at monotonic time *now* (O(devices))."""
+    total = tally.copy() if tally is not None else LineTally()
+    for record in records:
+        total.add(record, now)
+    return total.totals()
 
 
 def _iso(wall: float) -> str:
@@ -195,13 +234,22 @@ def device_entry(
         "finished": _iso(record.wall_started + record.elapsed(now)),
         "logs": [_log_entry(log) for log in error_logs[:MAX_LOGS_PER_DEVICE]],
     }
-    if len(error_logs) > MAX_LOGS_PER_DEVICE:
-        entry["logs_dropped"] = len(error_logs) - MAX_LOGS_PER_DEVICE
+    dropped = max(0, len(error_logs) - MAX_LOGS_PER_DEVICE) + record.logs_dropped
+    if dropped:
+        entry["logs_dropped"] = dropped
+    if record.attempts:
+        entry["attempts"] = [
+            {"attempt": a.number, "error": a.error, "bytes": a.bytes_sent, "seconds": a.seconds}
+            for a in record.attempts
+        ]
+    if record.confirmed is not None:
+        entry["confirmed"] = record.confirmed
+        entry["confirm_seconds"] = record.confirm_seconds
     return entry
 
 
 class JsonlReport:
-    """A :class:`~parallel_flash.engine.records.LineObserver` writing the JSON-lines report.
+    """A :class:`~parallel_flash.events.LineObserver` writing the JSON-lines report.
 
     Use :meth:`open` (a context manager): records are written in
     :meth:`device_finished`; leaving the ``with`` block because of an
@@ -229,12 +277,17 @@ class JsonlReport:
         self.image_bytes = image_bytes
         self._clock = clock
         self._wall_opened = time.time()
+        #: Records added and not written yet (written ones are let go).
         self.records: list[DeviceRecord] = []
-        self._written: set[DeviceRecord] = set()
+        self._written: weakref.WeakSet[DeviceRecord] = weakref.WeakSet()
+        self._tally = LineTally()
         self.interrupted = False
         #: Called with each device entry right after its line is on disk
         #: (publishers: a result is only announced once it is on record).
         self.on_record: list[Callable[[dict[str, Any]], None]] = []
+        #: The error of the write that failed; no write is tried after it.
+        self.failed: OSError | None = None
+        self._size = os.fstat(fd).st_size
 
     @classmethod
     def open(
@@ -331,17 +384,37 @@ class JsonlReport:
     # -- writing -------------------------------------------------------
 
     def _write(self, entry: dict[str, Any]) -> None:
+        """Append one line and put it on disk; a failure leaves no partial line behind.
+
+        :raises OSError: the write or the fsync failed (full disk, I/O error);
+            the file is cut back to its last complete line and the report
+            refuses further writes (:attr:`failed`).
+        """
         if self._fd is None:
             raise ValueError(f"report {self.path} is closed")
+        if self.failed is not None:
+            raise OSError(self.failed.errno, f"report already failed: {self.failed.strerror}")
         data = (json.dumps(entry, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
-        view = memoryview(data)
-        while view:  # a regular file takes it all unless the disk is full
-            written = os.write(self._fd, view)
-            view = view[written:]
-        # O_APPEND writes go straight to the kernel; fsync puts them on disk
-        # so a crash or power cut loses no finished device.
-        if self._durable:
-            os.fsync(self._fd)
+        start = self._size
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it all unless the disk is full
+                written = self._write_fd(self._fd, view)
+                view = view[written:]
+            # O_APPEND writes go straight to the kernel; fsync puts them on disk
+            # so a crash or power cut loses no finished device.
+            if self._durable:
+                os.fsync(self._fd)
+        except OSError as exc:
+            self.failed = exc
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)  # no truncated line is ever left
+            logger.error("report %s: write failed: %s", self.path, exc.strerror or exc)
+            raise
+        self._size = start + len(data)
+
+    #: The write call (a seam for tests injecting a full disk at the file layer).
+    _write_fd = staticmethod(os.write)
 
     def write_device(
         self,
@@ -350,16 +423,22 @@ class JsonlReport:
         error: str | None = None,
         reason: FailureReason | None = None,
     ) -> bool:
-        """Write *record*'s line now, once; returns False if it was written already."""
+        """Write *record*'s line now, once; returns False if it was written already.
+
+        A written record is let go (the file is the history; :class:`LineTally`
+        keeps the sums for the summary), so memory stays flat over a shift.
+        """
         if record in self._written:
             return False
-        if record not in self.records:
-            self.records.append(record)
+        now = self._clock()
         entry = device_entry(
-            record, image_sha256=self.image_sha256, now=self._clock(), error=error, reason=reason
+            record, image_sha256=self.image_sha256, now=now, error=error, reason=reason
         )
         self._write(entry)
         self._written.add(record)
+        self._tally.add(record, now)
+        with contextlib.suppress(ValueError):
+            self.records.remove(record)
         for listener in self.on_record:
             listener(entry)
         return True
@@ -379,7 +458,10 @@ class JsonlReport:
         """
         count = 0
         failure = FailureReason.INTERRUPTED if reason == "interrupted" else FailureReason.ABORTED
-        for record in list(records) if records is not None else list(self.records):
+        pending = list(self.records)
+        if records is not None:
+            pending += [record for record in records if record not in pending]
+        for record in pending:
             if record in self._written:
                 continue
             if record.state.finished:
@@ -393,12 +475,13 @@ class JsonlReport:
 
     def summary_entry(self) -> dict[str, Any]:
         """The ``{"type": "summary"}`` record for the run so far."""
-        totals = line_totals(self.records, now=self._clock())
+        totals = line_totals(self.records, now=self._clock(), tally=self._tally)
         return {
             "type": "summary",
             "devices": totals.devices,
             "booted": totals.booted,
             "failed": totals.failed,
+            "interrupted_devices": totals.interrupted,
             "unfinished": totals.in_progress,
             "interrupted": self.interrupted,
             "seconds": round(totals.seconds, 3),
@@ -416,17 +499,28 @@ class JsonlReport:
         }
 
     def close(self, *, interrupted: bool | None = None) -> None:
-        """Write the summary record and close the file (idempotent)."""
+        """Write the summary record and close the file (idempotent).
+
+        After a failed write no summary is attempted: the records that
+        reached the disk stay as they are.
+        """
         if self._fd is None:
             return
         if interrupted is not None:
             self.interrupted = self.interrupted or interrupted
         try:
-            self._write(self.summary_entry())
+            if self.failed is None:
+                self._write(self.summary_entry())
         finally:
-            os.close(self._fd)
-            self._fd = None
+            self.abandon()
         logger.debug("report %s closed", self.path)
+
+    def abandon(self) -> None:
+        """Close the file without writing anything more (idempotent)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     @property
     def closed(self) -> bool:
@@ -458,7 +552,7 @@ class JsonlReport:
     # -- LineObserver --------------------------------------------------
 
     def device_added(self, record: DeviceRecord) -> None:
-        if record not in self.records:
+        if record not in self.records and record not in self._written:
             self.records.append(record)
 
     def device_changed(self, record: DeviceRecord) -> None:

@@ -84,6 +84,13 @@ class DeviceFaults:
     log_packets: int = 0
     #: Never answer the status read.
     silent_status: bool = False
+    #: After Reset, send Log packets without end instead of the 06 reply.
+    logs_after_reset: bool = False
+    #: Instead of the status, send Log packets without end.
+    logs_for_status: bool = False
+    #: RAM for the image, bytes (None = the model's own limit); a larger
+    #: image is refused at the header with a negative status.
+    ram: int | None = None
 
     _KEYS = {
         "status": ("status", int),
@@ -93,6 +100,9 @@ class DeviceFaults:
         "refuse-reset": ("refuse_reset", bool),
         "logs": ("log_packets", int),
         "silent-status": ("silent_status", bool),
+        "logs-after-reset": ("logs_after_reset", bool),
+        "logs-for-status": ("logs_for_status", bool),
+        "ram": ("ram", int),
     }
 
     @classmethod
@@ -185,6 +195,11 @@ class DeviceModel:
         self.rejection: str | None = None
         self.status_sent: int | None = None
         self.resets = 0
+        #: Log packets sent so far by a chattering device (the endless-log faults).
+        self.chatter_sent = 0
+        self._chattering = False
+        if self.faults.ram is not None:
+            self.ram_limit = self.faults.ram
 
         self._phase = _Phase.IDLE
         self._cur_position = self.faults.stale_position
@@ -272,7 +287,16 @@ class DeviceModel:
 
     def bulk_in(self, max_length: int) -> bytes | None:
         """The next queued reply, or None when the device has nothing to say."""
-        if self._phase is _Phase.GONE or not self._replies:
+        if self._phase is _Phase.GONE:
+            return None
+        if self._chattering and not self._replies:
+            self.chatter_sent += 1
+            return LogPacket(
+                event_id=self.chatter_sent & 0x7FFF,
+                level=4,
+                text=f"{self.friendly_name}: chatter {self.chatter_sent}",
+            ).encode()
+        if not self._replies:
             return None
         reply = self._replies.pop(0)
         if len(reply) > max_length:
@@ -312,6 +336,9 @@ class DeviceModel:
             self.resets += 1
             if not self.faults.refuse_reset:
                 self._cur_position = 0
+            if self.faults.logs_after_reset:
+                self._chattering = True
+                return
             self._queue(bytes((Opcode.ERR,)) + b"\x00\x00\x00\x00")
         elif opcode == Opcode.WIM:
             if self._cur_position != 0:
@@ -415,6 +442,9 @@ class DeviceModel:
         self._phase = _Phase.STATUS_PENDING
         self._cur_position = 0
         if self.faults.silent_status:
+            return
+        if self.faults.logs_for_status:
+            self._chattering = True
             return
         if self.rejection is not None:
             status = self._rejection_status

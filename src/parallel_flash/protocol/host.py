@@ -15,6 +15,17 @@ The sequence is protocol.md's "Sequence, per device", step by step::
     SEND_WIM_OPCODE -> SEND_HEADER -> STREAM -> READ_STATUS -> DONE
 
 Any error moves the machine to ERROR and raises; nothing further is allowed.
+
+Replies are classified by the phase that expects them and by their length
+and layout, never by their first byte alone: an Id reply is at least 41
+bytes, a status exactly 4, a Log packet its own exact layout (protocol.md).
+So a status of 5 or 0x05050505, or an Id reply whose curPosition has low
+byte 5, is what the phase expects, not a "Log packet".
+
+Every wait belongs to a :class:`HostStage` with a deadline of its own
+(:attr:`WimBootHost.stage_timeout`): the caller bounds the whole stage, not
+just each read, so a device sending Log packets without end still fails
+when its stage's time is up.
 """
 
 from __future__ import annotations
@@ -26,10 +37,12 @@ from dataclasses import dataclass
 from ..errors import DeviceBootError, LocalProtocolError, RemoteProtocolError
 from .messages import (
     CONTROL_REQUEST,
+    ID_REPLY_MIN_LENGTH,
     LEGACY_LOADER_NAME,
     LEGACY_TRANSFER_SIZE,
     REPLY_BUFFER_SIZE,
     STANDARD_TRANSFER_SIZE,
+    STATUS_LENGTH,
     ControlRequest,
     IdReply,
     LogPacket,
@@ -41,6 +54,7 @@ from .messages import (
 __all__ = (
     "Finished",
     "HostPhase",
+    "HostStage",
     "HostTimeouts",
     "ReadBulk",
     "SendBulk",
@@ -64,6 +78,28 @@ class HostPhase(enum.Enum):
     READ_STATUS = "the boot status"
     DONE = "nothing (booted)"
     ERROR = "nothing (failed)"
+
+
+class HostStage(enum.Enum):
+    """The waits of a boot, each bounded as a whole (issue 7: every wait bounded)."""
+
+    IDENTIFY = "identification"
+    RESET = "Reset recovery"
+    STREAM = "streaming"
+    STATUS = "the status"
+
+
+_STAGES = {
+    HostPhase.CONTROL: HostStage.IDENTIFY,
+    HostPhase.SEND_ID: HostStage.IDENTIFY,
+    HostPhase.READ_ID: HostStage.IDENTIFY,
+    HostPhase.SEND_RESET: HostStage.RESET,
+    HostPhase.READ_RESET: HostStage.RESET,
+    HostPhase.SEND_WIM_OPCODE: HostStage.STREAM,
+    HostPhase.SEND_HEADER: HostStage.STREAM,
+    HostPhase.STREAM: HostStage.STREAM,
+    HostPhase.READ_STATUS: HostStage.STATUS,
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,8 +236,16 @@ class WimBootHost:
         self.header: WimBootHeader | None = None
         self.status: int | None = None
         self.reset_sent = False
+        self._failed_in: HostPhase | None = None
         self._logs: list[LogPacket] = []
-        self._skipped: list[bytes] = []
+        #: Log packets received in all (the caller keeps only some of them).
+        self.log_count = 0
+        #: Packets read while waiting for the Reset reply that were neither 06 nor Log.
+        self.skipped = 0
+        #: A negative status arrived while streaming (a refusal at the header).
+        self.early_status = False
+        #: A success status read while the last transfers were still completing.
+        self._status_before_completion: int | None = None
 
     # -- what to do next -------------------------------------------------------
 
@@ -250,8 +294,31 @@ class WimBootHost:
 
     @property
     def waiting_for(self) -> str:
-        """What the current phase waits on, for timeout messages."""
-        return self.phase.value
+        """What the current phase waits on (or waited on when it failed), for messages."""
+        return (self._failed_in or self.phase).value
+
+    @property
+    def has_status(self) -> bool:
+        """A status was read (possibly while the stream's last completions are due)."""
+        return self.status is not None or self._status_before_completion is not None
+
+    @property
+    def stage(self) -> HostStage | None:
+        """The bounded wait the current phase belongs to (None when done or failed)."""
+        return _STAGES.get(self.phase)
+
+    @property
+    def stage_timeout(self) -> float | None:
+        """Seconds the whole current stage may take; None = bounded by progress (streaming)."""
+        stage = self.stage
+        t = self.timeouts
+        if stage is HostStage.IDENTIFY:
+            return t.identify
+        if stage is HostStage.RESET:
+            return t.reset
+        if stage is HostStage.STATUS:
+            return t.status
+        return None
 
     @property
     def transfer_size(self) -> int | None:
@@ -279,26 +346,69 @@ class WimBootHost:
             self.phase = self._AFTER_SEND[self.phase]
         except KeyError:
             self._fail(LocalProtocolError(f"nothing was being sent while {self.phase.name}"))
+        early, self._status_before_completion = self._status_before_completion, None
+        if early is not None and self.phase is HostPhase.READ_STATUS:
+            self._on_status(early)
 
     def received(self, data: bytes | memoryview) -> None:
-        """A bulk IN transfer completed with ``data``."""
-        if self.phase not in (HostPhase.READ_ID, HostPhase.READ_RESET, HostPhase.READ_STATUS):
-            self._fail(LocalProtocolError(f"no reply is expected while {self.phase.name}"))
-        if LogPacket.matches(data):
-            try:
-                self._logs.append(LogPacket.parse(data))
-            except RemoteProtocolError as exc:
-                self._fail(exc)
-            return
+        """A bulk IN transfer completed with ``data``.
+
+        Allowed while a reply is read, and while streaming: a device that
+        refuses the image at the header queues its status at once, and the
+        caller reads it during the stream so that device's stream ends early.
+        """
+        phase = self.phase
+        if phase not in (
+            HostPhase.READ_ID, HostPhase.READ_RESET, HostPhase.READ_STATUS, HostPhase.STREAM
+        ):
+            self._fail(LocalProtocolError(f"no reply is expected while {phase.name}"))
         try:
-            if self.phase is HostPhase.READ_ID:
-                self._on_id_reply(IdReply.parse(data))
-            elif self.phase is HostPhase.READ_RESET:
-                self._on_reset_reply(bytes(data))
+            if phase is HostPhase.READ_ID:
+                self._on_id_data(data)
+            elif phase is HostPhase.READ_RESET:
+                self._on_reset_data(data)
             else:
-                self._on_status(parse_status(data))
+                self._on_status_data(data)
         except (RemoteProtocolError, DeviceBootError) as exc:
             self._fail(exc)
+
+    def _log(self, packet: LogPacket) -> None:
+        self.log_count += 1
+        self._logs.append(packet)
+
+    def _on_id_data(self, data: bytes | memoryview) -> None:
+        # An exact Id reply wins over a Log reading of the same bytes: the phase expects it.
+        if len(data) < ID_REPLY_MIN_LENGTH or not IdReply.parses_exactly(data):
+            packet = LogPacket.parse_exact(data)
+            if packet is not None:
+                self._log(packet)
+                return
+        if len(data) < ID_REPLY_MIN_LENGTH:
+            raise RemoteProtocolError(
+                f"Id reply is {len(data)} bytes, at least {ID_REPLY_MIN_LENGTH} expected"
+                + (f" (starts {bytes(data[:8]).hex()})" if data else "")
+            )
+        self._on_id_reply(IdReply.parse(data))
+
+    def _on_reset_data(self, data: bytes | memoryview) -> None:
+        packet = LogPacket.parse_exact(data)
+        if packet is not None:
+            self._log(packet)
+        elif data[:1] == bytes((Opcode.ERR,)):
+            self.phase = HostPhase.SEND_ID
+        else:
+            # protocol.md step 3: keep reading until a packet starts with 06.
+            self.skipped += 1
+
+    def _on_status_data(self, data: bytes | memoryview) -> None:
+        if len(data) == STATUS_LENGTH:
+            self._on_status(parse_status(data))
+            return
+        packet = LogPacket.parse_exact(data)
+        if packet is None:
+            parse_status(data)  # raises, naming the length
+        else:
+            self._log(packet)
 
     def _on_id_reply(self, reply: IdReply) -> None:
         self.identity = reply
@@ -313,15 +423,15 @@ class WimBootHost:
                 "after Reset"
             )
 
-    def _on_reset_reply(self, data: bytes) -> None:
-        if data[:1] == bytes((Opcode.ERR,)):
-            self.phase = HostPhase.SEND_ID
-        else:
-            # protocol.md step 3: keep reading until a packet starts with 06.
-            self._skipped.append(data)
-
     def _on_status(self, status: int) -> None:
+        if self.phase is HostPhase.STREAM and status >= 0:
+            # The device took the last transfer; its completion has not reached
+            # the caller yet (completions of IN and OUT may arrive in any order).
+            self._status_before_completion = status
+            return
         self.status = status
+        if self.phase is HostPhase.STREAM:
+            self.early_status = True
         if status < 0:
             raise DeviceBootError(status)
         self.phase = HostPhase.DONE
@@ -341,8 +451,10 @@ class WimBootHost:
 
     def abort(self) -> None:
         """The caller gave up (timeout, disconnect, cancellation): park the machine in ERROR."""
+        if self.phase is not HostPhase.ERROR:
+            self._failed_in = self.phase
         self.phase = HostPhase.ERROR
 
     def _fail(self, error: Exception) -> None:
-        self.phase = HostPhase.ERROR
+        self.abort()
         raise error

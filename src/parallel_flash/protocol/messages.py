@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from construct import (
     Bytes,
@@ -23,6 +24,7 @@ from construct import (
     PascalString,
     StreamError,
     Struct,
+    Terminated,
     VarInt,
 )
 
@@ -31,11 +33,13 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 __all__ = (
     "CONTROL_REQUEST",
     "FLASHING_PID",
+    "ID_REPLY_MIN_LENGTH",
     "LEGACY_LOADER_NAME",
     "LEGACY_TRANSFER_SIZE",
     "MICROSOFT_VID",
     "REPLY_BUFFER_SIZE",
     "STANDARD_TRANSFER_SIZE",
+    "STATUS_LENGTH",
     "ControlRequest",
     "IdReply",
     "LogPacket",
@@ -138,6 +142,18 @@ _WimHeaderStruct = Struct(
 
 _StatusStruct = Struct("status" / Int32sl)
 
+# Exact layouts: the whole transfer is the message, nothing before or after.
+# A reply is classified by the phase that expects it and by these layouts,
+# never by its first byte alone (an Id reply whose curPosition has low byte 5,
+# or a status of 5, starts with the Log opcode too).
+_IdReplyExact = Struct(*_IdReplyStruct.subcons, Terminated)
+_LogPacketExact = Struct(*_LogPacketStruct.subcons, Terminated)
+
+#: curPosition + capabilities + DeviceUniqueID + a name length of one byte.
+ID_REPLY_MIN_LENGTH = 41
+#: The status is one s32, alone in its transfer.
+STATUS_LENGTH = 4
+
 _U32_MAX = 0xFFFF_FFFF
 
 
@@ -164,6 +180,17 @@ class IdReply:
     capabilities: bytes
     unique_id: uuid.UUID
     friendly_name: str
+
+    @classmethod
+    def parses_exactly(cls, data: bytes | memoryview) -> bool:
+        """Whether *data* is an Id reply with nothing after the friendly name."""
+        if len(data) < ID_REPLY_MIN_LENGTH:
+            return False
+        try:
+            _IdReplyExact.parse(bytes(data))
+        except (ConstructError, UnicodeDecodeError):
+            return False
+        return True
 
     @property
     def fast_flash(self) -> bool:
@@ -218,7 +245,19 @@ class LogPacket:
 
     @staticmethod
     def matches(data: bytes | memoryview) -> bool:
-        return len(data) > 0 and data[0] == Opcode.LOG
+        """Whether *data* is exactly a Log packet (opcode 05 alone is not enough)."""
+        return LogPacket.parse_exact(data) is not None
+
+    @classmethod
+    def parse_exact(cls, data: bytes | memoryview) -> LogPacket | None:
+        """The Log packet *data* holds, or None when it does not have that exact layout."""
+        if len(data) < 18 or data[0] != Opcode.LOG:
+            return None
+        try:
+            raw = _LogPacketExact.parse(bytes(data))
+        except (ConstructError, UnicodeDecodeError):
+            return None
+        return cls._from_raw(raw)
 
     @classmethod
     def parse(cls, data: bytes | memoryview) -> LogPacket:
@@ -228,6 +267,10 @@ class LogPacket:
             raise _remote("Log packet", data, exc) from None
         if raw.opcode != Opcode.LOG:
             raise RemoteProtocolError(f"Log packet starts with {raw.opcode:#04x}, expected 0x05")
+        return cls._from_raw(raw)
+
+    @classmethod
+    def _from_raw(cls, raw: Any) -> LogPacket:
         return cls(
             event_id=raw.event_id,
             version=raw.version,
@@ -311,7 +354,7 @@ def encode_status(status: int) -> bytes:
 
 
 def parse_status(data: bytes | memoryview) -> int:
-    if len(data) != 4:
+    if len(data) != STATUS_LENGTH:
         raise RemoteProtocolError(
             f"status reply is {len(data)} bytes, expected 4"
             + (f" (starts {bytes(data[:8]).hex()})" if data else "")

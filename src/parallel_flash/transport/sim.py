@@ -77,6 +77,8 @@ class SimLink(Link):
         self.bus = bus
         self.max_packet_size = max_packet_size
         self.closed = False
+        #: Set when the model may have queued a reply (a read waits on it).
+        self._reply_wake: anyio.Event | None = None
 
     # -- single transfers --------------------------------------------------------
 
@@ -100,19 +102,32 @@ class SimLink(Link):
     async def bulk_in(self, size: int, *, timeout: float) -> bytes:
         self._check_open()
         await anyio.lowlevel.checkpoint()
-        reply = self.model.bulk_in(size)
-        if reply is None:
-            # The model only answers in response to OUT transfers, so nothing
-            # will arrive: wait the timeout out, as a real host would.
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.model.bulk_in(size)
+            if reply is not None:
+                return reply
+            # The model only answers in response to OUT transfers (which may
+            # run concurrently, e.g. a stream): wait for one, or the timeout.
             self._check_present()
-            await anyio.sleep(timeout)
-            self._check_present()
-            raise TransferTimeout(f"{self.port}: no reply within {timeout:g} s")
-        return reply
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransferTimeout(f"{self.port}: no reply within {timeout:g} s")
+            wake = self._reply_wake = anyio.Event()
+            with anyio.move_on_after(left):
+                await wake.wait()
+
+    def _poke(self) -> None:
+        """An OUT transfer reached the model: a waiting read looks again."""
+        wake = self._reply_wake
+        if wake is not None:
+            self._reply_wake = None
+            wake.set()
 
     async def _deliver(self, data: bytes | memoryview, timeout: float) -> None:
         await anyio.lowlevel.checkpoint()
         result = self.model.bulk_out(data)
+        self._poke()
         if result is OutResult.GONE:
             raise DeviceDisconnected(f"{self.port}: device disconnected")
         if result is OutResult.NAK:
@@ -143,6 +158,8 @@ class SimLink(Link):
             result = model.bulk_out(data)
             if result is OutResult.ACCEPTED and chunk.zero_packet:
                 result = model.bulk_out(b"")
+            if self._reply_wake is not None:
+                self._poke()
             if result is not OutResult.ACCEPTED:
                 await self._stream_failed(result, sent, stall_timeout)
             sent += length

@@ -55,7 +55,7 @@ class _Seen:
 
 
 class PlainOutput:
-    """A :class:`~parallel_flash.engine.records.LineObserver` printing plain text lines.
+    """A :class:`~parallel_flash.events.LineObserver` printing plain text lines.
 
     :param wim: the image path, printed as ``Booting WIM: <wim>``
     :param stream: where lines go (default ``sys.stdout``); flushed per line
@@ -163,6 +163,8 @@ class PlainOutput:
             f"{totals.booted} booted, "
             f"{totals.failed} failed"
         )
+        if totals.interrupted:
+            text += f", {totals.interrupted} interrupted"
         if totals.in_progress:
             text += f", {totals.in_progress} unfinished"
         text += (
@@ -220,6 +222,8 @@ class PlainOutput:
                     else ""
                 )
                 self._emit(record, f"Booted{status} in {_seconds(record.elapsed())} seconds.")
+            elif record.state is DeviceState.INTERRUPTED:
+                self._emit(record, f"INTERRUPTED: {printable(record.error or 'interrupted')}")
             else:
                 self._emit(record, f"FAILED: {failure_reason(record)}")
 

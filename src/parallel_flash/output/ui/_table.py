@@ -60,6 +60,8 @@ def _result(record: DeviceRecord) -> Text:
         return Text("booted", style="green")
     if record.state is DeviceState.FAILED:
         return Text(failure_reason(record), style="red")
+    if record.state is DeviceState.INTERRUPTED:
+        return Text(printable(record.error or "interrupted"), style="yellow")
     return Text("")
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ...engine.records import DeviceLog, DeviceRecord, DeviceState
+from ...engine.records import DeviceLog, DeviceRecord, DeviceState, Outcome
 from ..report import LineTotals
 from ._layout import natural_key
 
@@ -41,13 +41,17 @@ class _Tally:
     last_end: float | None = None
     first_stream: float | None = None
     last_stream_end: float | None = None
+    interrupted: int = 0
 
     def add(self, record: DeviceRecord, now: float) -> None:
         self.devices += 1
-        if record.state is DeviceState.BOOTED:
+        outcome = record.outcome
+        if outcome is Outcome.BOOTED:
             self.booted += 1
-        elif record.state is DeviceState.FAILED:
+        elif outcome is Outcome.FAILED:
             self.failed += 1
+        elif outcome is Outcome.INTERRUPTED:
+            self.interrupted += 1
         self.bytes_done += record.bytes_done
         self.bytes_total += record.bytes_total
         self.first_found = _min(self.first_found, record.started)
@@ -69,6 +73,7 @@ class _Tally:
             self.last_end,
             self.first_stream,
             self.last_stream_end,
+            self.interrupted,
         )
 
     def totals(self) -> LineTotals:
@@ -76,11 +81,12 @@ class _Tally:
             devices=self.devices,
             booted=self.booted,
             failed=self.failed,
-            in_progress=self.devices - self.booted - self.failed,
+            in_progress=self.devices - self.booted - self.failed - self.interrupted,
             bytes_done=self.bytes_done,
             bytes_total=self.bytes_total,
             seconds=_span(self.first_found, self.last_end),
             stream_seconds=_span(self.first_stream, self.last_stream_end),
+            interrupted=self.interrupted,
         )
 
 
@@ -113,7 +119,7 @@ class ViewSnapshot:
 
 
 class LineView:
-    """A :class:`~parallel_flash.engine.records.LineObserver` that keeps what the views draw.
+    """A :class:`~parallel_flash.events.LineObserver` that keeps what the views draw.
 
     Memory is bounded by the ports of the line plus its failures, however
     many devices a shift boots.

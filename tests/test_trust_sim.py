@@ -1,0 +1,94 @@
+"""Issue 7 on the simulated line: retries, report write failures, the session's result."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from parallel_flash.engine.pipeline import BootOptions, StopReason, boot_line
+from parallel_flash.engine.records import DeviceState
+from parallel_flash.image import ImageBuffer
+from parallel_flash.protocol.device import DeviceFaults
+from parallel_flash.output.report import JsonlReport, read_report
+from parallel_flash.session import Presentation, SimulatedLine, run_boot
+from parallel_flash.transport.sim import simulated_line
+
+
+@pytest.fixture
+def image(small_wim: Path, small_sdi: Path) -> ImageBuffer:
+    return ImageBuffer.load(small_wim, small_sdi)
+
+
+def test_retries_only_before_any_image_byte_and_every_attempt_is_listed(
+    image: ImageBuffer,
+) -> None:
+    faults = {
+        1: DeviceFaults(stale_position=1, refuse_reset=True),  # fails before the image
+        2: DeviceFaults(status=-5),  # negative status: never retried
+    }
+    links = simulated_line(3, rate=None, faults=faults)
+    options = BootOptions(retries=2, status_timeout=1)
+    records = anyio.run(lambda: boot_line(links, image, options=options))
+    refused, negative, healthy = records
+    assert refused.state is DeviceState.FAILED and "reset refused" in (refused.error or "")
+    assert [a.number for a in refused.attempts] == [1, 2, 3]
+    assert all("reset refused" in (a.error or "") and a.bytes_sent == 0 for a in refused.attempts)
+    assert links[0].model.resets == 3
+    assert negative.state is DeviceState.FAILED and negative.attempts == []
+    assert negative.status == -5
+    assert healthy.state is DeviceState.BOOTED and healthy.attempts == []
+
+
+class _DiskFills:
+    """Stands in for os.write at the report's file layer: the disk fills mid-line."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __call__(self, fd: int, data: memoryview) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = os.write(fd, data[: self.room])
+        self.room -= written
+        return written
+
+
+def test_a_full_disk_mid_run_is_loud_and_leaves_whole_records(
+    tmp_path: Path, image: ImageBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r.jsonl"
+    disk = _DiskFills(room=10_000)
+    monkeypatch.setattr(JsonlReport, "_write_fd", staticmethod(disk))
+    line = SimulatedLine(count=40, rate=None)
+    with open(os.devnull, "w") as quiet:
+        result = run_boot(
+            image, line, report=path, presentation=Presentation(live=False, stream=quiet)
+        )
+    assert result.stop is StopReason.REPORT_FAILED
+    assert result.report_error is not None and "No space left on device" in result.report_error
+    data = path.read_bytes()
+    assert data.endswith(b"\n")  # the partial line was cut off again
+    entries = read_report(path)
+    assert 0 < len(entries) < 40 and all(e["type"] == "device" for e in entries)
+    # The devices under way finished all the same; only their records are missing.
+    assert result.totals.total == 40
+
+
+def test_cli_exit_code_for_a_report_failure(
+    tmp_path: Path, small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from parallel_flash.cli import main
+
+    monkeypatch.setattr(JsonlReport, "_write_fd", staticmethod(_DiskFills(room=2_000)))
+    code = main([
+        "boot", str(small_wim), "--sdi", str(small_sdi), "--sim", "8", "--plain",
+        "--report", str(tmp_path / "r.jsonl"),
+    ])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "cannot write the report" in err and "No space left on device" in err
