@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from parallel_flash.engine.pipeline import LineCounters, LineResult, StopReason
-from parallel_flash.errors import InputError
 from parallel_flash.engine.records import DeviceRecord, DeviceState, Outcome
 from parallel_flash.engine.station import Confirmation, run_station
+from parallel_flash.errors import InputError
 
 
 def _record(slot: int, state: DeviceState, done: int) -> DeviceRecord:

@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from parallel_flash.engine.pipeline import BootOptions, boot_line
-from parallel_flash.errors import DeviceBootError, RemoteProtocolError
 from parallel_flash.engine.records import DeviceState
+from parallel_flash.errors import DeviceBootError, RemoteProtocolError
 from parallel_flash.image import ImageBuffer
 from parallel_flash.protocol.device import DeviceFaults
 from parallel_flash.protocol.host import Finished, HostPhase, HostStage, WimBootHost

@@ -12,8 +12,8 @@ import pytest
 from parallel_flash.engine.pipeline import BootOptions, StopReason, boot_line
 from parallel_flash.engine.records import DeviceState
 from parallel_flash.image import ImageBuffer
-from parallel_flash.protocol.device import DeviceFaults
 from parallel_flash.output.report import JsonlReport, read_report
+from parallel_flash.protocol.device import DeviceFaults
 from parallel_flash.session import Presentation, SimulatedLine, run_boot
 from parallel_flash.transport.sim import simulated_line
 

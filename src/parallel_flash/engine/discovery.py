@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import anyio
 
-from .pipeline import BootOptions, identify_device
 from ..errors import InputError, RemoteProtocolError
 from ..protocol.messages import IdReply, LogPacket
 from ..protocol.nokia.messages import REPLY_BUFFER_SIZE as NOK_REPLY_BUFFER_SIZE
@@ -33,6 +32,7 @@ from ..protocol.nokia.messages import Command, NokInfo
 from ..protocol.selection import ALL_FLASH_IDS, Loader, loader_for
 from ..transport.base import Link
 from ..transport.libusb import HotplugEvent, UsbContext, UsbDeviceInfo, UsbLink, hotplug_supported
+from .pipeline import BootOptions, identify_device
 
 __all__ = (
     "DEFAULT_POLL_INTERVAL",

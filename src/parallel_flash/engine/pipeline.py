@@ -38,20 +38,7 @@ from ..errors import (
     TransferTimeout,
     TransportError,
 )
-from .records import (
-    MAX_KEPT_LOGS,
-    Attempt,
-    DeviceLog,
-    DeviceRecord,
-    DeviceState,
-    FailureReason,
-    LineObserver,
-    NullObserver,
-    Outcome,
-    failure_reason,
-)
 from ..image import ImageBuffer, ImageSet
-from .nok_boot import boot_nok_device
 from ..protocol.host import (
     Finished,
     HostStage,
@@ -68,6 +55,19 @@ from ..protocol.messages import REPLY_BUFFER_SIZE, STANDARD_TRANSFER_SIZE, LogPa
 from ..protocol.nokia.host import NokTimeouts
 from ..protocol.selection import FILE_TYPE_NAMES, Loader, loader_for
 from ..transport.base import Link, OutChunk
+from .nok_boot import boot_nok_device
+from .records import (
+    MAX_KEPT_LOGS,
+    Attempt,
+    DeviceLog,
+    DeviceRecord,
+    DeviceState,
+    FailureReason,
+    LineObserver,
+    NullObserver,
+    Outcome,
+    failure_reason,
+)
 
 __all__ = (
     "DEFAULT_IN_FLIGHT",

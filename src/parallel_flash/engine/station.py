@@ -46,6 +46,11 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
+from ..errors import InputError, ProtocolError, TransportError
+from ..image import ImageBuffer, ImageSet
+from ..protocol.loader import DeviceIdentity
+from ..transport.base import Link
+from ..transport.libusb import UsbContext
 from .discovery import (
     DEFAULT_POLL_INTERVAL,
     DeviceFilters,
@@ -63,7 +68,6 @@ from .pipeline import (
     finish_record,
     identify_device,
 )
-from ..errors import InputError, ProtocolError, TransportError
 from .records import (
     DeviceLog,
     DeviceRecord,
@@ -72,10 +76,6 @@ from .records import (
     LineObserver,
     NullObserver,
 )
-from ..image import ImageBuffer, ImageSet
-from ..protocol.loader import DeviceIdentity
-from ..transport.base import Link
-from ..transport.libusb import UsbContext
 
 __all__ = (
     "COMEBACK_WINDOW",

@@ -42,8 +42,8 @@ from types import TracebackType
 from typing import Any
 
 from .._version import __version__
-from ..errors import FormatError, InputError
 from ..engine.records import DeviceLog, DeviceRecord, FailureReason, Outcome
+from ..errors import FormatError, InputError
 from ..formats import check_output_path
 
 __all__ = (
