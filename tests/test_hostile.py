@@ -396,3 +396,16 @@ def test_signals_leave_nothing_behind(
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert os.listdir(out) == [] and os.listdir(work) == []
+
+
+def test_size_options_have_their_own_ranges(capsys: pytest.CaptureFixture[str]) -> None:
+    from parallel_flash.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["demo", "--wim-size", "256MiB"]).wim_size == 256 << 20
+    assert main(["demo", "--wim-size", "5GiB"]) == 2  # SDI + WIM must stay under 4 GiB
+    assert "--wim-size" in capsys.readouterr().err
+    assert main(["demo", "--rate", "nan"]) == 2
+    assert "--rate" in capsys.readouterr().err
+    assert main(["boot", "x.wim", "--sim", "1", "--transfer-size", "128MiB"]) == 2
+    assert "--transfer-size" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from ..protocol.models import MODEL_KINDS, AnyFaults, parse_faults
 from ..session import SimulatedLine
 
 __all__ = (
+    "MAX_BOOT_BYTES",
     "MAX_RATE_MBPS",
     "MAX_TIMEOUT",
     "MAX_TRANSFER_SIZE",
@@ -40,6 +41,7 @@ __all__ = (
     "sim_mix",
     "simulated_line",
     "timeout_seconds",
+    "transfer_size",
     "writable_dir",
 )
 
@@ -49,6 +51,8 @@ MAX_TIMEOUT = 86_400.0
 #: Largest data transfer: libusb's length is an int, and usbfs caps a single
 #: URB far below it; 64 MiB is more than any loader takes per transfer.
 MAX_TRANSFER_SIZE = 64 << 20
+#: SDI + WIM travel with u32 lengths: one boot sends under 4 GiB.
+MAX_BOOT_BYTES = (1 << 32) - 1
 #: Simulated link rates above this (MB/s) are not a USB link.
 MAX_RATE_MBPS = 100_000.0
 _S32 = (-(1 << 31), (1 << 31) - 1)
@@ -66,8 +70,9 @@ _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 1 << 10, "mi": 1 << 2
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?)?b?\s*", re.IGNORECASE)
 
 
-def byte_size(text: str) -> int:
-    """``1048576``, ``1MiB``, ``64M`` (10^6), ``16376``... up to :data:`MAX_TRANSFER_SIZE`."""
+def byte_size(text: str, *, limit: int = MAX_BOOT_BYTES) -> int:
+    """``1048576``, ``1MiB``, ``64M`` (10^6), ``16376``... up to ``limit`` (default: what
+    one boot can send, SDI + WIM under 4 GiB)."""
     match = _SIZE_RE.fullmatch(text) if len(text) <= 32 else None
     if not match:
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a size (e.g. 1048576, 1MiB, 64MB)")
@@ -75,11 +80,14 @@ def byte_size(text: str) -> int:
     value = float(number) * _UNITS[(unit or "").lower()]
     if not math.isfinite(value) or value <= 0 or value != int(value):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number of bytes")
-    if value > MAX_TRANSFER_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is more than {MAX_TRANSFER_SIZE} bytes (64 MiB)"
-        )
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {limit} bytes")
     return int(value)
+
+
+def transfer_size(text: str) -> int:
+    """A data transfer's size, up to :data:`MAX_TRANSFER_SIZE`."""
+    return byte_size(text, limit=MAX_TRANSFER_SIZE)
 
 
 def float_range(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
@@ -168,7 +176,7 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
     """Transfer tuning and timeouts (protocol.md defaults), shared by boot and demo."""
     group = parser.add_argument_group("transfer")
     group.add_argument(
-        "--transfer-size", type=byte_size, default=None, metavar="BYTES",
+        "--transfer-size", type=transfer_size, default=None, metavar="BYTES",
         help="bytes per data transfer (default: 1 MiB, or 16376 for the legacy loader)",
     )
     group.add_argument(

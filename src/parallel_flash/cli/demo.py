@@ -23,6 +23,7 @@ from ._args import (
     fault_spec,
     line_options,
     positive_float,
+    rate_mbps,
     simulated_line,
 )
 from .boot import exit_code
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--devices", type=int, default=8, metavar="N",
                         help="simulated devices (default 8)")
-    parser.add_argument("--rate", type=float, default=40.0, metavar="MB/s",
+    parser.add_argument("--rate", type=rate_mbps, default=40.0, metavar="MB/s",
                         help="per-device link rate (default 40: USB 2.0 in practice; 0 = no limit)")
     parser.add_argument("--bus-rate", type=positive_float, default=None, metavar="MB/s",
                         help="shared ceiling for the whole line (e.g. 53.248 for one USB 2.0 port)")
@@ -86,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
             report=args.report,
             append_report=args.append,
             presentation=Presentation(
-                live=args.live, title=f"demo: {args.devices} simulated devices booting {wim.name}"
+                live=args.live,
+                title=f"demo: {args.devices} simulated devices booting {wim.name}",
+                stream=sys.stderr if args.report == "-" else None,  # --report -: stdout is JSON
             ),
             line=line_settings,
         )
