@@ -201,6 +201,9 @@ class Run:
 
     @property
     def slowest(self) -> float:
+        """The slowest device's rate; a device that did not boot counts as 0."""
+        if len(self.streams) < self.devices:
+            return 0.0
         return min(self.device_rates, default=0.0)
 
     @property
@@ -565,6 +568,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--rates", type=float, nargs="+", default=[0.0, LINK_RATE],
                         help="link rates in MB/s, 0 = unthrottled (default: 0 40)")
+    parser.add_argument("--scale", type=int, nargs="*", default=[24, 32],
+                        help=f"extra N run at {LINK_RATE:g} MB/s only, to find where each "
+                        "architecture stops holding 95 %% of the link (default: 24 32)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per configuration and architecture, alternating (default 3)")
     parser.add_argument("--arch", nargs="+", choices=ARCHITECTURES,
@@ -604,21 +610,22 @@ def main() -> None:
     print(f"one empty reap costs the client {empty_reap_cpu * 1e6:.1f} us of CPU (calibrated)",
           flush=True)
     cells: list[Cell] = []
-    for rate in args.rates:
-        for devices in args.devices:
-            row = {arch: Cell(arch, devices, rate) for arch in args.arch}
-            for round_ in range(args.repeat):
-                order = args.arch if round_ % 2 == 0 else list(reversed(args.arch))
-                for arch in order:
-                    run = run_emulated(arch, devices, rate, setup)
-                    row[arch].runs.append(run)
-                    print(f"  {rate or 'none'} MB/s N={devices} {arch}: "
-                          f"{run.aggregate:.0f} MB/s agg, slowest {run.slowest:.1f} MB/s, "
-                          f"{'ok' if run.ok else 'FAILED ' + run.note[-80:]!r}", flush=True)
-            cells += row.values()
-            if args.sim:
-                cell = Cell("pf --sim", devices, rate, [run_sim(devices, rate, setup)])
-                cells.append(cell)
+    plan = [(rate, devices) for rate in args.rates for devices in args.devices]
+    if LINK_RATE in args.rates:
+        plan += [(LINK_RATE, devices) for devices in args.scale if devices not in args.devices]
+    for rate, devices in plan:
+        row = {arch: Cell(arch, devices, rate) for arch in args.arch}
+        for round_ in range(args.repeat):
+            order = args.arch if round_ % 2 == 0 else list(reversed(args.arch))
+            for arch in order:
+                run = run_emulated(arch, devices, rate, setup)
+                row[arch].runs.append(run)
+                print(f"  {rate or 'none'} MB/s N={devices} {arch}: "
+                      f"{run.aggregate:.0f} MB/s agg, slowest {run.slowest:.1f} MB/s, "
+                      f"{'ok' if run.ok else 'FAILED ' + run.note[-80:]!r}", flush=True)
+        cells += row.values()
+        if args.sim:
+            cells.append(Cell("pf --sim", devices, rate, [run_sim(devices, rate, setup)]))
     print()
     print(f"medians of {args.repeat} alternating runs; {load()} at the end")
     print_table([c.row(empty_reap_cpu) for c in cells])
