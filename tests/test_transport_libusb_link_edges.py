@@ -3,7 +3,7 @@
 A device held by someone else, a reply that never comes (cancelled, timed
 out), a closed link, a link closed under its own running stream, and a port
 nobody returns to. The scenarios run in one client of the transport API
-under umockdev's preload, as in test_libusb_stream.py.
+under umockdev's preload, as in test_transport_libusb_stream.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.umockdev
 CLIENT = r"""
 import json, os, socket, sys
 import anyio
-from parallel_flash.discovery import DeviceFilters, find_devices, identify
+from parallel_flash.engine.discovery import DeviceFilters, find_devices, identify
 from parallel_flash.errors import TransportError
 from parallel_flash.image import ImageBuffer
 from parallel_flash.protocol.host import TransferPlan
