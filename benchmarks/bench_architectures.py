@@ -201,6 +201,9 @@ class Run:
 
     @property
     def slowest(self) -> float:
+        """The slowest device's rate; a device that did not boot counts as 0."""
+        if len(self.streams) < self.devices:
+            return 0.0
         return min(self.device_rates, default=0.0)
 
     @property
@@ -299,7 +302,9 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
                 run.streams += _report_streams(report)
                 if status != 0:
                     run.note = (work / f"out{index}.txt").read_text()[-300:]
-        elif arch == "parallel-flash":
+        elif arch.startswith("parallel-flash"):
+            if "@" in arch:  # parallel-flash@K: K event threads (libusb contexts)
+                env["PARALLEL_FLASH_EVENT_THREADS"] = arch.partition("@")[2]
             report = work / "r.jsonl"
             status, run.cpu, run.rss_mb, run.wall = _measured(
                 [*PF, "boot", str(wim), "--sdi", str(sdi), "--plain", "--report", str(report)],
@@ -526,33 +531,43 @@ def targets(cells: list[Cell], empty_reap_cpu: float) -> list[str]:
         return "met" if ok else "NOT met"
 
     lines = []
-    for pf in (c for c in cells if c.arch == "parallel-flash" and not c.rate):
+    for pf in (c for c in cells if c.arch.startswith("parallel-flash") and not c.rate):
         threads = find("threads", pf.devices, 0.0)
         if threads and threads.aggregate:
             ratio = pf.aggregate / threads.aggregate
-            lines.append(f"unthrottled, N={pf.devices}: parallel-flash / thread-per-device "
+            lines.append(f"unthrottled, N={pf.devices}: {pf.arch} / thread-per-device "
                          f"aggregate {ratio:.2f} x (target >= 1.15): {verdict(ratio >= 1.15)}")
-    for arch in ("parallel-flash", "threads"):
+    archs = [a for a in dict.fromkeys(c.arch for c in cells) if a != "pf --sim"]
+    for arch in archs:
         throttled = sorted((c for c in cells if c.arch == arch and c.rate == LINK_RATE),
                            key=lambda c: c.devices)
         for cell in throttled:
-            if arch == "parallel-flash" and cell.devices in (8, 16):
+            if arch.startswith("parallel-flash") and cell.devices in (8, 16):
                 lines.append(f"{LINK_RATE:g} MB/s, N={cell.devices}: {arch} slowest device "
                              f"{cell.link_share:.1f} % of its link (target >= 95 %): "
                              f"{verdict(cell.link_share >= 95)}")
-        holding = [c.devices for c in throttled if c.link_share >= 95]
+        breaks = [c.devices for c in throttled if c.link_share < 95]
+        holding = [c.devices for c in throttled if not breaks or c.devices < min(breaks)]
         if throttled:
-            breaks = [c.devices for c in throttled if c.link_share < 95]
             lines.append(f"{LINK_RATE:g} MB/s: {arch} holds >= 95 % of the link up to N="
                          f"{max(holding) if holding else 'none'} of those run"
                          f"{f' (first below: N={min(breaks)})' if breaks else ''}")
-    for arch in ("parallel-flash", "threads"):
+    for arch in archs:
         cell = find(arch, 8, LINK_RATE)
         if cell:
             raw, net = cell.cpu(empty_reap_cpu)
             lines.append(f"{LINK_RATE:g} MB/s, N=8: {arch} CPU {raw:.2f} s/GB, "
                          f"{net:.2f} s/GB net of the emulator's empty reaps")
     return lines
+
+
+def _architecture(text: str) -> str:
+    name, _, threads = text.partition("@")
+    if name not in ARCHITECTURES or (threads and (name != "parallel-flash"
+                                                  or not threads.isdigit())):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one of {', '.join(ARCHITECTURES)} or parallel-flash@K")
+    return text
 
 
 def main() -> None:
@@ -565,10 +580,15 @@ def main() -> None:
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--rates", type=float, nargs="+", default=[0.0, LINK_RATE],
                         help="link rates in MB/s, 0 = unthrottled (default: 0 40)")
+    parser.add_argument("--scale", type=int, nargs="*", default=[24, 32],
+                        help=f"extra N run at {LINK_RATE:g} MB/s only, to find where each "
+                        "architecture stops holding 95 %% of the link (default: 24 32)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per configuration and architecture, alternating (default 3)")
-    parser.add_argument("--arch", nargs="+", choices=ARCHITECTURES,
-                        default=["threads", "parallel-flash"])
+    parser.add_argument("--arch", nargs="+", type=_architecture,
+                        default=["threads", "parallel-flash"],
+                        help="threads, parallel-flash, sequential, or parallel-flash@K "
+                        "(K event threads); default: threads parallel-flash")
     parser.add_argument("--sim", action="store_true", help="add pf --sim reference rows")
     parser.add_argument("--startup", action="store_true",
                         help="also measure start-up and station plug-to-first-transfer")
@@ -604,21 +624,22 @@ def main() -> None:
     print(f"one empty reap costs the client {empty_reap_cpu * 1e6:.1f} us of CPU (calibrated)",
           flush=True)
     cells: list[Cell] = []
-    for rate in args.rates:
-        for devices in args.devices:
-            row = {arch: Cell(arch, devices, rate) for arch in args.arch}
-            for round_ in range(args.repeat):
-                order = args.arch if round_ % 2 == 0 else list(reversed(args.arch))
-                for arch in order:
-                    run = run_emulated(arch, devices, rate, setup)
-                    row[arch].runs.append(run)
-                    print(f"  {rate or 'none'} MB/s N={devices} {arch}: "
-                          f"{run.aggregate:.0f} MB/s agg, slowest {run.slowest:.1f} MB/s, "
-                          f"{'ok' if run.ok else 'FAILED ' + run.note[-80:]!r}", flush=True)
-            cells += row.values()
-            if args.sim:
-                cell = Cell("pf --sim", devices, rate, [run_sim(devices, rate, setup)])
-                cells.append(cell)
+    plan = [(rate, devices) for rate in args.rates for devices in args.devices]
+    if LINK_RATE in args.rates:
+        plan += [(LINK_RATE, devices) for devices in args.scale if devices not in args.devices]
+    for rate, devices in plan:
+        row = {arch: Cell(arch, devices, rate) for arch in args.arch}
+        for round_ in range(args.repeat):
+            order = args.arch if round_ % 2 == 0 else list(reversed(args.arch))
+            for arch in order:
+                run = run_emulated(arch, devices, rate, setup)
+                row[arch].runs.append(run)
+                print(f"  {rate or 'none'} MB/s N={devices} {arch}: "
+                      f"{run.aggregate:.0f} MB/s agg, slowest {run.slowest:.1f} MB/s, "
+                      f"{'ok' if run.ok else 'FAILED ' + run.note[-80:]!r}", flush=True)
+        cells += row.values()
+        if args.sim:
+            cells.append(Cell("pf --sim", devices, rate, [run_sim(devices, rate, setup)]))
     print()
     print(f"medians of {args.repeat} alternating runs; {load()} at the end")
     print_table([c.row(empty_reap_cpu) for c in cells])

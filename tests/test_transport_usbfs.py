@@ -281,3 +281,17 @@ def test_may_keep_until_someone_else_waits_or_the_share_shrinks() -> None:
     assert not budget.may_keep(first, MiB)  # ... so the others hand bytes back
     assert not budget.may_keep(second, MiB)
     assert UsbfsBudget(0).may_keep(first, MiB)
+
+
+def test_may_keep_the_slots_everyone_can_have_while_the_extra_ones_rotate() -> None:
+    budget = UsbfsBudget(SMALL_TRANSFER_RESERVE + 3 * UsbfsBudget.cost(MiB))
+    first, second = _client("a"), _client("b")
+    budget.register(first)
+    budget.register(second)
+    assert budget.base_share(MiB) == 1 and budget.fair_share(MiB) == 2
+    assert budget.try_acquire(first, MiB) and budget.try_acquire(first, MiB)
+    assert budget.try_acquire(second, MiB)
+    assert not budget.try_acquire(second, MiB)  # full: second waits for a second slot
+    assert not budget.may_keep(first, MiB)  # first's extra slot goes round ...
+    budget.release(first, MiB)
+    assert budget.may_keep(first, MiB)  # ... its one slot every client can have it keeps

@@ -251,16 +251,24 @@ class UsbfsBudget:
         """Whether ``client`` may reuse a finished transfer's bytes for its next one unasked.
 
         A stream resubmits from the event thread while this holds, without
-        a round trip through the budget; it stops (and gives completed
-        transfers back) as soon as someone else waits in line for bytes,
-        the client holds more than its fair share, or the believed limit
-        fell below what is reserved after a kernel refusal.
+        a round trip through the budget. Up to the number of transfers every
+        client can hold at once it always may; above that (the extra slots
+        that rotate, policy 2) only while nobody else waits in line. Never
+        above its fair share, nor while the believed limit is below what is
+        reserved after a kernel refusal.
         """
         if not self.capped:
             return True
         if self.reserved > self.ceiling or client.held > self.fair_share(nbytes):
             return False
+        if client.held <= self.base_share(nbytes):
+            return True
         return all(waiter is client for waiter in self._waiting)
+
+    def base_share(self, nbytes: int) -> int:
+        """Transfers of ``nbytes`` every client can hold at the same time (0: not even one)."""
+        clients = max(1, len(self._clients))
+        return self.ceiling // (clients * self.cost(nbytes))
 
     def _rank(self, client: BudgetClient) -> tuple[int, float]:
         return (client.held, self._waiting.get(client, math.inf))

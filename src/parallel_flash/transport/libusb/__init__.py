@@ -20,7 +20,12 @@ in batches. Every cancellation is awaited before its buffer is given up.
 
 from .context import SHARD_FIND_WAIT, UsbContext, hotplug_supported
 from .devices import HotplugEvent, UsbDeviceInfo
-from .events import DEFAULT_EVENT_THREADS, EVENT_THREADS_ENV, EVENT_WAIT
+from .events import (
+    DEFAULT_EVENT_THREADS,
+    DEVICES_PER_EVENT_THREAD,
+    EVENT_THREADS_ENV,
+    EVENT_WAIT,
+)
 from .link import UsbLink
 from .stream import STREAM_TRANSFER_TIMEOUT_MIN
 from .transfer import CANCEL_GRACE
@@ -28,6 +33,7 @@ from .transfer import CANCEL_GRACE
 __all__ = (
     "CANCEL_GRACE",
     "DEFAULT_EVENT_THREADS",
+    "DEVICES_PER_EVENT_THREAD",
     "EVENT_THREADS_ENV",
     "EVENT_WAIT",
     "SHARD_FIND_WAIT",

@@ -25,7 +25,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ..usbfs import UsbfsBudget, process_budget
 from .devices import HotplugEvent, UsbDeviceInfo, describe
-from .events import EventThread, Shards, event_threads_setting
+from .events import (
+    DEFAULT_EVENT_THREADS,
+    DEVICES_PER_EVENT_THREAD,
+    EventThread,
+    Shards,
+    event_threads_setting,
+)
 from .link import UsbLink
 
 __all__ = ("SHARD_FIND_WAIT", "UsbContext", "hotplug_supported")
@@ -50,9 +56,11 @@ class UsbContext:
 
     :param budget: the usbfs memory budget for links opened here; defaults to
         the process-wide one (read from sysfs).
-    :param event_threads: most event threads (libusb contexts) to spread
-        devices over, when this is the first context of the process; default
-        :data:`~.events.DEFAULT_EVENT_THREADS` or ``$PARALLEL_FLASH_EVENT_THREADS``.
+    :param event_threads: spread devices over up to this many event threads
+        (libusb contexts), one each first, when this is the first context of
+        the process; default ``$PARALLEL_FLASH_EVENT_THREADS``, else one
+        thread per :data:`~.events.DEVICES_PER_EVENT_THREAD` devices up to
+        :data:`~.events.DEFAULT_EVENT_THREADS`.
     """
 
     def __init__(
@@ -74,7 +82,12 @@ class UsbContext:
         if self._shards is not None:
             raise RuntimeError("UsbContext is already open")
         if _shards is None:
-            _shards = Shards(self._event_threads or event_threads_setting())
+            explicit = self._event_threads or event_threads_setting()
+            _shards = (
+                Shards(explicit)
+                if explicit
+                else Shards(DEFAULT_EVENT_THREADS, DEVICES_PER_EVENT_THREAD)
+            )
         _shards.users += 1
         self._shards = _shards
         return self

@@ -8,14 +8,16 @@ thread; the first shard also does enumeration and hotplug. Shards are
 created as devices are opened (least-loaded first) and live as long as any
 :class:`~.context.UsbContext` of the process is open.
 
-Why one by default (:data:`DEFAULT_EVENT_THREADS`): measured on the
-emulated line of this 2-core machine (issue 10, benchmarks/bench_architectures.py
-``--event-threads``), more shards were slower at every N, not faster -- each
-extra thread spins on its device's always-ready emulated fd and competes for
-the two cores and the GIL, while one thread reaping every ready fd in one
-pass, resubmitting in the callback, already keeps the emulator busy. On real
-hardware (fds that really block) more shards may pay off on many-core hosts:
-``$PARALLEL_FLASH_EVENT_THREADS`` or ``UsbContext(event_threads=...)``.
+How many (:data:`DEFAULT_EVENT_THREADS`, :data:`DEVICES_PER_EVENT_THREAD`):
+measured on the emulated line of this 2-core machine under load (issue 10,
+benchmarks/bench_architectures.py ``--arch parallel-flash@K``), one thread
+was best up to 8 devices -- every extra thread spins on its devices'
+always-ready emulated fds and competes for the cores and the GIL -- while at
+16 devices one thread reaping 16 fds one ioctl after another fell behind
+and 2-4 threads did better. So a new thread starts only once every thread
+carries 8 devices, up to 4. ``$PARALLEL_FLASH_EVENT_THREADS=K`` or
+``UsbContext(event_threads=K)`` instead spreads devices over up to K threads
+from the first device on (one each before any gets a second).
 
 Each event thread is *non-daemon* and loops ``handleEventsTimeout``; after a
 spurious wake-up (umockdev's emulated fd always polls ready) it naps
@@ -36,6 +38,7 @@ import usb1
 
 __all__ = (
     "DEFAULT_EVENT_THREADS",
+    "DEVICES_PER_EVENT_THREAD",
     "EVENT_THREADS_ENV",
     "EVENT_THREAD_NAME",
     "EVENT_WAIT",
@@ -63,27 +66,26 @@ IDLE_NAP_MAX = 0.002
 #: Name of the first shard's thread (the one that also handles hotplug);
 #: the others are named ``<this>-2``, ``<this>-3``, ...
 EVENT_THREAD_NAME = "parallel-flash-usb-events"
-#: Most event threads (hence libusb contexts) a process uses (see above).
-DEFAULT_EVENT_THREADS = 1
+#: Most event threads (hence libusb contexts) a process uses by default ...
+DEFAULT_EVENT_THREADS = 4
+#: ... and the devices each carries before the next one starts (see above).
+DEVICES_PER_EVENT_THREAD = 8
 #: Environment variable overriding :data:`DEFAULT_EVENT_THREADS` (1 = the
 #: single event thread of earlier versions).
 EVENT_THREADS_ENV = "PARALLEL_FLASH_EVENT_THREADS"
 
 
-def event_threads_setting() -> int:
-    """The shard count from the environment, or the default; bad values are ignored."""
+def event_threads_setting() -> int | None:
+    """An explicit thread count from the environment (None: unset or not a number)."""
     text = os.environ.get(EVENT_THREADS_ENV, "")
     try:
         value = int(text)
     except ValueError:
         if text:
             logger.warning(
-                "%s=%r is not a number; using %d event threads",
-                EVENT_THREADS_ENV,
-                text,
-                DEFAULT_EVENT_THREADS,
+                "%s=%r is not a number; using the default event threads", EVENT_THREADS_ENV, text
             )
-        return DEFAULT_EVENT_THREADS
+        return None
     return max(1, value)
 
 
@@ -151,8 +153,10 @@ class EventThread:
 class Shards:
     """The process's event threads: the first does hotplug, all carry devices."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_thread: int = 1) -> None:
         self.limit = max(1, limit)
+        #: Devices each thread carries before another one starts.
+        self.per_thread = max(1, per_thread)
         self.threads = [EventThread(EVENT_THREAD_NAME)]
         #: Open :class:`~.context.UsbContext` objects sharing these threads.
         self.users = 0
@@ -167,9 +171,13 @@ class Shards:
         return self.threads[0]
 
     def assign(self) -> EventThread:
-        """The event thread for the next device: a new one while under the limit."""
+        """The event thread for the next device: the least loaded, or a new one.
+
+        A new thread starts when every thread carries ``per_thread`` devices
+        and the limit is not reached.
+        """
         least = min(self.threads, key=lambda thread: thread.links)
-        if least.links and len(self.threads) < self.limit:
+        if least.links >= self.per_thread and len(self.threads) < self.limit:
             least = EventThread(f"{EVENT_THREAD_NAME}-{len(self.threads) + 1}")
             self.threads.append(least)
             logger.debug("event thread %s started", least.name)

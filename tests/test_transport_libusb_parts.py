@@ -23,6 +23,7 @@ from parallel_flash.errors import (
 from parallel_flash.transport.libusb.errors import is_memory_refusal, status_error, submit_error
 from parallel_flash.transport.libusb.events import (
     DEFAULT_EVENT_THREADS,
+    DEVICES_PER_EVENT_THREAD,
     EVENT_THREAD_NAME,
     EVENT_THREADS_ENV,
     EventThread,
@@ -107,10 +108,10 @@ def test_buffers_and_timeouts_for_libusb() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("", DEFAULT_EVENT_THREADS), ("4", 4), ("0", 1), ("-3", 1)]
+    ("text", "expected"), [("", None), ("4", 4), ("0", 1), ("-3", 1)]
 )
 def test_event_threads_setting(
-    monkeypatch: pytest.MonkeyPatch, text: str, expected: int
+    monkeypatch: pytest.MonkeyPatch, text: str, expected: int | None
 ) -> None:
     monkeypatch.setenv(EVENT_THREADS_ENV, text)
     assert event_threads_setting() == expected
@@ -121,7 +122,7 @@ def test_a_bad_event_threads_setting_warns_and_uses_the_default(
 ) -> None:
     monkeypatch.setenv(EVENT_THREADS_ENV, "many")
     with caplog.at_level(logging.WARNING):
-        assert event_threads_setting() == DEFAULT_EVENT_THREADS
+        assert event_threads_setting() is None
     assert "'many' is not a number" in caplog.text
 
 
@@ -142,6 +143,19 @@ def test_shards_grow_to_their_limit_least_loaded_first_and_stop() -> None:
         assert third in (first, second)
         assert _names() == [EVENT_THREAD_NAME, f"{EVENT_THREAD_NAME}-2"]
         assert first.find(255, 255) is None  # no such device here
+    finally:
+        shards.close()
+    assert _names() == []
+
+
+def test_by_default_a_new_thread_starts_only_when_every_thread_is_full() -> None:
+    shards = Shards(DEFAULT_EVENT_THREADS, DEVICES_PER_EVENT_THREAD)
+    try:
+        for _ in range(DEVICES_PER_EVENT_THREAD):
+            assert shards.assign() is shards.primary
+            shards.primary.links += 1
+        second = shards.assign()
+        assert second is not shards.primary and len(shards.threads) == 2
     finally:
         shards.close()
     assert _names() == []
