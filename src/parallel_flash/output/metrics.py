@@ -109,7 +109,6 @@ class LineMetrics:
         #: Records not finished yet (read at scrape time).
         self.live: set[DeviceRecord] = set()
         self.finished_bytes = 0
-        self._finished: set[DeviceRecord] = set()
         self._server: Any = None
         self.finished_total = Counter(
             "parallel_flash_devices_finished",
@@ -185,9 +184,8 @@ class LineMetrics:
         pass
 
     def device_finished(self, record: DeviceRecord) -> None:
-        if record in self._finished:
-            return
-        self._finished.add(record)
+        if record not in self.live:
+            return  # counted once (the set holds only devices under way: flat memory)
         self.live.discard(record)
         self.finished_bytes += record.bytes_done
         reason = record.reason if not record.ok else FailureReason.NONE
@@ -202,8 +200,7 @@ class LineMetrics:
     def finish_unfinished(self, records: Iterable[DeviceRecord]) -> None:
         """Count devices the engine never finished (the run was cut short) as interrupted."""
         for record in records:
-            if record not in self._finished and not record.state.finished:
-                self._finished.add(record)
+            if record in self.live and not record.state.finished:
                 self.live.discard(record)
                 self.finished_bytes += record.bytes_done
                 self.finished_total.labels(
