@@ -116,6 +116,8 @@ class _PortRecord:
     flags: frozenset[str] = frozenset()
     state: str = "empty"  # flashing | booted-image | empty
     plugs: int = 0
+    #: Which device model plugs in here (protocol.models.MODEL_KINDS).
+    kind: str = "simpleio"
 
 
 class Host:
@@ -124,13 +126,11 @@ class Host:
     def __init__(self, config: dict[str, Any], glib: Any) -> None:
         from gi.repository import UMockdev
 
-        from ..protocol.device import DeviceModel
         from ..protocol.models import build_model, parse_faults
         from .devio import Client, EmulatedDevice, LinkThrottle, Usbfs, UsbfsMemory
         from .ioctl import UsbdevfsHandler
 
         self._glib = glib
-        self._DeviceModel = DeviceModel
         self._build_model = build_model
         self._parse_faults = parse_faults
         self._LinkThrottle = LinkThrottle
@@ -299,6 +299,7 @@ class Host:
         if record is None:
             record = self.ports[key] = _PortRecord(port)
         record.flags = flags
+        record.kind = kind
         rate = spec.get("link_rate_mbps")
         self._plug_device(record, model, link_rate=float(rate) * 1e6 if rate else None)
         return key
@@ -372,11 +373,7 @@ class Host:
         if record is None or record.device is None or record.device.model is None:
             raise ValueError(f"no flashing-mode device at port {key}")
         model_faults, flags = split_faults(text)
-        model = record.device.model
-        kind = "simpleio" if isinstance(model, self._DeviceModel) else (
-            "lumia" if model.loader == "lumia" else "ufp-v2"
-        )
-        faults = self._parse_faults(kind, model_faults)
+        faults = self._parse_faults(record.kind, model_faults)
         with self.usbfs.lock:
             record.device.model.faults = faults
             record.flags = flags
@@ -424,8 +421,9 @@ class Host:
         try:
             if "reappear-in-flashing" in record.flags:
                 old = previous.model
-                model = self._DeviceModel(
-                    friendly_name=old.friendly_name,
+                model = self._build_model(
+                    record.kind,
+                    name=old.friendly_name,
                     unique_id=old.unique_id,
                     ram_limit=old.ram_limit,
                     faults=old.faults,

@@ -169,3 +169,18 @@ def test_station_mode_boots_lumia_and_ufp_devices_as_they_arrive(
     assert sorted(d["loader"] for d in devices) == ["lumia", "ufp"]
     assert all(d["state"] == "booted" for d in devices), devices
     assert all(s["booted"] for s in summaries.values())
+
+
+def test_a_lumia_that_comes_back_in_flashing_mode_is_not_booted(
+    secwim: Path, tmp_path: Path
+) -> None:
+    """The emulator's reappear-in-flashing: the phone returns as a Lumia, not in Label mode."""
+    report = tmp_path / "back.jsonl"
+    with EmulatedLine([DeviceSpec(kind="lumia", faults="reappear-in-flashing")]) as line:
+        result = _boot(line, [secwim], report)
+        summaries = line.summaries()
+    assert result.returncode == 1, result.stdout + result.stderr
+    [device] = _devices(report).values()
+    assert "came back as 0421:066e, not in Label mode" in device["error"]
+    [summary] = summaries.values()
+    assert summary["plugs"] == 2 and summary["state"] == "flashing"
