@@ -78,3 +78,23 @@ def test_no_import_cycles() -> None:
     imports = {module: graph.find_modules_directly_imported_by(module) for module in graph.modules}
     cycles = _cycles(imports)
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in cycles)
+
+
+#: The top of the package: the layers and the tools beside them (issue 9), nothing else.
+#: A new module goes into the package of its layer; a new layer needs a contract first.
+_TOP_LEVEL = {
+    "__init__", "__main__", "_version",
+    "cli", "session", "output", "engine", "transport", "image", "protocol", "formats",
+    "errors", "logs",
+    "img2wim", "demo", "emulator",
+}  # fmt: skip
+
+
+def test_every_top_level_module_belongs_to_a_layer() -> None:
+    package = ROOT / "src" / "parallel_flash"
+    found = {
+        entry.stem
+        for entry in package.iterdir()
+        if entry.suffix == ".py" or (entry / "__init__.py").is_file()
+    }
+    assert found <= _TOP_LEVEL, f"not in any layer: {sorted(found - _TOP_LEVEL)}"

@@ -4,7 +4,7 @@ The engine's pipeline for these loaders: it drives the sans-IO
 :class:`~.protocol.nokia.lumia.LumiaMmosHost` or
 :class:`~.protocol.nokia.ufp.UfpRamBootHost` over a
 :class:`~.transport.base.Link` and keeps the device's
-:class:`~.events.DeviceRecord` and the observer up to date, exactly as the
+:class:`~.records.DeviceRecord` and the observer up to date, exactly as the
 SimpleIO pipeline does: it never raises for a device failure, the record
 ends BOOTED or FAILED with a reason, and only cancellation propagates.
 

@@ -3,7 +3,7 @@
 :func:`boot_device` drives a sans-IO loader host (:mod:`.protocol.loader`;
 SimpleIO's :class:`~.protocol.host.WimBootHost` by default) over a
 :class:`~.transport.base.Link`, mirrors its progress into the device's
-:class:`~.events.DeviceRecord` and tells the observer. It never raises for a
+:class:`~.records.DeviceRecord` and tells the observer. It never raises for a
 device failure: the record ends BOOTED or FAILED with a reason, so one device
 going wrong cannot disturb the others in the task group. Cancellation is the
 one thing that propagates; the record is finished as INTERRUPTED first, so

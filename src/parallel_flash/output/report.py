@@ -20,7 +20,7 @@ JSON is written ASCII-only (``ensure_ascii``), so a device name holding an
 escape sequence is stored as ``\\u001b`` and ``cat``-ing the report cannot
 drive the terminal.
 
-This module is an observer (events.py); it imports nothing from the engine.
+This module is an observer (engine/records.py); it imports nothing from the engine.
 """
 
 from __future__ import annotations
