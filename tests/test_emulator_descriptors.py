@@ -113,3 +113,14 @@ def test_link_books_transfers_back_to_back() -> None:
     assert link.book(20.0, 400_000) == pytest.approx(20.010)  # idle link starts at once
     with pytest.raises(ValueError, match="link rate"):
         LinkThrottle(0)
+
+
+def test_the_emulator_uses_the_protocol_ids() -> None:
+    """descriptors.py repeats protocol/messages.py's IDs (it runs before construct loads)."""
+    from parallel_flash.emulator import descriptors
+    from parallel_flash.protocol import messages
+
+    assert (descriptors.MICROSOFT_VID, descriptors.FLASHING_PID) == (
+        messages.MICROSOFT_VID,
+        messages.FLASHING_PID,
+    )

@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from ..errors import EmulatorError
 from .control import DeviceSpec, decode, encode, split_faults
+from .descriptors import FLASHING_PID, MICROSOFT_VID
 
 __all__ = (
     "DEFAULT_GI_PYTHON",
@@ -162,8 +163,8 @@ class EmulatedLine:
         bus_rate_mbps: float | None = None,
         usbfs_memory_mb: int = 16,
         faults: Mapping[str | int, str] | None = None,
-        vid: int = 0x045E,
-        pid: int = 0x062A,
+        vid: int = MICROSOFT_VID,
+        pid: int = FLASHING_PID,
         booted_pid: int = 0x0A00,
         leave_delay: float = 0.2,
         reappear_delay: float | None = 0.5,

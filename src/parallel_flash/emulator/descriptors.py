@@ -28,6 +28,9 @@ __all__ = (
     "string_descriptor",
 )
 
+# The IDs of protocol/messages.py, repeated because this module runs in the
+# emulator host before the project's dependencies (construct, which the
+# protocol package imports) are importable there; a test holds them equal.
 MICROSOFT_VID = 0x045E
 #: Microsoft flashing mode ("SimpleIO"), protocol.md.
 FLASHING_PID = 0x062A

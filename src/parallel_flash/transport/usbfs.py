@@ -48,7 +48,6 @@ __all__ = (
     "UsbfsBudget",
     "process_budget",
     "read_usbfs_memory_mb",
-    "set_process_budget",
 )
 
 logger = logging.getLogger(__name__)
@@ -345,9 +344,3 @@ def process_budget() -> UsbfsBudget:
         _process_budget = UsbfsBudget.from_sysfs()
         logger.debug("usbfs memory cap: %d MB (0 = none)", _process_budget.limit_bytes >> 20)
     return _process_budget
-
-
-def set_process_budget(budget: UsbfsBudget | None) -> None:
-    """Replace the process-wide budget (tests; None = read sysfs again on next use)."""
-    global _process_budget
-    _process_budget = budget

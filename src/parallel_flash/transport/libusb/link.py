@@ -78,9 +78,8 @@ class UsbLink(Link):
         self._single: Transfer | None = None
         self._stream_pool: list[StreamSlot] = []
         self._stream: OutStream | None = None
-        #: Counters for benchmarks: submissions refused for memory, stream transfers.
+        #: Submissions refused for usbfs memory and retried (tests and benchmarks).
         self.refusals = 0
-        self.stream_transfers = 0
 
     @classmethod
     def open(

@@ -176,7 +176,6 @@ class OutStream:
         slot.in_flight = True
         self.in_flight += 1
         self.queue.popleft()
-        self.link.stream_transfers += 1
         logger.log(TRACE, "%s: BULK OUT %d bytes%s (submitted)", self.port, len(data),
                    " + ZLP" if zero_packet else "")
 
