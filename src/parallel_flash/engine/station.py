@@ -93,6 +93,10 @@ DEFAULT_CONFIRM_SECONDS = 30.0
 #: Without confirmation: a phone back on its port with the same unique ID
 #: within this many seconds of its boot is a failed boot, not a new one.
 COMEBACK_WINDOW = DEFAULT_CONFIRM_SECONDS
+#: A device that just re-enumerated may not answer its first Id exchange (it is
+#: still starting, or the host is loaded): ask again before judging the boot.
+RETURN_IDENTIFY_ATTEMPTS = 3
+RETURN_IDENTIFY_PAUSE = 0.25
 #: A device whose link failed mid-way is retried if it re-enumerates this soon.
 REENUMERATE_WINDOW = 10.0
 
@@ -511,10 +515,25 @@ class _Station:
         """A flashing-mode device appeared on a confirming port: the same phone or another?"""
         device, port.returned = port.returned, None
         assert device is not None
-        with anyio.CancelScope(shield=True):
-            identity = await self._identify(device)
+        identity = None
+        for attempt in range(RETURN_IDENTIFY_ATTEMPTS):
+            if attempt:
+                await anyio.sleep(RETURN_IDENTIFY_PAUSE)
+            with anyio.CancelScope(shield=True):
+                identity = await self._identify(device)
+            if identity is not None:
+                break
         seconds = time.monotonic() - started
-        if identity is not None and str(identity.unique_id) == record.unique_id:
+        if identity is None:
+            # Nothing is decided on a phone we could not name: the boot stays
+            # unconfirmed (never a success), and the device is served as found.
+            return (
+                DeviceState.FAILED, False,
+                f"a device in flashing mode appeared on its port {seconds:.1f} s after its "
+                f"boot and did not answer {RETURN_IDENTIFY_ATTEMPTS} Id exchanges: "
+                "boot not confirmed",
+            ), device
+        if str(identity.unique_id) == record.unique_id:
             return (
                 DeviceState.FAILED, False,
                 f"came back in flashing mode {seconds:.1f} s after its boot "
