@@ -10,7 +10,8 @@
 #                                        then the per-module figure
 #
 # It installs the Debian packages it needs (only those missing), creates .venv with the
-# project and its test dependencies, then runs the job from that venv.
+# project and its test dependencies (pip runs again only when pyproject.toml changed),
+# then runs the job from that venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,8 +49,16 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# pip runs only when what it installs from changed: pyproject.toml (dependencies,
+# entry points) or the interpreter. The install is editable, so source edits
+# need no reinstall.
+stamp=.venv/.parallel-flash-installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $(.venv/bin/python -VV | tr -d '\n')"
+if [ ! -x .venv/bin/parallel-flash ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+  printf '%s' "$want" >"$stamp"
+fi
 
 job=${1:-demo}
 shift || true
