@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parallel_flash.errors import InputError, WimlibError
+from parallel_flash.errors import HostSetupError, InputError, WimlibError
 from parallel_flash.img2wim import wimlib
 
 pytestmark = pytest.mark.wimlib
@@ -121,5 +121,5 @@ def test_exception_in_progress_aborts_without_partial_wim(tmp_path: Path) -> Non
 def test_missing_library_names_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wimlib, "_lib", None)
     monkeypatch.setattr(wimlib, "LIBRARY_NAME", "libwim-does-not-exist.so.99")
-    with pytest.raises(InputError, match="wimtools"):
+    with pytest.raises(HostSetupError, match=r"install the Debian package libwim15"):
         wimlib.wim_info("/nonexistent.wim")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import socket
 from pathlib import Path
 
 import anyio
@@ -83,6 +84,10 @@ def test_each_record_is_on_disk_as_soon_as_its_device_finishes(tmp_path: Path) -
         entry = on_disk[0]
         assert entry == {
             "type": "device",
+            "schema_version": 1,
+            "version": __version__,
+            "station": socket.gethostname().split(".")[0],
+            "host": socket.gethostname(),
             "port": "1-1.1",
             "slot": 1,
             "name": "Contoso.1",

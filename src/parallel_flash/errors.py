@@ -14,6 +14,8 @@ codes and messages without string matching:
 * :class:`DeviceBootError` -- the device answered the whole exchange and
   reported failure (negative status); :class:`LoaderStatusError` is its NOK
   loaders' form (a non-zero status in a reply, with its meaning).
+* :class:`HostSetupError` -- this machine lacks something the tool needs (a
+  library, access to USB); the CLI exits 2 with the package or flag to fix it.
 * :class:`DeviceRefused` -- the device's own description rules it out for
   this boot (a missing capability, too little RAM); raised before any image
   byte is sent.
@@ -27,6 +29,7 @@ __all__ = (
     "DeviceRefused",
     "EmulatorError",
     "FormatError",
+    "HostSetupError",
     "InputError",
     "LoaderStatusError",
     "LocalProtocolError",
@@ -48,6 +51,14 @@ class ParallelFlashError(Exception):
 
 class InputError(ParallelFlashError):
     """Raised when a file or argument supplied by the user cannot be used."""
+
+
+class HostSetupError(ParallelFlashError):
+    """Raised when this machine lacks a library or access the tool needs.
+
+    The message names what to install (the Debian package) or how to give a
+    container the USB bus; nothing the user passed is at fault.
+    """
 
 
 class FormatError(InputError):

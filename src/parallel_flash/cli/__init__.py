@@ -7,7 +7,8 @@ exceptions to exit codes:
 
 * 0 -- every device booted (or the command succeeded)
 * 1 -- at least one device failed
-* 2 -- bad input or usage, reported before any device is touched
+* 2 -- bad input or usage, reported before any device is touched, or a
+  library or USB access this machine lacks (one line naming the fix)
 * 130 -- interrupted (Ctrl-C, SIGINT); 143 -- terminated (SIGTERM)
 
 :func:`main` is the one boundary where exceptions become exit codes: every
@@ -25,7 +26,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from ..errors import InputError, ParallelFlashError
+from .._version import __version__
+from ..errors import HostSetupError, InputError, ParallelFlashError
 from ..output.ui import printable
 
 __all__ = (
@@ -45,7 +47,16 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("boot", "demo", "info", "list", "emulate", "img2wim")
+COMMAND_MODULES: tuple[str, ...] = (
+    "boot",
+    "demo",
+    "info",
+    "list",
+    "report",
+    "udev_rule",
+    "emulate",
+    "img2wim",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,16 +68,43 @@ def build_parser() -> argparse.ArgumentParser:
         prog="parallel-flash",
         description="Boot many Windows Phone class devices at once from a WIM loaded into RAM.",
     )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv: per transfer)"
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_verbosity(parser)
     parser.add_argument(
         "--debug", action="store_true", help="show a traceback with any error (for bug reports)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    for subparser in subparsers.choices.values():
+        _add_verbosity(subparser, suffix="_here")
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, *, suffix: str = "") -> None:
+    """-v/-q, before or after the subcommand (each place counts into its own dest)."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        dest=f"verbose{suffix}",
+        help="more log output: -v steps, -vv debug, -vvv every transfer",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=0,
+        dest=f"quiet{suffix}",
+        help="less log output: errors only",
+    )
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """-v count minus -q count, wherever on the command line they were given."""
+    verbose = int(args.verbose) + int(getattr(args, "verbose_here", 0))
+    return verbose - int(args.quiet) - int(getattr(args, "quiet_here", 0))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    _configure_logging(args.verbose)
+    _configure_logging(verbosity(args))
     try:
         return int(args.func(args))
     except BaseException as exc:  # the one boundary: everything ends as one line
@@ -87,13 +125,17 @@ def _report(exc: BaseException, *, debug: bool) -> int:
     """Print ``exc`` as one line (``--debug``: with its traceback); return the exit code."""
     if isinstance(exc, SystemExit):
         raise exc
+    if isinstance(exc, BaseExceptionGroup):  # raised in a task group, e.g. opening libusb
+        setup, rest = exc.split((InputError, HostSetupError))
+        if setup is not None and rest is None:
+            exc = _first_leaf(setup)
     if isinstance(exc, KeyboardInterrupt):
         signum = getattr(exc, "signum", signal.SIGINT)
         _error("terminated" if signum == signal.SIGTERM else "interrupted", exc, debug, "")
         return 128 + int(signum)
     if isinstance(exc, BrokenPipeError):  # stdout closed by a pager or `head`
         return EXIT_FAILED
-    if isinstance(exc, InputError):
+    if isinstance(exc, InputError | HostSetupError):
         _error(str(exc), exc, debug)
         return EXIT_USAGE
     if isinstance(exc, ParallelFlashError):
@@ -123,10 +165,18 @@ def _error(message: str, exc: BaseException, debug: bool, prefix: str = "error: 
     print(f"parallel-flash: {prefix}{printable(line)}", file=sys.stderr, flush=True)
 
 
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def _configure_logging(verbosity: int) -> None:
     from ..logs import TRACE
 
-    level = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}.get(verbosity, TRACE)
+    if verbosity < 0:
+        level = logging.ERROR
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}.get(verbosity, TRACE)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 

@@ -183,13 +183,24 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
         "--in-flight", type=int_range(1, 1024), default=DEFAULT_IN_FLIGHT, metavar="N",
         help=f"OUT transfers queued per device (default {DEFAULT_IN_FLIGHT})",
     )
-    group.add_argument("--id-timeout", type=timeout_seconds, default=2.0, metavar="S")
-    group.add_argument("--reset-timeout", type=timeout_seconds, default=5.0, metavar="S")
+    defaults = BootOptions()
+    group.add_argument(
+        "--id-timeout", type=timeout_seconds, default=defaults.id_timeout, metavar="S",
+        help="seconds to wait for a device's Id reply (default %(default)g)",
+    )
+    group.add_argument(
+        "--reset-timeout", type=timeout_seconds, default=defaults.reset_timeout, metavar="S",
+        help="seconds for a stale device to come back after Reset (default %(default)g)",
+    )
     group.add_argument(
         "--transfer-timeout", type=timeout_seconds, default=1.0, metavar="S",
         help="seconds without progress before a transfer counts as stalled (default 1)",
     )
-    group.add_argument("--status-timeout", type=timeout_seconds, default=15.0, metavar="S")
+    group.add_argument(
+        "--status-timeout", type=timeout_seconds, default=defaults.status_timeout, metavar="S",
+        help="seconds to wait for the device's final status after the image "
+        "(default %(default)g, as Microsoft's host)",
+    )
     group.add_argument(
         "--retries", type=int_range(0, 100), default=0, metavar="N",
         help="retry a device that failed before any image byte was sent (or, in station mode, "

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..errors import InputError
+from ..errors import HostSetupError, InputError
 
 __all__ = (
     "IO_REPARSE_TAG_MOUNT_POINT",
@@ -53,9 +53,9 @@ def _library() -> ctypes.CDLL:
                 except OSError:
                     continue
             else:
-                raise InputError(
-                    "libntfs-3g not found: install Debian package libntfs-3g89 "
-                    "(apt-get install ntfs-3g)"
+                raise HostSetupError(
+                    "libntfs-3g not found: install the Debian package libntfs-3g89 "
+                    "(apt-get install libntfs-3g89)"
                 )
             vp, cp = ctypes.c_void_p, ctypes.c_char_p
             lib.ntfs_mount.restype, lib.ntfs_mount.argtypes = vp, [cp, ctypes.c_ulong]

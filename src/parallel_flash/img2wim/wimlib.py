@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from ..errors import InputError, WimlibError
+from ..errors import HostSetupError, InputError, WimlibError
 from ..formats.wim import WimInfo, read_wim_info
 
 __all__ = (
@@ -264,10 +264,15 @@ def _library() -> ctypes.CDLL:
             return _lib
         try:
             lib = ctypes.CDLL(LIBRARY_NAME)
-        except OSError:
-            raise InputError(
-                f"{LIBRARY_NAME} not found: install Debian packages wimtools and libwim15 "
-                "(apt-get install wimtools)"
+        except OSError as exc:
+            if "ntfs-3g" in str(exc):  # libwim is there, the library it links is not
+                raise HostSetupError(
+                    f"libntfs-3g not found ({LIBRARY_NAME} needs it): install the Debian "
+                    "package libntfs-3g89 (apt-get install libntfs-3g89)"
+                ) from None
+            raise HostSetupError(
+                f"{LIBRARY_NAME} not found: install the Debian package libwim15 "
+                "(apt-get install libwim15; wimtools brings it too)"
             ) from None
         _declare(lib)
         lib.wimlib_global_init(0)

@@ -34,6 +34,7 @@ import os
 import re
 import stat
 import sys
+import socket
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -48,9 +49,11 @@ from ..formats import check_output_path
 
 __all__ = (
     "MAX_LOGS_PER_DEVICE",
+    "SCHEMA_VERSION",
     "JsonlReport",
     "LineTally",
     "LineTotals",
+    "default_station",
     "device_entry",
     "line_totals",
     "read_report",
@@ -65,6 +68,15 @@ MAX_LOGS_PER_DEVICE = 100
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 #: ``--report -``: the records go to standard output.
 STDOUT_REPORT = "-"
+
+#: Version of the record layout (schemas/record.schema.json): raised only when a
+#: field is removed, renamed or changes meaning; new fields come within a version.
+SCHEMA_VERSION = 1
+
+
+def default_station() -> str:
+    """This PC's short host name: the station a record came from, unless named."""
+    return socket.gethostname().split(".", 1)[0] or "station"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,9 +279,13 @@ class JsonlReport:
         image_sha256: str,
         image_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        station: str | None = None,
     ) -> None:
         self._fd: int | None = fd
         self._durable = True  #: fsync after each record (not on a pipe or terminal)
+        #: on every record, with the schema and tool versions and the host
+        self.station = station or default_station()
+        self.host = socket.gethostname()
         self.path = path
         self.wim = wim
         self.sdi = sdi
@@ -300,6 +316,7 @@ class JsonlReport:
         image_bytes: int,
         append: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        station: str | None = None,
     ) -> JsonlReport:
         """Create the report file at *path* (or append to it with *append*).
 
@@ -307,6 +324,7 @@ class JsonlReport:
         :param sdi: the SDI path, or None for a .secwim that holds its own
         :param image_sha256: SHA-256 (hex) of SDI + WIM as sent to devices
         :param image_bytes: SDI + WIM length in bytes
+        :param station: the station's name on every record (default: the host name)
         :raises ~parallel_flash.errors.InputError: if *path* exists and
             *append* is false, or the file cannot be opened
         """
@@ -314,7 +332,7 @@ class JsonlReport:
         if not _SHA256_RE.fullmatch(image_sha256):
             raise ValueError(f"image_sha256 must be 64 lowercase hex digits, got {image_sha256!r}")
         if name == STDOUT_REPORT:
-            return cls._on_stdout(wim, sdi, image_sha256, image_bytes, clock)
+            return cls._on_stdout(wim, sdi, image_sha256, image_bytes, clock, station)
         inputs = [os.fspath(p) for p in (wim, sdi) if p is not None]
         check_output_path(
             name, what="report file", inputs=inputs, overwrite=True, check_parent=False
@@ -354,6 +372,7 @@ class JsonlReport:
             image_sha256=image_sha256,
             image_bytes=image_bytes,
             clock=clock,
+            station=station,
         )
 
     @classmethod
@@ -364,6 +383,7 @@ class JsonlReport:
         image_sha256: str,
         image_bytes: int,
         clock: Callable[[], float],
+        station: str | None,
     ) -> JsonlReport:
         """``--report -``: the records go to standard output (a duplicate of fd 1)."""
         sys.stdout.flush()
@@ -376,12 +396,24 @@ class JsonlReport:
             image_sha256=image_sha256,
             image_bytes=image_bytes,
             clock=clock,
+            station=station,
         )
         # fsync is for files; a pipe or terminal has nothing to sync (EINVAL).
         report._durable = stat.S_ISREG(os.fstat(fd).st_mode)
         return report
 
     # -- writing -------------------------------------------------------
+
+    def _stamped(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """*entry* with what every record carries: schema, tool version, station, host."""
+        return {
+            "type": entry["type"],
+            "schema_version": SCHEMA_VERSION,
+            "version": __version__,
+            "station": self.station,
+            "host": self.host,
+            **entry,
+        }
 
     def _write(self, entry: dict[str, Any]) -> None:
         """Append one line and put it on disk; a failure leaves no partial line behind.
@@ -434,6 +466,7 @@ class JsonlReport:
         entry = device_entry(
             record, image_sha256=self.image_sha256, now=now, error=error, reason=reason
         )
+        entry = self._stamped(entry)
         self._write(entry)
         self._written.add(record)
         self._tally.add(record, now)
@@ -476,7 +509,7 @@ class JsonlReport:
     def summary_entry(self) -> dict[str, Any]:
         """The ``{"type": "summary"}`` record for the run so far."""
         totals = line_totals(self.records, now=self._clock(), tally=self._tally)
-        return {
+        summary = {
             "type": "summary",
             "devices": totals.devices,
             "booted": totals.booted,
@@ -497,6 +530,7 @@ class JsonlReport:
             "started": _iso(self._wall_opened),
             "finished": _iso(time.time()),
         }
+        return self._stamped(summary)
 
     def close(self, *, interrupted: bool | None = None) -> None:
         """Write the summary record and close the file (idempotent).

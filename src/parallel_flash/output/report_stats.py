@@ -1,0 +1,204 @@
+"""Summing up reports: totals, failures by reason, yield per port, and a CSV of every device.
+
+A line's records pile up as JSON-lines files, a file per shift or per day
+(``--report`` takes a strftime pattern). The questions asked of them are
+always the same -- how many, how many failed and why, which port is bad --
+and a spreadsheet wants CSV. :func:`summarize_reports` answers them for one
+file or many; ``parallel-flash report`` prints the answer.
+
+Files written by a run that crashed mid-line, or by an older version, are
+read as far as they go: a line that is not a JSON record is counted and
+named, never silently dropped, and fields a record lacks read as unknown.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..errors import InputError
+
+__all__ = ("CSV_COLUMNS", "PortYield", "ReportDigest", "summarize_reports", "write_csv")
+
+#: Columns of the CSV export, in order: who, where, what, how it ended, numbers.
+CSV_COLUMNS: tuple[str, ...] = (
+    "station",
+    "host",
+    "port",
+    "slot",
+    "name",
+    "unique_id",
+    "ok",
+    "state",
+    "reason",
+    "error",
+    "status",
+    "loader",
+    "bytes",
+    "bytes_total",
+    "seconds",
+    "stream_seconds",
+    "mb_per_s",
+    "started",
+    "finished",
+    "image_sha256",
+    "version",
+    "file",
+)
+
+
+@dataclass(slots=True)
+class PortYield:
+    """How one port (of one station) did."""
+
+    station: str
+    port: str
+    devices: int = 0
+    booted: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.devices - self.booted
+
+    @property
+    def yield_percent(self) -> float:
+        return 100.0 * self.booted / self.devices if self.devices else 0.0
+
+
+@dataclass(slots=True)
+class ReportDigest:
+    """What a set of reports says, device records and run summaries alike."""
+
+    files: list[str] = field(default_factory=list)
+    #: every device record, in file order, with the file it came from
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    runs: int = 0
+    interrupted_runs: int = 0
+    #: (file, line number, what is wrong) for each line that is not a record
+    unreadable: list[tuple[str, int, str]] = field(default_factory=list)
+
+    @property
+    def booted(self) -> int:
+        return sum(1 for record in self.devices if record.get("ok") is True)
+
+    @property
+    def failed(self) -> int:
+        return len(self.devices) - self.booted
+
+    @property
+    def stations(self) -> list[str]:
+        return sorted({_text(record.get("station")) for record in self.devices})
+
+    def failures_by_reason(self) -> list[tuple[str, int]]:
+        """(reason, count), most frequent first; records without a reason count as unknown."""
+        counts = Counter(
+            _text(record.get("reason"), "unknown")
+            for record in self.devices
+            if record.get("ok") is not True
+        )
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+    def port_yields(self) -> list[PortYield]:
+        """A row per (station, port), in station then natural port order."""
+        from .ui._layout import natural_key
+
+        ports: dict[tuple[str, str], PortYield] = {}
+        for record in self.devices:
+            key = (_text(record.get("station")), _text(record.get("port")))
+            row = ports.setdefault(key, PortYield(station=key[0], port=key[1]))
+            row.devices += 1
+            row.booted += record.get("ok") is True
+        return [ports[key] for key in sorted(ports, key=lambda key: (key[0], natural_key(key[1])))]
+
+
+def _text(value: object, missing: str = "-") -> str:
+    return value if isinstance(value, str) and value else missing
+
+
+def _read_into(digest: ReportDigest, path: str) -> None:
+    try:
+        file = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot read report {path}: {exc.strerror}") from None
+    with file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                digest.unreadable.append((path, number, f"not valid JSON ({exc.msg})"))
+                continue
+            kind = entry.get("type") if isinstance(entry, dict) else None
+            if kind == "device":
+                digest.devices.append({**entry, "file": path})
+            elif kind == "summary":
+                digest.runs += 1
+                digest.interrupted_runs += entry.get("interrupted") is True
+            else:
+                digest.unreadable.append((path, number, "not a device or summary record"))
+
+
+def summarize_reports(paths: Iterable[str | os.PathLike[str]]) -> ReportDigest:
+    """Read every report in *paths* (JSON lines, as ``--report`` writes them).
+
+    :raises ~parallel_flash.errors.InputError: a file cannot be read, or no
+        file was given
+    """
+    digest = ReportDigest()
+    for path in paths:
+        name = os.fspath(path)
+        if os.path.isdir(name):
+            raise InputError(f"{name} is a directory, not a report file")
+        _read_into(digest, name)
+        digest.files.append(name)
+    if not digest.files:
+        raise InputError("no report file given")
+    return digest
+
+
+def _cell(value: object) -> str | int | float:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return value
+    return json.dumps(value, ensure_ascii=True)
+
+
+def write_csv(digest: ReportDigest, stream: TextIO) -> int:
+    """Write a CSV row per device record (header first); returns the rows written.
+
+    Text is written as it was recorded (the report keeps device strings
+    exactly); spreadsheet formula prefixes (= + - @) are quoted with a
+    leading apostrophe so a device name cannot run as a formula.
+    """
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for record in digest.devices:
+        row = []
+        for column in CSV_COLUMNS:
+            value = _cell(record.get(column))
+            if (
+                isinstance(value, str)
+                and value[:1] in ("=", "+", "-", "@")
+                and column
+                in (
+                    "name",
+                    "unique_id",
+                    "error",
+                    "port",
+                    "station",
+                    "host",
+                )
+            ):
+                value = "'" + value
+            row.append(value)
+        writer.writerow(row)
+    return len(digest.devices)
