@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,59 @@ def test_every_option_has_help() -> None:
             if action.help in (None, "") and not isinstance(action, argparse._SubParsersAction):
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, missing
+
+
+def test_bash_completion_completes_commands_and_options() -> None:
+    script = cli("completion", "bash")
+    assert script.returncode == 0, script.stderr
+    probe = (
+        script.stdout
+        + "\ncomplete -p parallel-flash"
+        + "\nCOMP_WORDS=(parallel-flash ud); COMP_CWORD=1; COMP_LINE='parallel-flash ud';"
+        + ' COMP_POINT=${#COMP_LINE}; _shtab_parallel_flash; echo "commands: ${COMPREPLY[*]}"'
+        + "\nCOMP_WORDS=(parallel-flash udev-rule --acc); COMP_CWORD=2;"
+        + " COMP_LINE='parallel-flash udev-rule --acc'; COMP_POINT=${#COMP_LINE};"
+        + ' _shtab_parallel_flash; echo "options: ${COMPREPLY[*]}"\n'
+    )
+    done = subprocess.run(["bash", "--norc", "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "complete " in done.stdout and "parallel-flash" in done.stdout
+    assert "commands: udev-rule" in done.stdout
+    assert "options: --access" in done.stdout
+
+
+def test_other_shells_get_a_script() -> None:
+    zsh = cli("completion", "zsh")
+    assert zsh.returncode == 0 and "udev-rule" in zsh.stdout and "--status-timeout" in zsh.stdout
+    tcsh = cli("completion", "tcsh")  # shtab completes commands only for tcsh
+    assert tcsh.returncode == 0 and "udev-rule" in tcsh.stdout
+
+
+def test_manpage_lists_every_command_and_option() -> None:
+    done = cli("manpage")
+    assert done.returncode == 0, done.stderr
+    page = done.stdout
+    assert page.startswith('.TH PARALLEL\\-FLASH "1"')
+    assert f"parallel\\-flash {__version__}" in page
+    for command in _subparsers(build_parser()):
+        assert command.replace("-", "\\-") in page, command
+    assert "\\-\\-status\\-timeout" in page and "\\-\\-usbfs\\-mb" in page
+    groff = shutil.which("groff")
+    if groff:  # it renders as a manual page, without complaint
+        shown = subprocess.run(
+            [groff, "-man", "-Tutf8", "-ww"], input=page, capture_output=True, text=True
+        )
+        assert shown.returncode == 0 and not shown.stderr, shown.stderr
+        assert "udev-rule" in shown.stdout.replace("\u2010", "-")
+
+
+def test_an_ffu_given_to_boot_points_to_img2wim(tmp_path: Path) -> None:
+    ffu = tmp_path / "phone.ffu"
+    # the FFU header's magic is enough for boot to tell what the file is
+    ffu.write_bytes(b"\x00" * 4 + b"SignedImage " + b"\x00" * 4096)
+    done = cli("boot", str(ffu), "--sim", "1")
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(
+        f"is an FFU, not a WIM or .secwim: convert its MainOS first with "
+        f"`parallel-flash img2wim {ffu} OUT.wim`"
+    ), done.stderr

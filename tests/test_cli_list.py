@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 import uuid
+from importlib import resources
 
+import jsonschema
 import pytest
 
 from parallel_flash.emulator import DeviceSpec, EmulatedLine
@@ -42,6 +44,10 @@ def test_list_shows_every_device_and_sends_only_the_id_exchange() -> None:
     assert lines[3].split()[0] == "2-3"
 
     assert as_json.returncode == 0, as_json.stderr
+    schema = json.loads(
+        resources.files("parallel_flash").joinpath("schemas/list.schema.json").read_text()
+    )
+    jsonschema.Draft202012Validator(schema).validate(json.loads(as_json.stdout))
     listing = {item["port"]: item for item in json.loads(as_json.stdout)}
     assert sorted(listing) == ["1-1.1", "1-1.2", "2-3"]
     assert listing["1-1.2"]["cur_position"] == 4096

@@ -56,6 +56,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "udev_rule",
     "emulate",
     "img2wim",
+    "completion",
 )
 
 
