@@ -110,12 +110,13 @@ def test_manpage_lists_every_command_and_option() -> None:
 
 
 def test_an_ffu_given_to_boot_points_to_img2wim(tmp_path: Path) -> None:
-    ffu = tmp_path / "phone.ffu"
-    # the FFU header's magic is enough for boot to tell what the file is
-    ffu.write_bytes(b"\x00" * 4 + b"SignedImage " + b"\x00" * 4096)
-    done = cli("boot", str(ffu), "--sim", "1")
-    assert done.returncode == 2
+    from parallel_flash.demo_ffu import build_demo_ffu
+
+    ffu = build_demo_ffu(tmp_path, mainos_size=4 << 20, tree_size=1 << 20)
+    done = cli("boot", str(ffu), "--sim", "2", "--plain")
+    assert done.returncode == 1  # SimpleIO devices take no FFU: both refused
+    assert "a simpleio device needs" in done.stdout
     assert done.stderr.strip().endswith(
-        f"is an FFU, not a WIM or .secwim: convert its MainOS first with "
-        f"`parallel-flash img2wim {ffu} OUT.wim`"
+        f"parallel-flash: hint: to boot these devices from {ffu}, convert its MainOS first: "
+        f"parallel-flash img2wim {ffu} OUT.wim"
     ), done.stderr
