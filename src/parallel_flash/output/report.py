@@ -32,9 +32,9 @@ import json
 import logging
 import os
 import re
+import socket
 import stat
 import sys
-import socket
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
