@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from ..errors import HostSetupError, InputError, WimlibError
+from ..errors import HostSetupError, WimlibError
 from ..formats.wim import WimInfo, read_wim_info
 
 __all__ = (

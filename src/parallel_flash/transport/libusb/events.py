@@ -36,6 +36,8 @@ import time
 
 import usb1
 
+from ...errors import HostSetupError
+
 __all__ = (
     "DEFAULT_EVENT_THREADS",
     "DEVICES_PER_EVENT_THREAD",
@@ -94,7 +96,18 @@ class EventThread:
 
     def __init__(self, name: str) -> None:
         self.usb = usb1.USBContext()
-        self.usb.open()
+        try:
+            self.usb.open()
+        except OSError:  # python-libusb1 found no libusb-1.0 to load
+            raise HostSetupError(
+                "libusb-1.0 not found: install the Debian package libusb-1.0-0 "
+                "(apt-get install libusb-1.0-0)"
+            ) from None
+        except usb1.USBError as exc:  # libusb_init refused: no USB bus (a container)
+            raise HostSetupError(
+                f"libusb cannot start ({exc}): it needs the USB bus; in a container run with "
+                "--device /dev/bus/usb -v /run/udev:/run/udev:ro (or --privileged)"
+            ) from None
         self.name = name
         #: Callbacks run on this thread so far (written by this thread only).
         self.callbacks = 0
