@@ -58,7 +58,8 @@ def results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def without_line_fields(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k not in ("record_id", "line", "station")}
+    # the report's own record names the station already: only these are added
+    return {k: v for k, v in result.items() if k not in ("record_id", "line")}
 
 
 def retained(broker: Mosquitto, topic: str = f"{ROOT}/#") -> list[dict[str, Any]]:

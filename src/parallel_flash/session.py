@@ -277,6 +277,7 @@ class _Session:
                     image_sha256=image.sha256,
                     image_bytes=image.total_length,
                     append=self.append_report,
+                    station=self.line.station if self.line is not None else None,
                 )
                 stack.enter_context(self._report)
                 observers.append(self._report)

@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 import threading
@@ -44,7 +43,7 @@ from ..engine.records import DeviceLog, DeviceRecord
 from .mqtt import MqttConnection, MqttSettings, port_topic, topic_root
 from .outbox import Outbox, PendingResult
 from .outqueue import Message, OutQueue
-from .report import JsonlReport, line_totals
+from .report import JsonlReport, default_station, line_totals
 
 if TYPE_CHECKING:
     from .hooks import ResultHook
@@ -79,12 +78,6 @@ def _iso(wall: float) -> str:
 def new_run_id() -> str:
     """Sortable and unique per station: UTC start time plus 24 random bits."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-def default_station() -> str:
-    """This PC's host name, as one MQTT topic level."""
-    name = socket.gethostname().split(".", 1)[0]
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "station"
 
 
 def _json(value: dict[str, Any]) -> bytes:

@@ -75,8 +75,9 @@ SCHEMA_VERSION = 1
 
 
 def default_station() -> str:
-    """This PC's short host name: the station a record came from, unless named."""
-    return socket.gethostname().split(".", 1)[0] or "station"
+    """This PC's short host name, as one MQTT topic level: the station, unless named."""
+    name = socket.gethostname().split(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "station"
 
 
 @dataclass(frozen=True, slots=True)
