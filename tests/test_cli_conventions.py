@@ -110,7 +110,7 @@ def test_manpage_lists_every_command_and_option() -> None:
 
 
 def test_an_ffu_given_to_boot_points_to_img2wim(tmp_path: Path) -> None:
-    from parallel_flash.demo_ffu import build_demo_ffu
+    from parallel_flash.demo.ffu import build_demo_ffu
 
     ffu = build_demo_ffu(tmp_path, mainos_size=4 << 20, tree_size=1 << 20)
     done = cli("boot", str(ffu), "--sim", "2", "--plain")

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from parallel_flash.img2wim import ntfs3g, wimlib
 from parallel_flash.errors import HostSetupError
+from parallel_flash.img2wim import ntfs3g, wimlib
 
 #: Runs the CLI with ctypes refusing to load any library whose name holds HIDE
 #: (argv[1]), with MESSAGE (argv[2]) as the loader's error, as dlopen words it.

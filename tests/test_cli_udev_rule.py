@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from parallel_flash.engine.udev import DRIVEN_DEVICES, install_udev_rule, udev_rule
 from parallel_flash.protocol.messages import FLASHING_PID, MICROSOFT_VID
 from parallel_flash.protocol.nokia.messages import LUMIA_FLASH_IDS, UFP_FLASH_IDS
-from parallel_flash.engine.udev import DRIVEN_DEVICES, install_udev_rule, udev_rule
 
 #: loaders.md: SimpleIO, the Lumia UEFI flash app and UFP, by their published IDs.
 EXPECTED_IDS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parallel_flash.errors import HostSetupError, InputError, WimlibError
+from parallel_flash.errors import HostSetupError, WimlibError
 from parallel_flash.img2wim import wimlib
 
 pytestmark = pytest.mark.wimlib
