@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: conftest.py's fixtures and both helper modules.
 SAMPLE = [
     "tests/test_protocol_messages.py",
-    "tests/test_device_model.py",
-    "tests/test_ui_table.py",
-    "tests/test_report.py",
+    "tests/test_protocol_device.py",
+    "tests/test_output_ui_table.py",
+    "tests/test_output_report.py",
 ]
 
 pytestmark = pytest.mark.slow
