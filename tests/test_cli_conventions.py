@@ -55,14 +55,24 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
-def test_every_option_has_help() -> None:
+def test_every_option_has_help_and_says_its_default() -> None:
     parser = build_parser()
-    missing = []
+    missing, undocumented_default = [], []
     for name, sub in {"": parser, **_subparsers(parser)}.items():
         for action in sub._actions:
-            if action.help in (None, "") and not isinstance(action, argparse._SubParsersAction):
-                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+            where = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            if not action.help:
+                missing.append(where)
+            elif (
+                action.option_strings
+                and action.default not in (None, False, 0, [], argparse.SUPPRESS)
+                and "default" not in action.help
+            ):
+                undocumented_default.append(where)
     assert not missing, missing
+    assert not undocumented_default, undocumented_default
 
 
 def test_bash_completion_completes_commands_and_options() -> None:
@@ -120,3 +130,18 @@ def test_an_ffu_given_to_boot_points_to_img2wim(tmp_path: Path) -> None:
         f"parallel-flash: hint: to boot these devices from {ffu}, convert its MainOS first: "
         f"parallel-flash img2wim {ffu} OUT.wim"
     ), done.stderr
+
+
+def test_a_wim_given_to_img2wim_says_what_to_do(tmp_path: Path) -> None:
+    from parallel_flash.demo.inputs import demo_inputs
+
+    wim, sdi = demo_inputs(tmp_path / "demo", wim_size=1 << 20)
+    done = cli("img2wim", str(wim), str(tmp_path / "out.wim"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"parallel-flash: error: {wim}: is a WIM already: boot it as it is "
+        f"(parallel-flash boot {wim} --sdi boot.sdi)"
+    )
+    assert not (tmp_path / "out.wim").exists()
+    done = cli("img2wim", str(sdi), str(tmp_path / "out.wim"))
+    assert done.returncode == 2 and "is an SDI, not an FFU" in done.stderr

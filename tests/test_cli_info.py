@@ -166,6 +166,7 @@ def test_json(capsys: pytest.CaptureFixture[str], small_sdi: Path, tmp_path: Pat
     assert good["warnings"] == []
     assert bad == {
         "path": str(tmp_path / "gone.wim"),
+        "ok": False,
         "error": {"field": "file", "problem": "does not exist"},
     }
 

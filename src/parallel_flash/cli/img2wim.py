@@ -21,6 +21,7 @@ check); only the hash table is. Compressed (v1.3) stores are not supported.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -80,7 +81,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
+#: What to do instead, for a file img2wim does not take (by its magic bytes).
+_NOT_AN_FFU = {
+    "wim": "is a WIM already: boot it as it is (parallel-flash boot {path} --sdi boot.sdi)",
+    "pipable-wim": "is a (pipable) WIM already, not an FFU; img2wim converts an FFU to a WIM",
+    "secwim": "is a .secwim, which boots as it is: parallel-flash boot {path}",
+    "sdi": "is an SDI, not an FFU: pass it to boot with --sdi",
+}
+
+
+def _refuse_what_is_not_an_ffu(path: str | os.PathLike[str]) -> None:
+    """Name the file type and the right command, instead of an FFU parser's complaint."""
+    from ..errors import InputError
+    from ..formats.detect import detect_file_type
+
+    if os.path.isfile(path):
+        hint = _NOT_AN_FFU.get(detect_file_type(path) or "")
+        if hint:
+            raise InputError(f"{path}: {hint.format(path=path)}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _refuse_what_is_not_an_ffu(args.ffu)
     console = Console(stderr=True, highlight=False)
     show_bars = console.is_terminal and not args.no_progress
     bars = Progress(

@@ -23,6 +23,10 @@ from . import EXIT_OK, EXIT_USAGE
 
 __all__ = ("register", "render_description", "run")
 
+#: Console width when standard output is not a terminal: wide enough that
+#: no row is ever folded.
+_UNWRAPPED = 100_000
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -37,7 +41,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="re-hash a WIM against its integrity table (reads the whole file)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON array instead")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON array instead, typed fields per file (schemas/info.schema.json)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -57,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write("\n")
     else:
-        console = Console(highlight=False)
+        # A pipe or a file gets each row whole, never folded at 80 columns:
+        # `info x.wim | grep SHA-256` must see the whole hash.
+        console = Console(highlight=False, width=None if sys.stdout.isatty() else _UNWRAPPED)
         for result in results:
             if isinstance(result, FileDescription):
                 console.print(render_description(result))
@@ -93,6 +103,9 @@ def render_description(description: FileDescription) -> Table:
 def _as_json(path: str, result: FileDescription | InputError) -> dict[str, object]:
     if isinstance(result, FileDescription):
         return result.as_dict()
+    error: dict[str, str | None]
     if isinstance(result, FormatError):
-        return {"path": path, "error": {"field": result.field, "problem": result.problem}}
-    return {"path": path, "error": {"field": None, "problem": str(result)}}
+        error = {"field": result.field, "problem": result.problem}
+    else:
+        error = {"field": None, "problem": str(result)}
+    return {"path": path, "ok": False, "error": error}

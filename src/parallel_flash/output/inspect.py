@@ -3,7 +3,8 @@
 :func:`describe_file` runs the same checks a boot run would (a file that
 would be refused there raises :class:`~parallel_flash.errors.FormatError`
 here too) and returns a :class:`FileDescription`: a title, ordered
-(label, value) rows and warnings, which the CLI prints as a table or JSON.
+(label, value) rows for people, typed fields for programs (``info --json``,
+schemas/info.schema.json) and warnings.
 
 An FFU is described with the same checks img2wim makes: a damaged file
 (a table out of range, sizes that cannot be, a hash mismatch) raises; one
@@ -33,6 +34,9 @@ __all__ = ("FileDescription", "describe_file", "format_size")
 
 logger = logging.getLogger(__name__)
 
+#: FullFlash manifest entries info shows.
+_MANIFEST_KEYS = ("Version", "OSVersion", "Description")
+
 
 @dataclass(frozen=True, slots=True)
 class FileDescription:
@@ -48,15 +52,20 @@ class FileDescription:
     title: str
     rows: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...] = field(default=())
+    #: The same facts typed (numbers, booleans, lists), keyed as in
+    #: schemas/info.schema.json: what scripts read.
+    fields: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready form; rows keep their order."""
+        """A JSON-ready form (``info --json``); rows keep their order."""
         return {
             "path": self.path,
             "type": self.kind,
+            "ok": True,
+            "fields": self.fields,
+            "warnings": list(self.warnings),
             "title": self.title,
             "rows": [{"label": label, "value": value} for label, value in self.rows],
-            "warnings": list(self.warnings),
         }
 
 
@@ -101,13 +110,42 @@ def format_size(size: int) -> str:
 
 def _describe_wim(path: str, verify: bool) -> FileDescription:
     info = read_wim_info(path)
+    integrity, verified = _integrity(path, info, verify)
     rows = [("type", "WIM (solid)" if info.solid else "WIM")]
     rows += [("size", format_size(info.file_size or 0))]
     rows += _wim_rows(info)
-    rows += [("integrity table", _integrity(path, info, verify))]
+    rows += [("integrity table", integrity)]
     rows += [("GUID", str(info.guid))]
     rows += [("boot checks", "passed")]
-    return FileDescription(path, "wim", f"{path}: WIM", tuple(rows), info.warnings)
+    fields = {
+        "file_size": info.file_size,
+        **_wim_fields(info),
+        "integrity": {
+            "present": info.has_integrity,
+            "size": info.integrity_table.size_in_wim if info.has_integrity else None,
+            "verified": verified,
+        },
+        "boot_checks_passed": True,
+    }
+    return FileDescription(path, "wim", f"{path}: WIM", tuple(rows), info.warnings, fields)
+
+
+def _wim_fields(info: WimInfo) -> dict[str, Any]:
+    return {
+        "version": info.version,
+        "flags": list(info.flag_names),
+        "compression": info.compression,
+        "chunk_size": info.chunk_size,
+        "solid": info.solid,
+        "guid": str(info.guid),
+        "image_count": info.image_count,
+        "images": [
+            {"index": index, "name": name, "boot": index == info.boot_index}
+            for index, name in enumerate(info.image_names, start=1)
+        ],
+        "boot_index": info.boot_index,
+        "boot_metadata_size": info.boot_metadata_size,
+    }
 
 
 def _wim_rows(info: WimInfo) -> list[tuple[str, str]]:
@@ -126,14 +164,15 @@ def _wim_rows(info: WimInfo) -> list[tuple[str, str]]:
     return rows
 
 
-def _integrity(path: str, info: WimInfo, verify: bool) -> str:
+def _integrity(path: str, info: WimInfo, verify: bool) -> tuple[str, bool]:
+    """The row's text, and whether every chunk was re-hashed and matched."""
     if not info.has_integrity:
-        return "absent (nothing to verify)" if verify else "absent"
+        return ("absent (nothing to verify)" if verify else "absent"), False
     size = info.integrity_table.size_in_wim
     if not verify:
-        return f"present ({size:,} bytes), not verified (--verify-integrity)"
+        return f"present ({size:,} bytes), not verified (--verify-integrity)", False
     verify_integrity(path)
-    return f"present ({size:,} bytes), verified: every chunk matches"
+    return f"present ({size:,} bytes), verified: every chunk matches", True
 
 
 def _describe_sdi(path: str, verify: bool) -> FileDescription:
@@ -141,13 +180,29 @@ def _describe_sdi(path: str, verify: bool) -> FileDescription:
     rows = [("type", "SDI"), ("size", format_size(info.file_size))]
     rows += _sdi_rows(info)
     warnings = list(info.warnings)
+    fields = {"file_size": info.file_size, **_sdi_fields(info)}
     try:
         check_sdi_for_wim_boot(info)
         rows.append(("WIM entry", f"OK: at 0x{info.file_size:x}, the SDI's end"))
+        fields.update(wim_entry_ok=True, wim_entry_problem=None)
     except FormatError as exc:
         rows.append(("WIM entry", f"not OK: {exc.problem}"))
         warnings.append(f"{exc.field}: {exc.problem}")
-    return FileDescription(path, "sdi", f"{path}: SDI", tuple(rows), tuple(warnings))
+        fields.update(wim_entry_ok=False, wim_entry_problem=exc.problem)
+    return FileDescription(path, "sdi", f"{path}: SDI", tuple(rows), tuple(warnings), fields)
+
+
+def _sdi_fields(info: SdiInfo) -> dict[str, Any]:
+    return {
+        "microsoft_boot_sdi": info.is_microsoft_boot_sdi,
+        "sha256": info.sha256 or None,
+        "page_alignment": info.page_alignment,
+        "checksum_ok": info.checksum_ok,
+        "blobs": [
+            {"index": blob.index, "type": blob.type, "offset": blob.offset, "size": blob.size}
+            for blob in info.blobs
+        ],
+    }
 
 
 def _sdi_rows(info: SdiInfo) -> list[tuple[str, str]]:
@@ -192,7 +247,20 @@ def _describe_secwim(path: str, verify: bool) -> FileDescription:
     if info.tags_reversed:
         rows.append(("block tags", "spelled backwards on disk (accepted)"))
     warnings = info.sdi.warnings + info.wim.warnings
-    return FileDescription(path, "secwim", f"{path}: .secwim", tuple(rows), warnings)
+    fields = {
+        "file_size": info.file_size,
+        "sdi_length": info.sdi_length,
+        "wim_length": info.wim_length,
+        "microsoft_boot_sdi": info.sdi.is_microsoft_boot_sdi,
+        "wim": _wim_fields(info.wim),
+        "platforms": list(info.platforms),
+        "devices": [str(device) for device in info.devices],
+        "catalog_offset": info.catalog_offset,
+        "catalog_length": info.catalog_length,
+        "tags_reversed": info.tags_reversed,
+        "boot_checks_passed": True,
+    }
+    return FileDescription(path, "secwim", f"{path}: .secwim", tuple(rows), warnings, fields)
 
 
 def _describe_ffu(path: str, verify: bool) -> FileDescription:
@@ -207,6 +275,7 @@ def _describe_ffu(path: str, verify: bool) -> FileDescription:
     for table in tables:
         rows += _store_rows(ffu, table)
     warnings = list(ffu.warnings)
+    fields = _ffu_fields(ffu, tables)
     try:
         mainos = find_mainos(ffu, tables)
     except FormatError as exc:
@@ -215,11 +284,68 @@ def _describe_ffu(path: str, verify: bool) -> FileDescription:
             f"img2wim would refuse this FFU ({exc.field}: {exc.problem}); it may still be "
             "RAM bootable by other means"
         )
+        fields["img2wim"] = {"convertible": False, "mainos_store": None, "problem": exc.problem}
     else:
         rows.append(("img2wim", f"MainOS (NTFS) in store {mainos.store.number}: can be converted"))
+        fields["img2wim"] = {
+            "convertible": True,
+            "mainos_store": mainos.store.number,
+            "problem": None,
+        }
     result = scan_payload(ffu)
     rows.append(("hash check", f"OK: all {result.chunks_verified} chunks match the hash table"))
-    return FileDescription(ffu.path, "ffu", f"{ffu.path}: FFU", tuple(rows), tuple(warnings))
+    fields["chunks_verified"] = result.chunks_verified
+    return FileDescription(
+        ffu.path, "ffu", f"{ffu.path}: FFU", tuple(rows), tuple(warnings), fields
+    )
+
+
+def _ffu_fields(ffu: Ffu, tables: list[StoreTable]) -> dict[str, Any]:
+    full_flash = ffu.manifest.first("FullFlash")
+    stores = []
+    for table in tables:
+        s = table.store
+        store: dict[str, Any] = {
+            "number": s.number,
+            "device_path": s.device_path or None,
+            "sector_size": s.sector_size,
+            "descriptor_count": s.descriptor_count,
+            "payload_blocks": s.payload_blocks,
+            "payload_size": s.payload_size,
+            "validation_entries": len(s.validation_entries),
+            "disk_size": None,
+            "partitions": [],
+            "partition_problem": None,
+        }
+        if table.gpt is None:
+            store["partition_problem"] = table.problem or "no GPT"
+        else:
+            written = written_bytes(ffu, s, table.gpt, disk=table.disk)
+            store["disk_size"] = table.gpt.disk_size
+            store["partitions"] = [
+                {
+                    "number": part.index + 1,
+                    "name": part.name,
+                    "first_lba": part.first_lba,
+                    "last_lba": part.last_lba,
+                    "size": part.size,
+                    "written_bytes": written[part.index],
+                }
+                for part in table.gpt.partitions
+            ]
+        stores.append(store)
+    return {
+        "file_size": ffu.file_size,
+        "version": ffu.version,
+        "platform_ids": list(ffu.platform_ids),
+        "chunk_size": ffu.chunk_size,
+        "block_sizes": sorted({s.block_size for s in ffu.stores}),
+        "hash_algorithm": "sha256" if ffu.hash_algorithm == HASH_ALG_SHA256 else None,
+        "catalog_size": ffu.catalog_size,
+        "manifest": {key: full_flash[key] for key in _MANIFEST_KEYS if key in full_flash},
+        "targeting_count": ffu.targeting_count,
+        "stores": stores,
+    }
 
 
 def _ffu_rows(ffu: Ffu) -> list[tuple[str, str]]:
@@ -234,7 +360,7 @@ def _ffu_rows(ffu: Ffu) -> list[tuple[str, str]]:
         ("hash algorithm", "SHA-256" if ffu.hash_algorithm == HASH_ALG_SHA256 else "?"),
         ("catalog", f"{format_size(ffu.catalog_size)}, signature not verified"),
     ]
-    for key in ("Version", "OSVersion", "Description"):
+    for key in _MANIFEST_KEYS:
         if key in full_flash:
             rows.append((f"manifest {key}", full_flash[key]))
     if ffu.targeting_count:
