@@ -119,19 +119,6 @@ def test_manpage_lists_every_command_and_option() -> None:
         assert "udev-rule" in shown.stdout.replace("\u2010", "-")
 
 
-def test_an_ffu_given_to_boot_points_to_img2wim(tmp_path: Path) -> None:
-    from parallel_flash.demo.ffu import build_demo_ffu
-
-    ffu = build_demo_ffu(tmp_path, mainos_size=4 << 20, tree_size=1 << 20)
-    done = cli("boot", str(ffu), "--sim", "2", "--plain")
-    assert done.returncode == 1  # SimpleIO devices take no FFU: both refused
-    assert "a simpleio device needs" in done.stdout
-    assert done.stderr.strip().endswith(
-        f"parallel-flash: hint: to boot these devices from {ffu}, convert its MainOS first: "
-        f"parallel-flash img2wim {ffu} OUT.wim"
-    ), done.stderr
-
-
 def test_a_wim_given_to_img2wim_says_what_to_do(tmp_path: Path) -> None:
     from parallel_flash.demo.inputs import demo_inputs
 
