@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..engine.pipeline import DEFAULT_IN_FLIGHT, BootOptions
+from ..engine.pipeline import DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT, BootOptions
 from ..errors import InputError
 from ..output.line import SUMMARY_INTERVAL, LineOptions
 from ..output.publish import DEFAULT_LINE
@@ -180,7 +180,7 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
         help="bytes per data transfer (default: 1 MiB, or 16376 for the legacy loader)",
     )
     group.add_argument(
-        "--in-flight", type=int_range(1, 1024), default=DEFAULT_IN_FLIGHT, metavar="N",
+        "--in-flight", type=int_range(1, MAX_IN_FLIGHT), default=DEFAULT_IN_FLIGHT, metavar="N",
         help=f"OUT transfers queued per device (default {DEFAULT_IN_FLIGHT})",
     )
     defaults = BootOptions()

@@ -71,6 +71,7 @@ from .records import (
 
 __all__ = (
     "DEFAULT_IN_FLIGHT",
+    "MAX_IN_FLIGHT",
     "AttemptEnd",
     "BootOptions",
     "LineCounters",
@@ -91,6 +92,8 @@ logger = logging.getLogger(__name__)
 #: the libusb transport shrinks this to fit the kernel's usbfs cap (16 MB by
 #: default) across all devices.
 DEFAULT_IN_FLIGHT = 4
+#: More queued transfers per device buy nothing on USB 2.0 and cost usbfs memory.
+MAX_IN_FLIGHT = 64
 #: Pause before retrying a device on the same link (a device that just
 #: refused may need a moment; Microsoft's recovery waits 1 s).
 RETRY_PAUSE = 0.5
@@ -155,9 +158,9 @@ class BootOptions:
             raise InputError(
                 f"transfer size must be between 1 and 4294967295 bytes, not {self.transfer_size}"
             )
-        if not 1 <= self.in_flight <= 64:
+        if not 1 <= self.in_flight <= MAX_IN_FLIGHT:
             raise InputError(
-                f"transfers in flight must be between 1 and 64, not {self.in_flight}"
+                f"transfers in flight must be between 1 and {MAX_IN_FLIGHT}, not {self.in_flight}"
             )
         if not 0 <= self.retries <= 100:
             raise InputError(f"retries must be between 0 and 100, not {self.retries}")
