@@ -43,7 +43,7 @@ from ..engine.records import DeviceLog, DeviceRecord
 from .mqtt import MqttConnection, MqttSettings, port_topic, topic_root
 from .outbox import Outbox, PendingResult
 from .outqueue import Message, OutQueue
-from .report import JsonlReport, default_station, line_totals
+from .report import JsonlReport, LineTally, default_station, line_totals
 
 if TYPE_CHECKING:
     from .hooks import ResultHook
@@ -164,7 +164,12 @@ class LinePublisher:
         self.port_interval = port_interval
         self._port_topic = port_topic
         self._started_wall = time.time()
-        self.records: list[DeviceRecord] = []
+        # Devices under way, and a tally of the finished ones: the summary
+        # needs totals, not the shift's records (memory stays flat all shift).
+        # The engine's thread writes these, the publisher's thread reads them.
+        self._live: dict[int, DeviceRecord] = {}
+        self._done = LineTally()
+        self._tally_lock = threading.Lock()
         self._ports: dict[str, DeviceRecord] = {}
         #: Per port: what was last published, and when (monotonic).
         self._published_ports: dict[str, tuple[object, ...]] = {}
@@ -261,7 +266,8 @@ class LinePublisher:
     # -- LineObserver (engine's thread: O(1), never waits) ------------------------------
 
     def device_added(self, record: DeviceRecord) -> None:
-        self.records.append(record)
+        with self._tally_lock:
+            self._live[id(record)] = record
         self._ports[record.port] = record
 
     def device_changed(self, record: DeviceRecord) -> None:
@@ -271,7 +277,11 @@ class LinePublisher:
         pass
 
     def device_finished(self, record: DeviceRecord) -> None:
-        pass  # the result goes out from the report's listener, once it is on disk
+        # The result goes out from the report's listener, once it is on disk;
+        # here the record only moves from the live set into the tally.
+        with self._tally_lock:
+            if self._live.pop(id(record), None) is not None:
+                self._done.add(record, time.monotonic())
 
     # -- results ------------------------------------------------------------------------
 
@@ -330,7 +340,9 @@ class LinePublisher:
         return Message("status", _json(payload), qos=1, retain=True)
 
     def _summary(self, *, final: bool) -> Message:
-        totals = line_totals(list(self.records), now=time.monotonic())
+        with self._tally_lock:
+            live, done = list(self._live.values()), self._done.copy()
+        totals = line_totals(live, now=time.monotonic(), tally=done)
         payload = {
             "line": self.identity.line,
             "station": self.identity.station,
