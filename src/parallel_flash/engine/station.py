@@ -236,15 +236,19 @@ class _Station:
 
     def arrived(self, device: DeviceInfo) -> None:
         busy = self.ports.get(device.port)
+        # Once the port's device has left flashing mode, whatever appears there is
+        # for its confirmation to judge, even if it appears before the
+        # confirmation starts watching (the gap after the status, under load).
+        judging = busy is not None and (busy.watching or busy.left)
         if self._is_expected(device):
-            if busy is not None and busy.watching:
+            if busy is not None and judging:
                 busy.expected = True
                 busy.poke()
             return
         if busy is not None:
             if busy.device.key == device.key:
                 logger.debug("%s: already being served; ignoring a repeated arrival", device.port)
-            elif busy.watching:
+            elif judging:
                 busy.returned = device
                 busy.poke()
             else:
@@ -304,8 +308,9 @@ class _Station:
             while device is not None:
                 port.device, port.left, port.returned, port.expected = device, False, None, False
                 device = await self._serve(port, device)
-                if device is None and port.next is not None and not self._closing():
-                    device, port.next = port.next, None
+                pending = port.next or port.returned
+                if device is None and pending is not None and not self._closing():
+                    device, port.next, port.returned = pending, None, None
                 if device is not None and port.device is not device:
                     if self.count is not None and self.claimed >= self.count:
                         self.deferred[device.port] = device
