@@ -21,85 +21,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ...engine.records import DeviceLog, DeviceRecord, DeviceState, Outcome
-from ..report import LineTotals
+from ...engine.records import DeviceLog, DeviceRecord, DeviceState
+from ..report import LineTally, LineTotals
 from ._layout import natural_key
 
 __all__ = ("LineView", "ViewSnapshot")
-
-
-@dataclass(slots=True)
-class _Tally:
-    """Totals over a set of devices, one device at a time (the fold of ``line_totals``)."""
-
-    devices: int = 0
-    booted: int = 0
-    failed: int = 0
-    bytes_done: int = 0
-    bytes_total: int = 0
-    first_found: float | None = None
-    last_end: float | None = None
-    first_stream: float | None = None
-    last_stream_end: float | None = None
-    interrupted: int = 0
-
-    def add(self, record: DeviceRecord, now: float) -> None:
-        self.devices += 1
-        outcome = record.outcome
-        if outcome is Outcome.BOOTED:
-            self.booted += 1
-        elif outcome is Outcome.FAILED:
-            self.failed += 1
-        elif outcome is Outcome.INTERRUPTED:
-            self.interrupted += 1
-        self.bytes_done += record.bytes_done
-        self.bytes_total += record.bytes_total
-        self.first_found = _min(self.first_found, record.started)
-        end = record.finished if record.finished is not None else now
-        self.last_end = _max(self.last_end, end)
-        if record.stream_started is not None:
-            self.first_stream = _min(self.first_stream, record.stream_started)
-            # the status wait after the last transfer is not streaming time
-            self.last_stream_end = _max(self.last_stream_end, record.stream_finished or end)
-
-    def copy(self) -> _Tally:
-        return _Tally(
-            self.devices,
-            self.booted,
-            self.failed,
-            self.bytes_done,
-            self.bytes_total,
-            self.first_found,
-            self.last_end,
-            self.first_stream,
-            self.last_stream_end,
-            self.interrupted,
-        )
-
-    def totals(self) -> LineTotals:
-        return LineTotals(
-            devices=self.devices,
-            booted=self.booted,
-            failed=self.failed,
-            in_progress=self.devices - self.booted - self.failed - self.interrupted,
-            bytes_done=self.bytes_done,
-            bytes_total=self.bytes_total,
-            seconds=_span(self.first_found, self.last_end),
-            stream_seconds=_span(self.first_stream, self.last_stream_end),
-            interrupted=self.interrupted,
-        )
-
-
-def _min(current: float | None, value: float) -> float:
-    return value if current is None or value < current else current
-
-
-def _max(current: float | None, value: float) -> float:
-    return value if current is None or value > current else current
-
-
-def _span(start: float | None, end: float | None) -> float:
-    return max(0.0, end - start) if start is not None and end is not None else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +61,7 @@ class LineView:
         self._lock = threading.Lock()
         self._ports: dict[str, DeviceRecord] = {}
         self._active: dict[int, DeviceRecord] = {}
-        self._done = _Tally()
+        self._done = LineTally()
         self._failures: list[DeviceRecord] = []
         for record in records:
             self.device_added(record)
