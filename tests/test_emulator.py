@@ -165,6 +165,29 @@ def test_failed_boot_reappears_in_flashing_mode(small_sdi: Path, small_wim: Path
     assert summary["earlier"][0]["booted"] is True
 
 
+def test_a_phone_does_not_come_back_to_a_port_another_phone_took(
+    small_sdi: Path, small_wim: Path
+) -> None:
+    """Phone A boots and leaves; the operator plugs phone B into that port before A
+    would have shown up booted; B bounces. What comes back in flashing mode is B:
+    A, swapped out, never returns (a stale timer once brought it back, and the
+    station took it for a new phone)."""
+    first, second = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-aaaaaaaaaaaa"
+    with EmulatedLine(0, leave_delay=0.0, reappear_delay=3.0) as line:
+        port = line.plug(DeviceSpec(unique_id=first))
+        result_a = run_client(line, clients.PROTOCOL, str(small_sdi), str(small_wim), port, "sync")
+        line.wait_for("unplugged", port)
+        line.plug(DeviceSpec(port=port, unique_id=second, faults="reappear-in-flashing"))
+        result_b = run_client(line, clients.PROTOCOL, str(small_sdi), str(small_wim), port, "sync")
+        line.wait_for("unplugged", port)
+        back = line.wait_for("plugged", port, timeout=15)
+        summary = line.summaries()[port]
+    assert result_a["status"] == result_b["status"] == 0
+    assert back["state"] == "flashing"
+    assert summary["unique_id"] == second
+    assert [entry["unique_id"] for entry in summary["earlier"]] == [first, second]
+
+
 def test_fault_set_while_running_fails_only_that_device(small_sdi: Path, small_wim: Path) -> None:
     with EmulatedLine(2) as line:
         bad, good = line.ports

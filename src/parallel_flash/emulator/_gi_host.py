@@ -416,7 +416,10 @@ class Host:
         return False
 
     def _reappear(self, record: _PortRecord, previous: Any) -> bool:
-        if record.device is not None:
+        # A phone comes back only to a port nobody has plugged another phone
+        # into since it left: once the operator swapped, the first phone is gone
+        # (a stale timer must not bring it back after the second one leaves).
+        if record.device is not None or not record.history or record.history[-1] is not previous:
             return False
         try:
             if "reappear-in-flashing" in record.flags:
