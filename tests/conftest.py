@@ -118,12 +118,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """With PARALLEL_FLASH_REQUIRE_ALL=1 (set by ``scripts/run.sh test``, hence CI), a skip
-    is a failure: a missing tool must never make a test silently disappear."""
+    is a failure: a missing tool must never make a test silently disappear. An expected
+    failure (xfail) is reported as a skip and fails too: a known bug is fixed, not parked."""
     outcome = yield
     report = outcome.get_result()
-    # An xfail is reported as a skip; it ran, so it is not what this guards against.
-    xfailed = hasattr(report, "wasxfail")
-    if report.skipped and not xfailed and os.environ.get("PARALLEL_FLASH_REQUIRE_ALL") == "1":
+    if report.skipped and os.environ.get("PARALLEL_FLASH_REQUIRE_ALL") == "1":
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped, but PARALLEL_FLASH_REQUIRE_ALL=1 forbids skips: {reason}"

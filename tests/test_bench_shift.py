@@ -16,11 +16,6 @@ pytestmark = [pytest.mark.umockdev, pytest.mark.slow]
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 7 open: a phone that bounces back into flashing mode is sometimes recorded "
-    "as booted plus a second record (seen 1-3 times per 2-minute shift under load)",
-)
 def test_a_two_minute_shift_loses_duplicates_and_mistakes_nothing(tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCHMARKS))
     try:
