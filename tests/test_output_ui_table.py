@@ -14,7 +14,7 @@ from rich.console import Console
 
 from parallel_flash.engine.records import DeviceLog, DeviceRecord, DeviceState
 from parallel_flash.output.report import line_totals
-from parallel_flash.output.ui import LineView, LiveTable, render_line
+from parallel_flash.output.ui import FailedDevice, LineView, LiveTable, render_line
 
 NOW = 1000.0
 MB = 1_000_000
@@ -290,6 +290,10 @@ def test_line_view_stays_bounded_and_agrees_with_the_report_totals() -> None:
     snap = view.snapshot(NOW)
     assert snap.totals == line_totals(records, now=NOW)
     assert [rec.port for rec in snap.failures] == ["sim-3", "sim-9"]
+    # the recap keeps what it shows, not the records (their Log packets, attempts)
+    failed = [rec for rec in records if rec.state is DeviceState.FAILED]
+    assert list(snap.failures) == [FailedDevice.of(rec) for rec in failed]
+    assert not any(isinstance(entry, DeviceRecord) for entry in snap.failures)
     # a shift: 10,000 more devices through the same 40 ports
     for serial in range(10_000):
         rec = record(1000 + serial, state=DeviceState.BOOTED, port=f"sim-{serial % 40 + 1}")

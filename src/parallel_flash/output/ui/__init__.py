@@ -10,7 +10,16 @@ from ._frame import render_line as render_line
 from ._live import LiveTable as LiveTable
 from ._plain import PlainOutput as PlainOutput
 from ._text import printable as printable
+from ._view import FailedDevice as FailedDevice
 from ._view import LineView as LineView
 from ._view import ViewSnapshot as ViewSnapshot
 
-__all__ = ("LineView", "LiveTable", "PlainOutput", "ViewSnapshot", "printable", "render_line")
+__all__ = (
+    "FailedDevice",
+    "LineView",
+    "LiveTable",
+    "PlainOutput",
+    "ViewSnapshot",
+    "printable",
+    "render_line",
+)

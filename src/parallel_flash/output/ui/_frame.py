@@ -24,10 +24,10 @@ from rich.text import Text
 from ...engine.records import DeviceRecord
 from ..report import LineTotals
 from ._grid import GRID_FROM, grid_lines
-from ._layout import failure_reason, shorten_middle
+from ._layout import shorten_middle
 from ._table import table_lines
 from ._text import format_duration, format_mb, printable
-from ._view import LineView, ViewSnapshot
+from ._view import FailedDevice, LineView, ViewSnapshot
 
 __all__ = ("FRAME_OVERHEAD", "render_line")
 
@@ -72,7 +72,7 @@ def _totals_line(snap: ViewSnapshot, width: int | None, final: bool) -> Text:
 
 
 def _failure_lines(
-    failures: Sequence[DeviceRecord], *, cap: int | None, final: bool, width: int | None
+    failures: Sequence[FailedDevice], *, cap: int | None, final: bool, width: int | None
 ) -> list[Text]:
     """``Failed (N):`` and each failure: port, name, ID, reason.
 
@@ -91,12 +91,12 @@ def _failure_lines(
             Text(f"... {len(shown) - room} earlier failures not shown", style="dim", no_wrap=True)
         )
         shown = shown[-room:]
-    for record in shown:
-        name = shorten_middle(printable(record.name), _NAME_MAX) if record.name else "-"
-        unique_id = printable(record.unique_id) or "-"
-        reason = Text(failure_reason(record), style="red")
+    for failure in shown:
+        name = shorten_middle(printable(failure.name), _NAME_MAX) if failure.name else "-"
+        unique_id = printable(failure.unique_id) or "-"
+        reason = Text(failure.reason, style="red")
         line = Text("✗ ", style="bold red", no_wrap=not final, overflow="ellipsis")
-        line.append(printable(record.port), style="bold")
+        line.append(printable(failure.port), style="bold")
         line.append(f"  {name}  ")
         if not final:
             line.append_text(reason)

@@ -181,10 +181,10 @@ class PlainOutput:
         if not failures:
             return []
         lines = [f"Failed devices ({len(failures)}):"]
-        for record in failures:
+        for failure in failures:
             lines.append(
-                f"  {printable(record.port)}  {printable(record.name) or '-'}  "
-                f"{printable(record.unique_id) or '-'}  {failure_reason(record)}"
+                f"  {printable(failure.port)}  {printable(failure.name) or '-'}  "
+                f"{printable(failure.unique_id) or '-'}  {failure.reason}"
             )
         return lines
 

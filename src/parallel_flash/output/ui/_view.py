@@ -8,7 +8,10 @@ record ever either, nor count from a list that is no longer complete. So
 * the latest device on each port (bounded by the ports of the line);
 * running totals, with finished devices folded into counters;
 * every failed device, for the recap at the end (a line's failures are
-  what the operator has to act on; its successes are a number).
+  what the operator has to act on; its successes are a number), as the few
+  strings the recap shows (:class:`FailedDevice`), not the whole record with
+  its Log packets and attempts: a shift's failures then cost a few hundred
+  bytes each.
 
 Observer calls come from the event loop, frames are drawn on another
 thread; a lock guards the containers, never any I/O.
@@ -23,9 +26,23 @@ from dataclasses import dataclass, field
 
 from ...engine.records import DeviceLog, DeviceRecord, DeviceState
 from ..report import LineTally, LineTotals
-from ._layout import natural_key
+from ._layout import failure_reason, natural_key
 
-__all__ = ("LineView", "ViewSnapshot")
+__all__ = ("FailedDevice", "LineView", "ViewSnapshot")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedDevice:
+    """A failed device as the recap lists it: where, which phone, and why."""
+
+    port: str
+    name: str
+    unique_id: str
+    reason: str
+
+    @classmethod
+    def of(cls, record: DeviceRecord) -> FailedDevice:
+        return cls(record.port, record.name, record.unique_id, failure_reason(record))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +54,7 @@ class ViewSnapshot:
     #: every device seen so far, finished ones included
     totals: LineTotals
     #: every failed device, in the order they failed
-    failures: tuple[DeviceRecord, ...]
+    failures: tuple[FailedDevice, ...]
     #: seconds until the last active device is done; None if unknown
     eta: float | None
     #: devices still in progress
@@ -62,7 +79,7 @@ class LineView:
         self._ports: dict[str, DeviceRecord] = {}
         self._active: dict[int, DeviceRecord] = {}
         self._done = LineTally()
-        self._failures: list[DeviceRecord] = []
+        self._failures: list[FailedDevice] = []
         for record in records:
             self.device_added(record)
             if record.state.finished:
@@ -107,7 +124,7 @@ class LineView:
                 self._ports[record.port] = record  # finished without being added
             self._done.add(record, now)
             if record.state is DeviceState.FAILED:
-                self._failures.append(record)
+                self._failures.append(FailedDevice.of(record))
 
     # -- LineObserver --------------------------------------------------
 
