@@ -244,6 +244,26 @@ def test_ufp_failures_name_the_status_and_its_meaning(
     assert host.failed
 
 
+def test_ufp_v2_header_answered_noku_is_refused_before_any_payload_byte(
+    ffus: dict[int, FfuInput],
+) -> None:
+    """loaders.md A.1: a 4-byte answer to a header v2 message means "v2 not supported".
+
+    The device answers the first header part without taking it; the host
+    refuses there, so neither a further header part nor a payload byte is sent.
+    """
+    ffu = ffus[2]
+    device = ufp(2, "noku-v2", write_buffer_size=0x1000)
+    assert ffu.header_length > 0x1000  # the header would take several v2 parts
+    host = ufp_host(ffu)
+    with pytest.raises(DeviceRefused, match=r"header v2 message at file offset 0 and took none"):
+        drive(host, device, ffu.data)
+    heads = [bytes.fromhex(entry[2]) for entry in device.transcript if entry[0] == "out"]
+    assert [head[:6] for head in heads] == [b"NOKV", b"NOKXFS"]
+    assert host.image_bytes_acknowledged == 0 and device.received_bytes == 0
+    assert host.waiting_for.startswith("the reply to an FFU header message")
+
+
 def test_ufp_device_checks_platform_and_hashes(ffus: dict[int, FfuInput]) -> None:
     ffu = ffus[1]
     with pytest.raises(LoaderStatusError, match=r"0x1304 \(invalid platform ID\)"):

@@ -21,6 +21,7 @@ from ..output.line import SUMMARY_INTERVAL, LineOptions
 from ..output.publish import DEFAULT_LINE
 from ..protocol.device import DeviceFaults
 from ..protocol.models import MODEL_KINDS, AnyFaults, parse_faults
+from ..protocol.nokia.host import NokTimeouts
 from ..session import SimulatedLine
 
 __all__ = (
@@ -201,6 +202,7 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
         help="seconds to wait for the device's final status after the image "
         "(default %(default)g, as Microsoft's host)",
     )
+    add_nok_timeouts(parser)
     group.add_argument(
         "--retries", type=int_range(0, 100), default=0, metavar="N",
         help="retry a device that failed before any image byte was sent (or, in station mode, "
@@ -306,6 +308,36 @@ def line_options(args: argparse.Namespace, *, station: bool = False) -> LineOpti
     )
 
 
+def add_nok_timeouts(parser: argparse.ArgumentParser) -> None:
+    """The Lumia and UFP loaders' waits; defaults are :class:`NokTimeouts`' own."""
+    group = parser.add_argument_group(
+        "Lumia and UFP timeouts",
+        "The public reference hosts of these loaders wait forever; these bounds are "
+        "parallel-flash's own (loaders.md A.1). Both loaders are derived from public host "
+        "code and have not been tried on hardware.",
+    )
+    defaults = NokTimeouts()
+    group.add_argument(
+        "--nok-info-timeout", type=timeout_seconds, default=defaults.info, metavar="S",
+        help="seconds for each NOKV, NOKD, NOKXFR and NOKXCBA reply (default %(default)g)",
+    )
+    group.add_argument(
+        "--nok-send-timeout", type=timeout_seconds, default=defaults.transfer_base, metavar="S",
+        help="seconds for an image message to go out, plus its size at "
+        f"{defaults.transfer_rate / 1e6:g} MB/s (default %(default)g)",
+    )
+    group.add_argument(
+        "--nok-reply-timeout", type=timeout_seconds, default=defaults.reply, metavar="S",
+        help="seconds for the device's reply to each image message: its hash and RAM copy "
+        "of up to WriteBufferSize bytes (default %(default)g)",
+    )
+    group.add_argument(
+        "--return-timeout", type=timeout_seconds, default=defaults.reenumerate, metavar="S",
+        help="seconds for a Lumia to come back in Label mode on its port after NOKR "
+        "(default %(default)g, ffutool's own wait for a device to come back)",
+    )
+
+
 def boot_options(args: argparse.Namespace) -> BootOptions:
     """BootOptions from the parsed arguments (raises InputError on bad combinations)."""
     return BootOptions(
@@ -316,6 +348,12 @@ def boot_options(args: argparse.Namespace) -> BootOptions:
         transfer_timeout=args.transfer_timeout,
         status_timeout=args.status_timeout,
         retries=args.retries,
+        nok_timeouts=NokTimeouts(
+            info=args.nok_info_timeout,
+            transfer_base=args.nok_send_timeout,
+            reply=args.nok_reply_timeout,
+            reenumerate=args.return_timeout,
+        ),
     )
 
 

@@ -24,7 +24,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -32,30 +32,33 @@ import anyio
 from ..errors import (
     DeviceBootError,
     DeviceDisconnected,
+    DeviceRefused,
     InputError,
     LocalProtocolError,
     ProtocolError,
+    RemoteProtocolError,
     TransferTimeout,
     TransportError,
 )
 from ..image import ImageBuffer, ImageSet
-from ..protocol.host import (
+from ..protocol.actions import (
+    AwaitReturn,
     Finished,
     HostStage,
-    HostTimeouts,
     ReadBulk,
     SendBulk,
     SendControl,
+    SendFinal,
+    SendImageMessage,
     StreamImage,
     TransferPlan,
-    WimBootHost,
 )
-from ..protocol.loader import DeviceIdentity, HostFactory, LoaderHost
-from ..protocol.messages import REPLY_BUFFER_SIZE, STANDARD_TRANSFER_SIZE, LogPacket
+from ..protocol.host import HostTimeouts
+from ..protocol.loader import HOSTS, DeviceIdentity, HostFactory, HostSetup, ImageShape
+from ..protocol.messages import STANDARD_TRANSFER_SIZE, LogPacket
 from ..protocol.nokia.host import NokTimeouts
 from ..protocol.selection import FILE_TYPE_NAMES, Loader, loader_for
 from ..transport.base import Link, OutChunk
-from .nok_boot import boot_nok_device
 from .records import (
     MAX_KEPT_LOGS,
     Attempt,
@@ -82,7 +85,6 @@ __all__ = (
     "check_images",
     "finish_record",
     "identify_device",
-    "simpleio_host",
 )
 
 logger = logging.getLogger(__name__)
@@ -111,25 +113,6 @@ _STAGE_STATES = {
 }
 
 
-def simpleio_host(
-    sdi_length: int,
-    wim_length: int,
-    max_packet_size: int,
-    transfer_size: int | None,
-    timeouts: HostTimeouts,
-    max_transfer_size: int | None = None,
-) -> LoaderHost:
-    """The :data:`~.protocol.loader.HostFactory` of SimpleIO's WIM boot (the default)."""
-    return WimBootHost(
-        sdi_length=sdi_length,
-        wim_length=wim_length,
-        max_packet_size=max_packet_size,
-        transfer_size=transfer_size,
-        max_transfer_size=max_transfer_size,
-        timeouts=timeouts,
-    )
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BootOptions:
     """How every device of a run is booted (protocol.md defaults)."""
@@ -148,9 +131,9 @@ class BootOptions:
     #: sent (or, in station mode, re-enumerated after a transport failure).
     #: Never after a negative status.
     retries: int = 0
-    #: Builds the SimpleIO loader host of each attempt (the loader seam).
-    host_factory: HostFactory = simpleio_host
-    #: The Lumia and UFP loaders' waits (loaders.md A.1; the CLI keeps the defaults).
+    #: The host of each loader generation (the loader seam, protocol.loader).
+    hosts: Mapping[Loader, HostFactory] = field(default_factory=lambda: HOSTS)
+    #: The Lumia and UFP loaders' waits (loaders.md A.1; the reference hosts have none).
     nok_timeouts: NokTimeouts = field(default_factory=NokTimeouts)
 
     def __post_init__(self) -> None:
@@ -177,6 +160,20 @@ class BootOptions:
             reset=self.reset_timeout,
             transfer=self.transfer_timeout,
             status=self.status_timeout,
+        )
+
+    def host_setup(self, image: ImageShape, link: Link) -> HostSetup:
+        """What one attempt's loader host is built from, on ``link``."""
+        return HostSetup(
+            image=image,
+            max_packet_size=link.max_packet_size,
+            transfer_size=self.transfer_size,
+            # The transport's ceiling (a usbfs cap): the size announced never exceeds it.
+            max_transfer_size=link.transfer_size_limit(
+                self.transfer_size or STANDARD_TRANSFER_SIZE
+            ),
+            timeouts=self.timeouts,
+            nok_timeouts=self.nok_timeouts,
         )
 
 
@@ -250,11 +247,8 @@ async def boot_device(
         return AttemptEnd.DEVICE
     if isinstance(image, ImageSet):
         record.image_sha256 = chosen.sha256
-    if loader is not Loader.SIMPLEIO:
-        await boot_nok_device(link, chosen, record, observer, loader, options.nok_timeouts)
-        return AttemptEnd.BOOTED if record.ok else AttemptEnd.DEVICE
     while True:
-        pipeline = _Pipeline(link, chosen, record, options, observer, admit)
+        pipeline = _Pipeline(link, loader, chosen, record, options, observer, admit)
         started = time.monotonic()
         try:
             await pipeline.run()
@@ -274,7 +268,7 @@ async def boot_device(
                     record.port, len(record.attempts), failure.reason,
                 )
                 await anyio.sleep(RETRY_PAUSE)
-                await _drain(link)
+                await _drain(link, pipeline.host.reply_size)
                 continue
             if record.attempts:
                 record_attempt(record, failure.reason, started)
@@ -310,7 +304,7 @@ def check_images(images: ImageSet) -> None:
             )
 
 
-async def _drain(link: Link) -> int:
+async def _drain(link: Link, reply_size: int) -> int:
     """Read what an earlier attempt left queued (late replies, Log packets); bounded.
 
     A retry that skipped this would take the earlier attempt's Id reply for its
@@ -321,7 +315,7 @@ async def _drain(link: Link) -> int:
     with anyio.move_on_after(DRAIN_SECONDS):
         while drained < DRAIN_PACKETS:
             try:
-                await link.bulk_in(REPLY_BUFFER_SIZE, timeout=DRAIN_READ_TIMEOUT)
+                await link.bulk_in(reply_size, timeout=DRAIN_READ_TIMEOUT)
             except (TransportError, ProtocolError):
                 break
             drained += 1
@@ -390,6 +384,7 @@ class _Pipeline:
     def __init__(
         self,
         link: Link,
+        loader: Loader,
         image: ImageBuffer,
         record: DeviceRecord,
         options: BootOptions,
@@ -402,20 +397,16 @@ class _Pipeline:
         self.options = options
         self.observer = observer
         self.admit = admit
-        self.host = options.host_factory(
-            image.sdi_length,
-            image.wim_length,
-            link.max_packet_size,
-            options.transfer_size,
-            options.timeouts,
-            # The transport's ceiling (a usbfs cap): the size announced never exceeds it.
-            link.transfer_size_limit(options.transfer_size or STANDARD_TRANSFER_SIZE),
-        )
+        self.host = options.hosts[loader](options.host_setup(image_shape(image), link))
         record.bytes_total = image.total_length
         self.stage: HostStage | None = None
         self.deadline = math.inf
         #: Every transfer of the stream has been handed to the link.
         self.all_submitted = False
+        #: An image message went to the link (its bytes count once acknowledged).
+        self.message_sent = False
+        #: Where image messages are assembled: a head and an image slice in one transfer.
+        self.message_buffer = bytearray()
 
     async def run(self) -> None:
         host, link = self.host, self.link
@@ -447,9 +438,27 @@ class _Pipeline:
                         self._after_reply()
                 elif isinstance(action, StreamImage):
                     await self._stream_and_read(action)
+                elif isinstance(action, SendImageMessage):
+                    await self._send_message(action)
+                    host.completed()
+                elif isinstance(action, SendFinal):
+                    await self._send_final(action)
+                    host.completed()
+                elif isinstance(action, AwaitReturn):
+                    await self._await_return(action)
                 elif isinstance(action, Finished):
                     self.record.status = action.status
                     return
+        except DeviceRefused as exc:
+            host.abort()
+            done = self.record.bytes_done
+            if not self.message_sent:
+                before = "refused before sending any image byte"
+            elif done == 0:
+                before = "refused before the device took any image byte"
+            else:
+                before = f"refused after the device took {done} image bytes"
+            raise _Failure(f"{before}: {exc}", AttemptEnd.DEVICE, FailureReason.REFUSED) from None
         except DeviceBootError as exc:
             self.record.status = exc.status
             reason = str(exc)
@@ -557,7 +566,7 @@ class _Pipeline:
                 self.options.status_timeout
             )
             try:
-                data = await link.bulk_in(REPLY_BUFFER_SIZE, timeout=timeout)
+                data = await link.bulk_in(host.reply_size, timeout=timeout)
             except TransferTimeout:
                 if self.stage is HostStage.STREAM:
                     continue  # nothing to say yet: the stream is still going
@@ -604,10 +613,70 @@ class _Pipeline:
             self.all_submitted = index == last
             yield OutChunk(view[offset : offset + length], zero_packet)
 
+    # -- image messages (one request, one reply) --------------------------------------
+
+    async def _send_message(self, action: SendImageMessage) -> None:
+        """One image message as one OUT transfer, nothing else in flight, no ZLP.
+
+        It goes through :meth:`Link.stream_out` so it shares the usbfs budget
+        and the simulated link rate with every other device's stream.
+        """
+        record = self.record
+        if record.stream_started is None:
+            record.stream_started = time.monotonic()
+        size = action.message_length
+        if len(self.message_buffer) < size:
+            self.message_buffer = bytearray(size)
+        buffer, head = self.message_buffer, len(action.head)
+        end = head + action.length
+        buffer[:head] = action.head
+        buffer[head:end] = self.image.view[action.offset : action.offset + action.length]
+        buffer[end:size] = bytes(action.padding)
+        self.message_sent = True
+        with memoryview(buffer) as view:
+            await self.link.stream_out(
+                [OutChunk(view[:size], False)],
+                in_flight=1,
+                stall_timeout=action.timeout,
+                on_progress=_counted_on_reply,
+            )
+
+    async def _send_final(self, action: SendFinal) -> None:
+        """A command the device may not live to acknowledge: a transport error is expected."""
+        try:
+            await self.link.bulk_out(action.data, timeout=action.timeout, zero_packet=False)
+        except TransportError as exc:
+            logger.debug(
+                "%s: %s after the last command (a reset in progress): %s",
+                self.record.port, type(exc).__name__, exc,
+            )
+
+    async def _await_return(self, action: AwaitReturn) -> None:
+        ids = await self.link.wait_return(action.timeout)
+        if ids is None:
+            self.host.abort()
+            raise _Failure(
+                f"the device did not come back in {action.what} on its port within "
+                f"{action.timeout:g} s",
+                AttemptEnd.DEVICE,
+                FailureReason.TIMEOUT,
+            )
+        self.host.returned(*ids)
+
     # -- replies, identity, errors ---------------------------------------------------
 
     def _after_reply(self) -> None:
-        record = self.record
+        record, host = self.record, self.host
+        taken = host.image_bytes_acknowledged
+        if taken > record.bytes_done:
+            record.bytes_done = taken
+            if taken >= record.bytes_total:
+                record.stream_finished = time.monotonic()
+            self.observer.device_changed(record)
+        name = host.device_name
+        if name and host.identity is None and record.name != name:
+            record.name = name
+            self.observer.device_changed(record)
         for packet in self.host.pop_logs():
             log = DeviceLog(level=packet.level, event_id=packet.event_id, text=packet.text)
             record.add_log(log)
@@ -623,11 +692,12 @@ class _Pipeline:
                     raise _Failure(refusal, AttemptEnd.NOT_ADMITTED, FailureReason.NOT_BOOTED)
 
     def _end_of(self, exc: ProtocolError | TransportError) -> AttemptEnd:
+        before_image = self.record.bytes_done == 0 and not self.message_sent
         if isinstance(exc, ProtocolError):
-            return AttemptEnd.BEFORE_IMAGE if self.record.bytes_done == 0 else AttemptEnd.DEVICE
+            return AttemptEnd.BEFORE_IMAGE if before_image else AttemptEnd.DEVICE
         if isinstance(exc, DeviceDisconnected):
             return AttemptEnd.TRANSPORT
-        return AttemptEnd.BEFORE_IMAGE if self.record.bytes_done == 0 else AttemptEnd.TRANSPORT
+        return AttemptEnd.BEFORE_IMAGE if before_image else AttemptEnd.TRANSPORT
 
     def _describe(self, exc: ProtocolError | TransportError) -> str:
         """A reason that names what we were waiting for."""
@@ -641,6 +711,20 @@ class _Pipeline:
         return f"{detail} (while waiting for {waiting})"
 
 
+def image_shape(image: ImageBuffer) -> ImageShape:
+    """The lengths a loader host is built from."""
+    return ImageShape(
+        sdi_length=image.sdi_length,
+        wim_length=image.wim_length,
+        ffu_header_length=image.ffu_header_length,
+        ffu_chunk_size=image.ffu_chunk_size,
+    )
+
+
+def _counted_on_reply(_nbytes: int) -> None:
+    """An image message's bytes count once its reply says the device took them."""
+
+
 async def identify_device(
     link: Link, options: BootOptions | None = None
 ) -> tuple[DeviceIdentity, list[LogPacket]]:
@@ -650,12 +734,26 @@ async def identify_device(
     identification deadline), so a device is identified the same way here as
     in a boot; an extra Id exchange before a boot is harmless (protocol.md).
 
+    SimpleIO devices only: the Lumia and UFP loaders have no Id exchange and no
+    unique ID, and nothing is sent to them here.
+
     :raises ~parallel_flash.errors.TransportError: no answer in time
-    :raises ~parallel_flash.errors.ProtocolError: an answer that is not an Id reply
+    :raises ~parallel_flash.errors.ProtocolError: an answer that is not an Id
+        reply, or a device of another loader
     """
     options = options or BootOptions()
+    loader = loader_for(*link.usb_ids) or Loader.SIMPLEIO
+    if loader is not Loader.SIMPLEIO:
+        raise RemoteProtocolError(
+            f"{link.port}: a {loader} device has no Id exchange and no unique ID"
+        )
     # The image does not matter before the WIM opcode; any valid lengths do.
-    host = options.host_factory(0, 1, link.max_packet_size, None, options.timeouts, None)
+    setup = HostSetup(
+        image=ImageShape(sdi_length=0, wim_length=1),
+        max_packet_size=link.max_packet_size,
+        timeouts=options.timeouts,
+    )
+    host = options.hosts[Loader.SIMPLEIO](setup)
     limit = host.stage_timeout or options.id_timeout
     deadline = math.inf
     logs: list[LogPacket] = []
@@ -690,7 +788,9 @@ async def identify_device(
                     logs.append(packet)
         else:  # pragma: no cover - a host must identify before anything else
             raise LocalProtocolError(f"host wants {type(action).__name__} before identifying")
-    return host.identity, logs
+    identity = host.identity
+    assert identity is not None  # the loop ends once the host has it
+    return identity, logs
 
 
 # -- many devices ----------------------------------------------------------------------

@@ -31,10 +31,19 @@ when its stage's time is up.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import DeviceBootError, LocalProtocolError, RemoteProtocolError
+from .actions import (
+    Action,
+    Finished,
+    HostStage,
+    ReadBulk,
+    SendBulk,
+    SendControl,
+    StreamImage,
+    TransferPlan,
+)
 from .messages import (
     CONTROL_REQUEST,
     ID_REPLY_MIN_LENGTH,
@@ -43,7 +52,6 @@ from .messages import (
     REPLY_BUFFER_SIZE,
     STANDARD_TRANSFER_SIZE,
     STATUS_LENGTH,
-    ControlRequest,
     IdReply,
     LogPacket,
     Opcode,
@@ -80,15 +88,6 @@ class HostPhase(enum.Enum):
     ERROR = "nothing (failed)"
 
 
-class HostStage(enum.Enum):
-    """The waits of a boot, each bounded as a whole (issue 7: every wait bounded)."""
-
-    IDENTIFY = "identification"
-    RESET = "Reset recovery"
-    STREAM = "streaming"
-    STATUS = "the status"
-
-
 _STAGES = {
     HostPhase.CONTROL: HostStage.IDENTIFY,
     HostPhase.SEND_ID: HostStage.IDENTIFY,
@@ -112,88 +111,9 @@ class HostTimeouts:
     status: float = 15.0
 
 
-# -- actions ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SendControl:
-    """Send a control transfer with no data stage."""
-
-    request: ControlRequest
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SendBulk:
-    """Send one bulk OUT transfer (a command or the WIM header)."""
-
-    data: bytes
-    timeout: float
-    zero_packet: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReadBulk:
-    """Read one bulk IN transfer into a buffer of ``size`` bytes."""
-
-    size: int
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamImage:
-    """Stream SDI + WIM as planned; the caller reports :meth:`~WimBootHost.completed` at the end."""
-
-    plan: TransferPlan
-    #: Per-transfer "no progress" window; the caller scales it to transfers in flight.
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Finished:
-    """The device accepted the image and boots it by itself; send nothing more."""
-
-    status: int
-
-
-Action = SendControl | SendBulk | ReadBulk | StreamImage | Finished
-
-
 def needs_zero_packet(length: int, max_packet_size: int) -> bool:
     """protocol.md step 7: a ZLP follows every non-empty multiple of wMaxPacketSize."""
     return length > 0 and length % max_packet_size == 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TransferPlan:
-    """How SDI + WIM are cut into transfers (protocol.md step 6).
-
-    Offsets are into the contiguous SDI + WIM buffer. The SDI and the WIM are
-    cut separately: the SDI's last transfer may be short and the WIM starts a
-    fresh transfer.
-    """
-
-    sdi_length: int
-    wim_length: int
-    transfer_size: int
-    max_packet_size: int
-
-    @property
-    def total_length(self) -> int:
-        return self.sdi_length + self.wim_length
-
-    def __iter__(self) -> Iterator[tuple[int, int, bool]]:
-        """Yield ``(offset, length, zero_packet)`` for every transfer, in order."""
-        size, mps = self.transfer_size, self.max_packet_size
-        for start, length in ((0, self.sdi_length), (self.sdi_length, self.wim_length)):
-            end = start + length
-            for offset in range(start, end, size):
-                chunk = min(size, end - offset)
-                yield offset, chunk, chunk % mps == 0
-
-    def __len__(self) -> int:
-        size = self.transfer_size
-        return -(-self.sdi_length // size) + -(-self.wim_length // size)
 
 
 # -- the machine -----------------------------------------------------------------
@@ -324,6 +244,19 @@ class WimBootHost:
     def transfer_size(self) -> int | None:
         return self.header.transfer_size if self.header else None
 
+    #: Replies are read into this many bytes (protocol.md: at least 16376).
+    reply_size = REPLY_BUFFER_SIZE
+
+    @property
+    def device_name(self) -> str | None:
+        """The friendly name the Id reply gave, once it arrived."""
+        return self.identity.friendly_name if self.identity else None
+
+    @property
+    def image_bytes_acknowledged(self) -> int:
+        """SimpleIO acknowledges nothing before the status: the whole image, or none."""
+        return self.header.total_length if self.phase is HostPhase.DONE and self.header else 0
+
     def pop_logs(self) -> list[LogPacket]:
         """Log packets received since the last call (protocol.md: show, never fail on)."""
         logs, self._logs = self._logs, []
@@ -448,6 +381,10 @@ class WimBootHost:
             sdi_length=self.sdi_length, wim_length=self.wim_length, transfer_size=size
         )
         self.phase = HostPhase.SEND_WIM_OPCODE
+
+    def returned(self, vid: int, pid: int) -> None:
+        """SimpleIO awaits no return itself (the station confirms a boot): always an error."""
+        self._fail(LocalProtocolError(f"no device return is awaited while {self.phase.name}"))
 
     def abort(self) -> None:
         """The caller gave up (timeout, disconnect, cancellation): park the machine in ERROR."""

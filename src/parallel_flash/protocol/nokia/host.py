@@ -19,20 +19,23 @@ Rules both loaders keep (loaders.md A.1 "Transport"):
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ...errors import (
     DeviceRefused,
+    InputError,
     LoaderStatusError,
     LocalProtocolError,
     ProtocolError,
 )
-from ..host import Finished, ReadBulk, SendBulk
+from ..actions import AwaitReturn, HostStage, ReadBulk, SendBulk, SendFinal, SendImageMessage
+from ..messages import LogPacket
 from .messages import REPLY_BUFFER_SIZE, Command, NokInfo, parse_status_reply, status_meaning
 
 __all__ = (
     "AwaitReturn",
-    "NokAction",
     "NokHost",
     "NokTimeouts",
     "SendFinal",
@@ -59,61 +62,39 @@ class NokTimeouts:
     #: For the expected next device after the boot (ffutool's own 30 s, loaders.md A.0).
     reenumerate: float = 30.0
 
+    def __post_init__(self) -> None:
+        for name in ("info", "reply", "transfer_base", "transfer_rate", "reenumerate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                what = name.replace("_", " ")
+                raise InputError(f"NOK {what} must be a positive number, not {value}")
+
     def send(self, nbytes: int) -> float:
+        """An OUT transfer of ``nbytes``: the base plus its time at the assumed rate."""
         return self.transfer_base + nbytes / self.transfer_rate
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SendImageMessage:
-    """Send one message made of ``head``, image bytes [offset, offset+length) and ``padding`` zeros.
-
-    All in one bulk OUT transfer with no ZLP. The caller assembles it (the
-    image bytes are not copied into the action).
-    """
-
-    head: bytes
-    offset: int
-    length: int
-    padding: int
-    timeout: float
-
-    @property
-    def message_length(self) -> int:
-        return len(self.head) + self.length + self.padding
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SendFinal:
-    """Send a last command the device may not live to acknowledge (NOKR).
-
-    A transport error on it is expected (the device is already resetting)
-    and the caller reports :meth:`NokHost.completed` anyway, as WPinternals
-    does ("Assuming automatic reset already in progress").
-    """
-
-    data: bytes
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AwaitReturn:
-    """Wait for the device to leave and a device with one of ``ids`` to arrive on the same port."""
-
-    ids: frozenset[tuple[int, int]]
-    timeout: float
-    what: str
-
-
-NokAction = SendBulk | ReadBulk | SendImageMessage | SendFinal | AwaitReturn | Finished
-
-
 class NokHost:
-    """Base of the two machines: the phase, NOKV, reply bookkeeping, failure."""
+    """Base of the two machines: the phase, NOKV, reply bookkeeping, failure.
+
+    It has the face of the engine's :class:`~..loader.LoaderHost`: the
+    engine drives these machines through the same pipeline as SimpleIO's.
+    """
 
     #: Each machine's own enum; its values name what the phase waits for.
     phase: enum.Enum
     #: The phase that stands for "failed"; set by each machine.
     _error_phase: enum.Enum
+    #: Each machine's phases -> the stage of the boot they belong to.
+    _stages: Mapping[enum.Enum, HostStage]
+    #: The loader's name in the live table until the device names its platform.
+    label: str
+
+    #: Replies are read into this many bytes (loaders.md A.1: at least 0xF000).
+    reply_size = REPLY_BUFFER_SIZE
+    #: NOK loaders send no Log packets and no early status (one request, one reply).
+    early_status = False
+    log_count = 0
 
     def __init__(self, *, timeouts: NokTimeouts | None = None) -> None:
         self.timeouts = timeouts or NokTimeouts()
@@ -121,8 +102,54 @@ class NokHost:
         #: Image bytes whose messages went out, and messages whose reply was OK.
         self.image_bytes_sent = 0
         self.messages_acknowledged = 0
+        #: The status of the last reply that ended the boot (0 once booted).
+        self.status: int | None = None
         #: Bytes of the message under way that are image bytes.
         self._pending_image = 0
+        #: File offset of the message under way: every image byte before it was acknowledged.
+        self._offset = 0
+        self._failed_in: enum.Enum | None = None
+
+    # -- the seam's face (protocol.loader.LoaderHost) --------------------------------
+
+    @property
+    def stage(self) -> HostStage | None:
+        return self._stages.get(self.phase)
+
+    @property
+    def stage_timeout(self) -> None:
+        """None: every wait is one read, bounded by its own action's timeout.
+
+        One request, one reply: these devices send no Log packets a stage
+        deadline would have to outlast.
+        """
+        return None
+
+    @property
+    def identity(self) -> None:
+        """NOK replies carry no unique ID (the station's comeback checks need one)."""
+        return None
+
+    @property
+    def has_status(self) -> bool:
+        return self.status is not None
+
+    @property
+    def image_bytes_acknowledged(self) -> int:
+        """Image bytes the device took: those of every message it answered OK."""
+        return self._offset
+
+    @property
+    def device_name(self) -> str | None:
+        """The platform ID NOKV reports, else the loader, app and its version."""
+        info = self.info
+        if info is None or info.unsupported:
+            return None
+        major, minor = info.app_version
+        return info.platform_id or f"{self.label} {info.app_name} {major}.{minor}"
+
+    def pop_logs(self) -> list[LogPacket]:
+        return []
 
     # -- helpers for machines -------------------------------------------------------
 
@@ -151,17 +178,23 @@ class NokHost:
         if status is None:
             raise DeviceRefused(f"the device answered NOKU to {request}: command not supported")
         if status:
+            self.status = status
             raise LoaderStatusError(status, request=request, meaning=status_meaning(status))
 
     def _fail(self, error: Exception) -> None:
-        self.phase = self._error_phase
+        self.abort()
         raise error
 
     # -- what the caller reports --------------------------------------------------------
 
     @property
+    def waiting_phase(self) -> enum.Enum:
+        """The current phase, or the one the machine failed in."""
+        return self._failed_in or self.phase
+
+    @property
     def waiting_for(self) -> str:
-        return str(self.phase.value)
+        return str(self.waiting_phase.value)
 
     @property
     def failed(self) -> bool:
@@ -169,6 +202,8 @@ class NokHost:
 
     def abort(self) -> None:
         """The caller gave up (timeout, disconnect, cancellation): park the machine."""
+        if self.phase is not self._error_phase:
+            self._failed_in = self.phase
         self.phase = self._error_phase
 
     def _guard(self, expected: tuple[enum.Enum, ...], event: str) -> None:

@@ -14,10 +14,11 @@ that is not the flash app, subblock 0x1F absent or not 1, WriteBufferSize 0.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 from ...errors import DeviceRefused, LocalProtocolError, RemoteProtocolError
-from ..host import Finished
-from .host import AwaitReturn, NokAction, NokHost, NokTimeouts, SendFinal, SendImageMessage
+from ..actions import Action, AwaitReturn, Finished, HostStage, SendFinal, SendImageMessage
+from .host import NokHost, NokTimeouts
 from .messages import (
     LABEL_MODE_IDS,
     AppType,
@@ -55,10 +56,28 @@ class LumiaPhase(enum.Enum):
     ERROR = "nothing (failed)"
 
 
+_STAGES: Mapping[enum.Enum, HostStage] = {
+    LumiaPhase.SEND_INFO: HostStage.IDENTIFY,
+    LumiaPhase.READ_INFO: HostStage.IDENTIFY,
+    LumiaPhase.SEND_NOKD: HostStage.IDENTIFY,
+    LumiaPhase.READ_NOKD: HostStage.IDENTIFY,
+    LumiaPhase.SEND_PARAM: HostStage.IDENTIFY,
+    LumiaPhase.READ_PARAM: HostStage.IDENTIFY,
+    LumiaPhase.SEND_PIECE: HostStage.STREAM,
+    LumiaPhase.READ_PIECE: HostStage.STREAM,
+    LumiaPhase.SEND_SWITCH: HostStage.STATUS,
+    LumiaPhase.READ_SWITCH: HostStage.STATUS,
+    LumiaPhase.SEND_REBOOT: HostStage.STATUS,
+    LumiaPhase.AWAIT_LABEL: HostStage.STATUS,
+}
+
+
 class LumiaMmosHost(NokHost):
     """One Lumia's MMOS boot from a signed .secwim of ``image_length`` bytes."""
 
     _error_phase = LumiaPhase.ERROR
+    _stages = _STAGES
+    label = "Lumia"
 
     def __init__(
         self,
@@ -78,11 +97,10 @@ class LumiaMmosHost(NokHost):
         self.piece_size = 0
         self.params: dict[str, bytes | None] = {}
         self._param_index = 0
-        self._offset = 0
 
     # -- what to do next ------------------------------------------------------------
 
-    def next_action(self) -> NokAction:
+    def next_action(self) -> Action:
         phase, t = self.phase, self.timeouts
         if phase is LumiaPhase.SEND_INFO:
             return self._command(Command.INFO)
@@ -127,11 +145,12 @@ class LumiaMmosHost(NokHost):
 
     @property
     def waiting_for(self) -> str:
-        if self.phase in (LumiaPhase.SEND_PARAM, LumiaPhase.READ_PARAM):
-            return f"{self.phase.value} ({self.param_name})"
-        if self.phase in (LumiaPhase.SEND_PIECE, LumiaPhase.READ_PIECE):
-            return f"{self.phase.value} at offset {self._offset}"
-        return str(self.phase.value)
+        phase = self.waiting_phase
+        if phase in (LumiaPhase.SEND_PARAM, LumiaPhase.READ_PARAM):
+            return f"{phase.value} ({self.param_name})"
+        if phase in (LumiaPhase.SEND_PIECE, LumiaPhase.READ_PIECE):
+            return f"{phase.value} at offset {self._offset}"
+        return str(phase.value)
 
     # -- what happened ----------------------------------------------------------------
 

@@ -15,10 +15,11 @@ neither, WriteBufferSize 0, an FFU larger than LargestMemoryRegion.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 from ...errors import DeviceRefused, LocalProtocolError, RemoteProtocolError
-from ..host import Finished
-from .host import NokAction, NokHost, NokTimeouts, SendImageMessage
+from ..actions import Action, Finished, HostStage, SendImageMessage
+from .host import NokHost, NokTimeouts
 from .lumia import MAX_PIECE
 from .messages import Command, NokInfo, ProtocolMask, parse_status_reply
 from .xfs import FLASH_TO_RAM, HEAD_SIZES, FfuMessage, XfsKind
@@ -39,6 +40,16 @@ class UfpPhase(enum.Enum):
     ERROR = "nothing (failed)"
 
 
+_STAGES: Mapping[enum.Enum, HostStage] = {
+    UfpPhase.SEND_INFO: HostStage.IDENTIFY,
+    UfpPhase.READ_INFO: HostStage.IDENTIFY,
+    UfpPhase.SEND_HEADER: HostStage.STREAM,
+    UfpPhase.READ_HEADER: HostStage.STREAM,
+    UfpPhase.SEND_PAYLOAD: HostStage.STREAM,
+    UfpPhase.READ_PAYLOAD: HostStage.STREAM,
+}
+
+
 class UfpRamBootHost(NokHost):
     """One UFP device's RAM boot of an FFU.
 
@@ -49,6 +60,8 @@ class UfpRamBootHost(NokHost):
     """
 
     _error_phase = UfpPhase.ERROR
+    _stages = _STAGES
+    label = "UFP"
 
     def __init__(
         self,
@@ -75,7 +88,6 @@ class UfpRamBootHost(NokHost):
         self.piece_size = 0
         self.message_count = 0
         self._sent = 0  # messages sent, for the progress byte
-        self._offset = 0  # file offset of the message under way
 
     @property
     def payload_length(self) -> int:
@@ -83,7 +95,7 @@ class UfpRamBootHost(NokHost):
 
     # -- what to do next ------------------------------------------------------------
 
-    def next_action(self) -> NokAction:
+    def next_action(self) -> Action:
         phase, t = self.phase, self.timeouts
         if phase is UfpPhase.SEND_INFO:
             return self._command(Command.INFO)
@@ -135,9 +147,10 @@ class UfpRamBootHost(NokHost):
 
     @property
     def waiting_for(self) -> str:
-        if self.phase in (UfpPhase.SEND_INFO, UfpPhase.READ_INFO, UfpPhase.DONE, UfpPhase.ERROR):
-            return str(self.phase.value)
-        return f"{self.phase.value} at file offset {self._offset}"
+        phase = self.waiting_phase
+        if phase in (UfpPhase.SEND_INFO, UfpPhase.READ_INFO, UfpPhase.DONE, UfpPhase.ERROR):
+            return str(phase.value)
+        return f"{phase.value} at file offset {self._offset}"
 
     # -- what happened ----------------------------------------------------------------
 
@@ -168,11 +181,14 @@ class UfpRamBootHost(NokHost):
         what = "header" if header else "payload"
         request = f"NOKXFS (FFU {what} v{self.version} at file offset {self._offset})"
         if header and self.version == 2 and len(data) == 4:
+            # UFP's own reading of a 4-byte answer to a header v2 message (loaders.md
+            # A.1 "Replies"): the device did not take it, and no payload byte follows.
             mask = self.info.protocol_mask if self.info else None
             raise DeviceRefused(
-                f"the device answered {bytes(data)!r} to a header v2 message: flash protocol v2 "
-                f"not supported, although its NOKV protocol mask {int(mask or 0):#06x} "
-                "claims SyncV2"
+                f"the device answered {bytes(data)!r} to the FFU header v2 message at file "
+                f"offset {self._offset} and took none of its bytes: flash protocol v2 not "
+                f"supported, although its NOKV protocol mask {int(mask or 0):#06x} claims "
+                "SyncV2 (no payload byte was sent)"
             )
         if len(data) == 4 and parse_status_reply(data, request=request) is None:
             raise DeviceRefused(f"the device answered NOKU to {request}: command not supported")

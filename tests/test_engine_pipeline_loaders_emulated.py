@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -122,6 +123,55 @@ def test_a_mixed_line_boots_a_secwim_and_an_ffu_in_one_run(
     assert devices[ports[4]]["reason"] == "refused"
     assert "subblock 0x1F is absent" in devices[ports[4]]["error"]
     assert summaries[ports[4]]["received_bytes"] == 0
+
+
+#: (kind, fault, counted reason, what the record's error must say); issue 11's refusal cases.
+REFUSALS = [
+    ("lumia", "no-mmos", "refused", "refused before sending any image byte: .*subblock 0x1F is "
+     "absent"),
+    ("lumia", "wbs=0", "refused", "refused before sending any image byte: .*WriteBufferSize 0"),
+    ("ufp-v2", "memory=4096", "refused", "refused before sending any image byte: .*"
+     "LargestMemoryRegion of 4096 bytes"),
+    ("ufp-v1", "mask=0", "refused", "refused before sending any image byte: .*has neither "
+     "SyncV1"),
+    ("ufp-v2", "noku-v2", "refused", "refused before the device took any image byte: .*"
+     "flash protocol v2 not supported"),
+    ("lumia", "status=0x1003", "device-status", r"0x1003 \(hash mismatch\)"),
+    ("ufp-v2", "status=0x1304", "device-status", r"0x1304 \(invalid platform ID\)"),
+    ("lumia", "disconnect=4096", "disconnected", "disconnected while waiting for"),
+    ("ufp-v1", "stop-reading=0x10000", "timeout", "timed out waiting for the device to take an "
+     "FFU payload message"),
+]
+
+
+def test_each_refusal_fails_only_its_device_through_libusb(
+    secwim: Path, ffu: FfuInput, tmp_path: Path
+) -> None:
+    """Every refusal case on one line, beside a healthy device of each loader."""
+    specs = [DeviceSpec(kind=kind, faults=fault) for kind, fault, _, _ in REFUSALS]
+    specs += [DeviceSpec(kind="lumia"), DeviceSpec(kind="ufp-v2"), DeviceSpec(kind="simpleio")]
+    report = tmp_path / "refusals.jsonl"
+    with EmulatedLine(specs) as line:
+        result = line.run(
+            [*CLI, "boot", str(secwim), str(ffu.path), "--report", str(report), "--plain",
+             "--nok-send-timeout", "1", "--nok-reply-timeout", "2"],
+            capture_output=True, text=True, timeout=240,
+        )
+        summaries = line.summaries()
+    assert result.returncode == 1, result.stdout + result.stderr
+    devices = _devices(report)
+    ports = list(summaries)
+    for port, (kind, fault, reason, match) in zip(ports, REFUSALS, strict=False):
+        device, summary = devices[port], summaries[port]
+        assert device["loader"] == kind.split("-")[0]
+        assert device["state"] == "failed" and device["reason"] == reason, (fault, device)
+        assert re.search(match, device["error"]), (fault, device["error"])
+        if reason == "refused":
+            # Refused before any image byte: the device took none, the record counts none.
+            assert summary["received_bytes"] == 0 and device["bytes"] == 0, fault
+            assert summary["messages"] == (2 if fault == "noku-v2" else 1), fault
+    for port in ports[len(REFUSALS):]:
+        assert devices[port]["state"] == "booted", devices[port]
 
 
 def test_emulate_mix_hosts_lumia_and_ufp_devices(secwim: Path, tmp_path: Path) -> None:

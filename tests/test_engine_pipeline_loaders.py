@@ -1,4 +1,5 @@
-"""Lumia and UFP devices through the engine on the simulated line, mixed with SimpleIO ones.
+"""Lumia and UFP devices through the engine's one pipeline on the simulated line, mixed with
+SimpleIO ones (the loader seam: protocol.loader).
 
 Each refusal or fault fails only its own device, with a reason that names
 the status and its meaning; the rest of the line boots.
@@ -17,6 +18,7 @@ import pytest
 from _nok_pair import FfuInput, make_ffu
 from parallel_flash.engine.pipeline import BootOptions, boot_line
 from parallel_flash.engine.records import DeviceRecord, FailureReason
+from parallel_flash.errors import InputError
 from parallel_flash.formats.sdi import build_sdi
 from parallel_flash.formats.secwim import build_secwim
 from parallel_flash.image import ImageBuffer
@@ -133,8 +135,20 @@ def test_each_ufp_fault_fails_only_its_device(
     assert records[1].reason is reason, records[1].error
     assert re.search(match, records[1].error or ""), records[1].error
     assert records[0].ok and records[2].ok
-    if reason is FailureReason.REFUSED and faults != "noku-v2":
-        assert links[1].model.received_bytes == 0
+    model = links[1].model
+    assert isinstance(model, NokDeviceModel)
+    if reason is FailureReason.REFUSED:
+        # Refused before the device took any image byte, and before any payload byte.
+        assert model.received_bytes == 0 and records[1].bytes_done == 0
+    if faults == "noku-v2":
+        assert model.messages == 2  # NOKV and the first header v2 message, nothing after
+        assert (records[1].error or "").startswith(
+            "refused before the device took any image byte: the device answered b'NOKU' to "
+            "the FFU header v2 message at file offset 0"
+        )
+    elif reason is FailureReason.REFUSED:
+        assert model.messages == 1  # NOKV only
+        assert (records[1].error or "").startswith("refused before sending any image byte")
 
 
 def test_boot_sim_mix_from_the_command_line(
@@ -195,3 +209,33 @@ def test_a_wim_and_a_secwim_together_are_refused(
     assert main(["boot", str(secwim_path), str(secwim_path), "--sdi", str(small_sdi),
                  "--sim", "1"]) == 2
     assert "--sdi" in capsys.readouterr().err
+
+
+def test_nok_timeouts_come_from_the_command_line_with_one_set_of_defaults() -> None:
+    """--nok-*-timeout and --return-timeout reach the engine; unset, they are NokTimeouts'."""
+    from parallel_flash.cli import build_parser
+    from parallel_flash.cli._args import boot_options
+
+    parser = build_parser()
+    defaults = boot_options(parser.parse_args(["boot", "x.secwim"])).nok_timeouts
+    assert defaults == NokTimeouts()
+    args = parser.parse_args([
+        "boot", "x.secwim", "--nok-info-timeout", "1.5", "--nok-send-timeout", "2",
+        "--nok-reply-timeout", "3", "--return-timeout", "4",
+    ])
+    assert boot_options(args).nok_timeouts == NokTimeouts(
+        info=1.5, transfer_base=2, reply=3, reenumerate=4
+    )
+    with pytest.raises(InputError, match="NOK reply must be a positive number, not nan"):
+        NokTimeouts(reply=float("nan"))
+
+
+def test_a_lumia_that_does_not_come_back_fails_after_the_return_timeout(secwim_path: Path) -> None:
+    """The wait for Label mode is bounded by its own timeout, and says what it waited for."""
+    options = BootOptions(nok_timeouts=NokTimeouts(reenumerate=0.3))
+    links = simulated_line(1, rate=None, kinds={1: "lumia"}, faults={1: NokFaults(no_return=True)})
+    with ImageBuffer.load(secwim_path) as image:
+        [record] = anyio.run(lambda: boot_line(links, image, options=options))
+    assert record.reason is FailureReason.TIMEOUT
+    assert record.error == "the device did not come back in Label mode on its port within 0.3 s"
+    assert record.bytes_done == record.bytes_total  # it took the whole image first
