@@ -30,6 +30,7 @@ DEBIAN_PACKAGES=(
   mosquitto             # a real MQTT broker for the line-integration tests
   mosquitto-clients     # mosquitto_sub: the tests' subscriber (and the docs' archiver)
   prometheus            # a real Prometheus scrape, and promtool check metrics
+  logrotate             # the docs' report rotation snippet, run for real
   python3-venv
 )
 

@@ -7,6 +7,7 @@ or, with ``--poll``, from polling the device list.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
 import subprocess
@@ -200,3 +201,46 @@ def test_sigint_stops_the_station_with_a_record_per_device(
     assert read_report(report)[-1]["interrupted"] is True
     assert "Traceback" not in err
     assert elapsed < 5
+
+
+def _wait_devices(report: Path, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            text = report.read_text()
+            whole = text[: text.rfind("\n") + 1].splitlines()
+            if sum('"type":"device"' in line for line in whole) >= count:
+                return
+        time.sleep(0.05)
+    pytest.fail(f"{report.name} never held {count} device records")
+
+
+def test_sigusr1_reopens_the_report_logrotate_moved_and_sighup_still_ends_the_shift(
+    tmp_path: Path, small_wim: Path, small_sdi: Path
+) -> None:
+    report = tmp_path / "station.jsonl"
+    rotated = tmp_path / "station.jsonl.1"
+    with EmulatedLine(0) as line:
+        process = _station(line, small_wim, small_sdi, report, "--confirm", "0")
+        process.send_signal(signal.SIGUSR1)  # nothing moved yet: nothing to do, no harm
+        first = line.plug()
+        _wait_devices(report, 1)
+        report.rename(rotated)  # logrotate's rotation, then its postrotate `kill -USR1`
+        process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not report.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert report.exists(), "not reopened before the next record"
+        second = line.plug()
+        _wait_devices(report, 1)
+        process.send_signal(signal.SIGHUP)
+        _out, err = _finish(process, timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    old, new = read_report(rotated), read_report(report)
+    assert [(e["type"], e.get("port")) for e in old] == [("device", first), ("summary", None)]
+    assert old[-1]["continued"] is True and old[-1]["devices"] == 1
+    assert [(e["type"], e.get("port")) for e in new] == [("device", second), ("summary", None)]
+    assert new[-1]["continued"] is False and new[-1]["booted"] == 1
+    assert all(e["ok"] for e in old + new if e["type"] == "device")
+    assert f"records continue in {report}" in err

@@ -13,7 +13,8 @@ USB), ``demo`` and station mode alike:
   way (each recorded as interrupted) and the run ends with that
   :class:`~parallel_flash.engine.StopReason`; a second one while the records
   are written only says so; a third exits at once (status 128 + signal) with
-  what is on disk. Never a traceback.
+  what is on disk. Never a traceback. SIGUSR1 reopens the report file at its
+  path before the next record (logrotate, as for nginx), and ends nothing.
 
 Exit codes are the CLI's business: :class:`~parallel_flash.engine.LineResult`
 carries the facts (counters, stop reason, report error).
@@ -39,6 +40,7 @@ from .engine.pipeline import BootOptions, LineResult, StopReason, Unopened, boot
 from .engine.records import LineObserver, ObserverGroup
 from .image import ImageBuffer, ImageSet
 from .output.line import LineIntegration, LineOptions
+from .output.report import STDOUT_REPORT
 from .protocol.models import AnyFaults
 from .transport.base import Link
 from .transport.sim import SimLink, simulated_line
@@ -56,6 +58,9 @@ logger = logging.getLogger(__name__)
 
 #: Opens the devices to boot and closes whatever is left at the end.
 LinkSource = Callable[[], AbstractAsyncContextManager[Sequence[Link | Unopened]]]
+
+#: Reopen the report file (logrotate's postrotate: ``kill -USR1``).
+REOPEN_SIGNAL = signal.SIGUSR1
 
 _STOP_BY_SIGNAL = {
     signal.SIGINT: StopReason.INTERRUPT,
@@ -154,19 +159,25 @@ class SignalGuard:
     Installed with :func:`signal.signal` for the whole run (not only while the
     event loop runs), so a signal while the report is being closed is handled
     the same way. Only in the main thread; elsewhere the caller cancels.
+
+    SIGUSR1 calls *on_reopen* (the report's reopen, for logrotate) and ends
+    nothing; without one it is only logged, never the default action (which
+    would kill the station in the middle of a shift).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_reopen: Callable[[], None] | None = None) -> None:
         self.stop: StopReason | None = None
         self.received = 0
         self._first_signal = 0
         self._cancel: Callable[[], None] | None = None
+        self._on_reopen = on_reopen
         self._saved: dict[int, Any] = {}
 
     def __enter__(self) -> SignalGuard:
         if threading.current_thread() is threading.main_thread():
             for signum in _STOP_BY_SIGNAL:
                 self._saved[signum] = signal.signal(signum, self._handle)
+            self._saved[REOPEN_SIGNAL] = signal.signal(REOPEN_SIGNAL, self._handle_reopen)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -199,6 +210,12 @@ class SignalGuard:
         else:
             _say(f"received {name} a third time: exiting now; records on disk are kept")
             os._exit(128 + self._first_signal)
+
+
+    def _handle_reopen(self, _signum: int, _frame: FrameType | None) -> None:
+        # No I/O here: the handler may run between two bytes of a record's write.
+        if self._on_reopen is not None:
+            self._on_reopen()
 
 
 def _say(text: str) -> None:
@@ -240,7 +257,7 @@ class _Session:
     def _observer_failed(self, observer: LineObserver, exc: BaseException) -> None:
         if observer is self._report and isinstance(exc, OSError):
             if self.result.report_error is None:
-                path = self.report_path
+                path = getattr(observer, "path", self.report_path)
                 message = f"cannot write the report {path}: {exc.strerror or exc}"
                 self.result.report_error = message
                 if self.result.stop is None:
@@ -287,7 +304,7 @@ class _Session:
             self._presenter = stack.enter_context(self.presentation.observer(image))
             observers.append(self._presenter)
             group = ObserverGroup(*observers, on_error=self._observer_failed)
-            guard = stack.enter_context(SignalGuard())
+            guard = stack.enter_context(SignalGuard(on_reopen=self._reopen_report))
             anyio.run(self._main, guard, work, group)
             self.result.stop = guard.stop or self.result.stop
             self._close(guard)
@@ -297,6 +314,19 @@ class _Session:
             raise self._other_error
         return self.result
 
+    def _reopen_report(self) -> None:
+        """SIGUSR1 (in the signal handler): reopen before the next record, and soon.
+
+        The flag makes the next record go to the new file; the call on the
+        loop opens it now, between two records, even if no device finishes
+        for a while (logrotate may compress the old file next).
+        """
+        report = self._report
+        if report is None or report.path == STDOUT_REPORT:
+            return
+        report.request_reopen()
+        _call_soon(report.rotate)
+
     async def _main(
         self,
         guard: SignalGuard,
@@ -304,7 +334,7 @@ class _Session:
         group: ObserverGroup,
     ) -> None:
         with anyio.CancelScope() as scope:
-            guard.attach(lambda: _call_soon(scope))
+            guard.attach(lambda: _call_soon(scope.cancel))
             try:
                 await work(group)
             finally:
@@ -327,15 +357,15 @@ class _Session:
                 report.abandon()
 
 
-def _call_soon(scope: anyio.CancelScope) -> None:
-    """Cancel ``scope`` from a signal handler: schedule it on the loop, never inline."""
+def _call_soon(call: Callable[[], object]) -> None:
+    """Run *call* on the loop from a signal handler, never inline; nothing if it has ended."""
     import asyncio
 
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
-    loop.call_soon_threadsafe(scope.cancel)
+    loop.call_soon_threadsafe(call)
 
 
 def run_boot(

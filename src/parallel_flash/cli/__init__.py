@@ -23,6 +23,7 @@ import importlib
 import logging
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -116,10 +117,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     _configure_logging(verbosity(args))
+    _ignore_reopen_signal()
     try:
         return int(args.func(args))
     except BaseException as exc:  # the one boundary: everything ends as one line
         return _report(exc, debug=args.debug)
+
+
+def _ignore_reopen_signal() -> None:
+    """SIGUSR1 (logrotate's "reopen your report") never kills the tool.
+
+    A run's session reopens the report on it; before the run starts (the image
+    is still loading) and in the other commands there is nothing to reopen,
+    and the default action would end a station before its shift began.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def _report(exc: BaseException, *, debug: bool) -> int:

@@ -213,10 +213,13 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--report", metavar="FILE.jsonl",
         help="write one JSON record per device as it finishes, then a summary "
-             "('-': standard output, with the human output on standard error)",
+             "('-': standard output, with the human output on standard error); "
+             "a strftime pattern such as 'pf-%%Y-%%m-%%d.jsonl' starts a new file whenever "
+             "its value changes; SIGUSR1 reopens the file (logrotate)",
     )
     out.add_argument(
-        "--append", action="store_true", help="append to an existing --report file"
+        "--append", action="store_true",
+        help="append to an existing --report file (and to a pattern's existing files)",
     )
     live = out.add_mutually_exclusive_group()
     live.add_argument("--live", dest="live", action="store_const", const=True, default=None,

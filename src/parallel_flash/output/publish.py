@@ -174,7 +174,8 @@ class LinePublisher:
         #: Per port: what was last published, and when (monotonic).
         self._published_ports: dict[str, tuple[object, ...]] = {}
         self._sent_at: dict[str, float] = {}
-        self._report_path: str | None = None
+        #: where each result's record is (its file changes when the report rotates)
+        self._report: JsonlReport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -212,7 +213,7 @@ class LinePublisher:
 
     def attach(self, report: JsonlReport) -> None:
         """Publish each device's record once the report has it on disk."""
-        self._report_path = os.path.abspath(report.path)
+        self._report = report
         report.on_record.append(self.result)
 
     def close(self, *, interrupted: bool = False) -> None:
@@ -296,11 +297,12 @@ class LinePublisher:
                 "line": self.identity.line,
                 "station": self.identity.station,
             }
-            if self.outbox is not None and self._report_path is not None:
+            if self.outbox is not None and self._report is not None:
+                # Called right after the line is written: path is the file that holds it.
                 self.outbox.add(
                     PendingResult(
                         record_id=record_id,
-                        report=self._report_path,
+                        report=os.path.abspath(self._report.path),
                         port=str(entry["port"]),
                         slot=slot,
                         started=str(entry["started"]),

@@ -12,6 +12,22 @@ An existing file is never overwritten: opening one raises
 :class:`~parallel_flash.errors.InputError` unless ``append=True`` (the CLI's
 ``--append``), in which case the new run's records follow the old ones.
 
+A station writes all shift, so the report can be rotated without a restart,
+at record boundaries only (a record is never split between files):
+
+* a path holding ``%`` directives is a :func:`time.strftime` pattern in
+  local time (``/var/log/pf/%Y-%m-%d.jsonl``: a file per day); when its
+  value changes, the next record starts the new file;
+* :meth:`JsonlReport.request_reopen` (SIGUSR1, as nginx): logrotate has
+  moved the file, the report is reopened at the same path.
+
+The file left behind is closed with a summary of its own device records
+marked ``"continued": true`` (the run goes on in the next file), so each
+file reads as a whole. Every new file passes the same checks as the first
+(a regular file, not an input, an existing one only with ``append``); one
+that cannot be used is named in an error and the records stay in the file
+in use -- nothing is lost, and the rotation is tried again at the next record.
+
 Units: ``bytes`` are bytes; ``seconds`` are seconds; ``mb_per_s`` is
 decimal megabytes per second, 1 MB/s = 1,000,000 bytes per second (the unit
 USB bandwidth figures use: 480 Mbit/s = 60 MB/s).
@@ -55,6 +71,7 @@ __all__ = (
     "LineTotals",
     "default_station",
     "device_entry",
+    "expand_report_path",
     "line_totals",
     "read_report",
 )
@@ -72,6 +89,26 @@ STDOUT_REPORT = "-"
 #: Version of the record layout (schemas/record.schema.json): raised only when a
 #: field is removed, renamed or changes meaning; new fields come within a version.
 SCHEMA_VERSION = 1
+
+
+def expand_report_path(path: str, wall: float) -> str:
+    """The file a report *path* names at wall-clock time *wall* (a strftime pattern or a name).
+
+    ``%`` directives are expanded in local time (``%%`` is a literal ``%``);
+    a path without ``%`` is returned as it is.
+
+    :raises ~parallel_flash.errors.InputError: the pattern cannot be expanded
+        or expands to nothing
+    """
+    if "%" not in path:
+        return path
+    try:
+        name = time.strftime(path, time.localtime(wall))
+    except (ValueError, OverflowError) as exc:
+        raise InputError(f"report pattern {path!r}: not a strftime pattern ({exc})") from None
+    if not name or name.endswith(os.sep):
+        raise InputError(f"report pattern {path!r}: expands to {name!r}, not a file name")
+    return name
 
 
 def default_station() -> str:
@@ -267,7 +304,9 @@ class JsonlReport:
     Use :meth:`open` (a context manager): records are written in
     :meth:`device_finished`; leaving the ``with`` block because of an
     exception (Ctrl-C included) writes the unfinished devices as
-    ``"interrupted"`` and then the summary.
+    ``"interrupted"`` and then the summary. The file rotates at record
+    boundaries (module doc): :attr:`path` is the file being written now,
+    :attr:`pattern` what the caller gave.
     """
 
     def __init__(
@@ -281,22 +320,31 @@ class JsonlReport:
         image_bytes: int,
         clock: Callable[[], float] = time.monotonic,
         station: str | None = None,
+        pattern: str | None = None,
+        append: bool = False,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._fd: int | None = fd
         self._durable = True  #: fsync after each record (not on a pipe or terminal)
         #: on every record, with the schema and tool versions and the host
         self.station = station or default_station()
         self.host = socket.gethostname()
+        #: the file written now (a pattern's current value)
         self.path = path
+        #: the path or strftime pattern the report was opened with
+        self.pattern = pattern if pattern is not None else path
+        self.append = append
         self.wim = wim
         self.sdi = sdi
         self.image_sha256 = image_sha256
         self.image_bytes = image_bytes
         self._clock = clock
-        self._wall_opened = time.time()
+        self._wall_clock = wall_clock
+        self._wall_opened = wall_clock()
         #: Records added and not written yet (written ones are let go).
         self.records: list[DeviceRecord] = []
         self._written: weakref.WeakSet[DeviceRecord] = weakref.WeakSet()
+        #: the device records of the current file, for its summary
         self._tally = LineTally()
         self.interrupted = False
         #: Called with each device entry right after its line is on disk
@@ -305,6 +353,12 @@ class JsonlReport:
         #: The error of the write that failed; no write is tried after it.
         self.failed: OSError | None = None
         self._size = os.fstat(fd).st_size
+        #: set by :meth:`request_reopen` (a signal handler): reopen at the next boundary
+        self._reopen_requested = False
+        #: the new file last refused, so the error is said once, not at every record
+        self._refused: str | None = None
+        #: every file this report has written to, in order
+        self.files: list[str] = [path]
 
     @classmethod
     def open(
@@ -318,14 +372,18 @@ class JsonlReport:
         append: bool = False,
         clock: Callable[[], float] = time.monotonic,
         station: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> JsonlReport:
         """Create the report file at *path* (or append to it with *append*).
 
+        :param path: a file, ``-`` (standard output), or a strftime pattern
+            (``%`` directives, local time): a new file whenever its value changes
         :param wim: the WIM (or .secwim) path, recorded in the summary
         :param sdi: the SDI path, or None for a .secwim that holds its own
         :param image_sha256: SHA-256 (hex) of SDI + WIM as sent to devices
         :param image_bytes: SDI + WIM length in bytes
         :param station: the station's name on every record (default: the host name)
+        :param wall_clock: the time a pattern is expanded with (a seam for tests)
         :raises ~parallel_flash.errors.InputError: if *path* exists and
             *append* is false, or the file cannot be opened
         """
@@ -335,45 +393,21 @@ class JsonlReport:
         if name == STDOUT_REPORT:
             return cls._on_stdout(wim, sdi, image_sha256, image_bytes, clock, station)
         inputs = [os.fspath(p) for p in (wim, sdi) if p is not None]
-        check_output_path(
-            name, what="report file", inputs=inputs, overwrite=True, check_parent=False
-        )
-        # O_NONBLOCK: a FIFO swapped in after the check fails at once (ENXIO)
-        # instead of waiting for a reader; a regular file ignores it.
-        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-        if not append:
-            flags |= os.O_EXCL
-        try:
-            fd = os.open(name, flags, 0o644)
-        except FileExistsError:
-            raise InputError(
-                f"report file {name} already exists; pass --append to add this run's "
-                "records to it, or choose another file"
-            ) from None
-        except OSError as exc:
-            raise InputError(f"cannot open report file {name}: {exc.strerror}") from None
-        try:
-            size = os.fstat(fd).st_size
-            # A run that died mid-line left no newline: start on a fresh line
-            # so every complete record stays parseable.
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                os.write(fd, b"\n")
-        except OSError as exc:
-            os.close(fd)
-            raise InputError(f"cannot use report file {name}: {exc.strerror}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise InputError(f"report file {name}: is not a regular file (nothing was written)")
-        logger.debug("report %s opened (append=%s)", name, append)
+        current = expand_report_path(name, wall_clock())
+        fd = _open_report_file(current, inputs=inputs, append=append)
+        logger.debug("report %s opened (append=%s)", current, append)
         return cls(
             fd,
-            name,
+            current,
             wim=os.fspath(wim),
             sdi=os.fspath(sdi) if sdi is not None else None,
             image_sha256=image_sha256,
             image_bytes=image_bytes,
             clock=clock,
             station=station,
+            pattern=name,
+            append=append,
+            wall_clock=wall_clock,
         )
 
     @classmethod
@@ -402,6 +436,89 @@ class JsonlReport:
         # fsync is for files; a pipe or terminal has nothing to sync (EINVAL).
         report._durable = stat.S_ISREG(os.fstat(fd).st_mode)
         return report
+
+    # -- rotation ------------------------------------------------------
+
+    @property
+    def rotates(self) -> bool:
+        """True when the report is a strftime pattern (a new file when its value changes)."""
+        return "%" in self.pattern and self.path != STDOUT_REPORT
+
+    def request_reopen(self) -> None:
+        """Reopen the file at its path before the next record (safe in a signal handler).
+
+        For logrotate: it moves the file, then signals; the records after
+        that go to a new file at the same path. :meth:`rotate` does it at once.
+        """
+        self._reopen_requested = True
+
+    def rotate(self) -> bool:
+        """Start the next file now if a reopen was asked for or the pattern moved on.
+
+        Called before each device record; returns True when a new file was
+        started. Never raises: a new file that cannot be used is named in an
+        error and the records stay in the current one.
+        """
+        if self._fd is None or self.failed is not None or self.path == STDOUT_REPORT:
+            self._reopen_requested = False
+            return False
+        reopen, self._reopen_requested = self._reopen_requested, False
+        target = self.path
+        if self.rotates:
+            try:
+                target = expand_report_path(self.pattern, self._wall_clock())
+            except InputError as exc:  # cannot happen for a pattern that expanded once
+                logger.error("%s; records stay in %s", exc, self.path)
+                return False
+        if target == self.path and (not reopen or self._still_in_place()):
+            return False
+        return self._switch_to(target, reopen=reopen and target == self.path)
+
+    def _still_in_place(self) -> bool:
+        """True if the path still names the open file (a reopen then has nothing to do)."""
+        assert self._fd is not None
+        try:
+            same = os.path.samestat(os.stat(self.path), os.fstat(self._fd))
+        except OSError:
+            return False
+        if same:
+            logger.info("report %s: still in place, nothing to reopen", self.path)
+        return same
+
+    def _switch_to(self, name: str, *, reopen: bool) -> bool:
+        """Open *name*, close the current file with its summary, carry on in *name*."""
+        assert self._fd is not None
+        old_fd, old_path = self._fd, self.path
+        try:
+            # A reopen continues the same report: a file at the path is one logrotate's
+            # ``create`` made for us. A pattern's new file follows --append like the first.
+            fd = _open_report_file(name, inputs=self._inputs(), append=self.append or reopen)
+        except InputError as exc:
+            if self._refused != name:
+                logger.error("%s; the records stay in %s", exc, old_path)
+            self._refused = name
+            return False
+        self._refused = None
+        try:
+            self._write(self.summary_entry(continued=True))
+        except OSError as exc:
+            # That file's device records are whole (a failed write is cut back);
+            # only its summary is missing. The new file is another disk's matter.
+            logger.warning("report %s: its closing summary was not written: %s", old_path, exc)
+            self.failed = None
+        with contextlib.suppress(OSError):
+            os.close(old_fd)
+        self._fd, self.path = fd, name
+        self._size = os.fstat(fd).st_size
+        self._tally = LineTally()
+        self._wall_opened = self._wall_clock()
+        self.files.append(name)
+        why = "reopened" if reopen else "rotated"
+        logger.info("report %s: %s; records continue in %s", old_path, why, name)
+        return True
+
+    def _inputs(self) -> list[str]:
+        return [path for path in (self.wim, self.sdi) if path is not None]
 
     # -- writing -------------------------------------------------------
 
@@ -463,6 +580,7 @@ class JsonlReport:
         """
         if record in self._written:
             return False
+        self.rotate()
         now = self._clock()
         entry = device_entry(
             record, image_sha256=self.image_sha256, now=now, error=error, reason=reason
@@ -507,9 +625,15 @@ class JsonlReport:
             self.interrupted = True
         return count
 
-    def summary_entry(self) -> dict[str, Any]:
-        """The ``{"type": "summary"}`` record for the run so far."""
-        totals = line_totals(self.records, now=self._clock(), tally=self._tally)
+    def summary_entry(self, *, continued: bool = False) -> dict[str, Any]:
+        """The ``{"type": "summary"}`` record of the current file's device records.
+
+        *continued*: the run goes on in another file (rotation), so the
+        devices under way are not this file's; they are counted where their
+        records land.
+        """
+        pending = () if continued else self.records
+        totals = line_totals(pending, now=self._clock(), tally=self._tally)
         summary = {
             "type": "summary",
             "devices": totals.devices,
@@ -517,7 +641,8 @@ class JsonlReport:
             "failed": totals.failed,
             "interrupted_devices": totals.interrupted,
             "unfinished": totals.in_progress,
-            "interrupted": self.interrupted,
+            "interrupted": self.interrupted and not continued,
+            "continued": continued,
             "seconds": round(totals.seconds, 3),
             "stream_seconds": round(totals.stream_seconds, 3),
             "mb_per_s": round(totals.mb_per_s, 3),
@@ -529,7 +654,7 @@ class JsonlReport:
             "sdi": self.sdi,
             "version": __version__,
             "started": _iso(self._wall_opened),
-            "finished": _iso(time.time()),
+            "finished": _iso(self._wall_clock()),
         }
         return self._stamped(summary)
 
@@ -599,6 +724,44 @@ class JsonlReport:
     def device_finished(self, record: DeviceRecord) -> None:
         if not self.write_device(record):
             logger.warning("%s: finished twice; report keeps the first record", record.port)
+
+
+def _open_report_file(name: str, *, inputs: Sequence[str], append: bool) -> int:
+    """Open (or create) one report file for appending; every rule of an output applies.
+
+    :raises ~parallel_flash.errors.InputError: not a regular file, one of
+        *inputs*, an existing file without *append*, or it cannot be opened
+    """
+    check_output_path(name, what="report file", inputs=inputs, overwrite=True, check_parent=False)
+    # O_NONBLOCK: a FIFO swapped in after the check fails at once (ENXIO)
+    # instead of waiting for a reader; a regular file ignores it.
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not append:
+        flags |= os.O_EXCL
+    try:
+        fd = os.open(name, flags, 0o644)
+    except FileExistsError:
+        raise InputError(
+            f"report file {name} already exists; pass --append to add this run's "
+            "records to it, or choose another file"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"cannot open report file {name}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"report file {name}: is not a regular file (nothing was written)")
+        size = os.fstat(fd).st_size
+        # A run that died mid-line left no newline: start on a fresh line
+        # so every complete record stays parseable.
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")
+    except OSError as exc:
+        os.close(fd)
+        raise InputError(f"cannot use report file {name}: {exc.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_report(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -138,8 +138,10 @@ def _read_into(digest: ReportDigest, path: str) -> None:
             if kind == "device":
                 digest.devices.append({**entry, "file": path})
             elif kind == "summary":
-                digest.runs += 1
-                digest.interrupted_runs += entry.get("interrupted") is True
+                # A rotated report closes each file with a summary; the run ends once.
+                if entry.get("continued") is not True:
+                    digest.runs += 1
+                    digest.interrupted_runs += entry.get("interrupted") is True
             else:
                 digest.unreadable.append((path, number, "not a device or summary record"))
 
