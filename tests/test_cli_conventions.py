@@ -48,6 +48,35 @@ def test_quiet_keeps_warnings_out() -> None:
     assert done.stderr == ""
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_plain_output_keeps_only_what_needs_acting_on(
+    small_wim: Path, small_sdi: Path, where: str
+) -> None:
+    """Not a terminal: -q drops the found/booting/progress/booted lines, never a failure."""
+    argv = ["boot", str(small_wim), "--sdi", str(small_sdi), "--sim", "4", "--sim-rate", "0",
+            "--sim-fault", "2:status=-5,logs=2"]
+    loud = cli(*argv)
+    quiet = cli(*(["-q", *argv] if where == "before" else [*argv, "-q"]))
+    assert loud.returncode == quiet.returncode == 1
+    assert "Found device:" in loud.stdout and "Booted" in loud.stdout
+    failed, summary, *recap = quiet.stdout.splitlines()
+    assert failed == "sim-2: FAILED: WIM boot failure status 0xfffffffb"
+    assert summary.startswith("Summary: 4 devices, 3 booted, 1 failed")
+    assert recap == loud.stdout.splitlines()[-2:] and recap[0] == "Failed devices (1):"
+    assert quiet.stderr == ""
+
+
+def test_quiet_on_a_terminal_draws_no_live_table(tmp_path: Path) -> None:
+    from _terminal import run_on_terminal
+
+    argv = [sys.executable, "-m", "parallel_flash", "-q", "demo", "--devices", "3",
+            "--wim-size", "1MiB", "--rate", "0", "--workdir", str(tmp_path / "demo")]
+    screen = run_on_terminal(argv, width=100, height=30, workdir=tmp_path)
+    assert screen.returncode == 0, screen.stderr
+    lines = [line for line in screen.history.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Summary: 3 devices, 3 booted, 0 failed")
+
+
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -111,12 +111,15 @@ class Presentation:
     live: bool | None = None
     stream: TextIO | None = None
     title: str | None = None
+    #: Only what someone must act on (``-q``): failed devices, the summary, the recap.
+    #: A live table is not drawn unless asked for (``live=True``).
+    quiet: bool = False
 
     def observer(
         self, image: ImageBuffer | ImageSet
     ) -> contextlib.AbstractContextManager[LineObserver]:
         stream = self.stream or sys.stdout
-        live = self.live if self.live is not None else stream.isatty()
+        live = self.live if self.live is not None else stream.isatty() and not self.quiet
         if live:
             from rich.console import Console
 
@@ -126,7 +129,7 @@ class Presentation:
             return _logging_through(table.console, table)
         from .output.ui import PlainOutput
 
-        return PlainOutput(image.wim_path, stream=stream)
+        return PlainOutput(image.wim_path, stream=stream, quiet=self.quiet)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ..output.publish import DEFAULT_LINE
 from ..protocol.device import DeviceFaults
 from ..protocol.models import MODEL_KINDS, AnyFaults, parse_faults
 from ..protocol.nokia.host import NokTimeouts
-from ..session import SimulatedLine
+from ..session import Presentation, SimulatedLine
 
 __all__ = (
     "MAX_BOOT_BYTES",
@@ -38,6 +39,7 @@ __all__ = (
     "int_range",
     "line_options",
     "positive_float",
+    "presentation",
     "rate_mbps",
     "sim_mix",
     "simulated_line",
@@ -338,6 +340,19 @@ def add_nok_timeouts(parser: argparse.ArgumentParser) -> None:
         "--return-timeout", type=timeout_seconds, default=defaults.reenumerate, metavar="S",
         help="seconds for a Lumia to come back in Label mode on its port after NOKR "
         "(default %(default)g, ffutool's own wait for a device to come back)",
+    )
+
+
+def presentation(args: argparse.Namespace, title: str) -> Presentation:
+    """How a boot or demo run shows itself: --live/--plain, -q, --report - (boot, demo)."""
+    from . import verbosity
+
+    return Presentation(
+        live=args.live,
+        title=title,
+        # --report -: the records own standard output, the view goes to stderr.
+        stream=sys.stderr if args.report == "-" else None,
+        quiet=verbosity(args) < 0,
     )
 
 

@@ -11,7 +11,7 @@ from ..engine.pipeline import LineResult, StopReason
 from ..errors import InputError
 from ..image import ImageBuffer, ImageSet
 from ..output.line import LineOptions
-from ..session import Presentation, run_boot, run_usb
+from ..session import run_boot, run_usb
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from ._args import (
     add_boot_options,
@@ -20,6 +20,7 @@ from ._args import (
     fault_spec,
     line_options,
     positive_float,
+    presentation,
     rate_mbps,
     sim_mix,
     simulated_line,
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 options=options,
                 report=args.report,
                 append_report=args.append,
-                presentation=_presentation(args, f"booting {image.wim_path}"),
+                presentation=presentation(args, f"booting {image.wim_path}"),
                 line=line,
             )
             return exit_code(result)
@@ -205,7 +206,7 @@ def _run_usb(
         polling=True if args.poll else None,
         report=args.report,
         append_report=args.append,
-        presentation=_presentation(
+        presentation=presentation(
             args, f"station: {image.wim_path}" if args.watch else f"booting {image.wim_path}"
         ),
         on_ready=ready if args.watch else None,
@@ -222,11 +223,6 @@ def _run_usb(
     return exit_code(result)
 
 
-def _presentation(args: argparse.Namespace, title: str) -> Presentation:
-    # --report -: the records own standard output, the view goes to stderr.
-    return Presentation(
-        live=args.live, title=title, stream=sys.stderr if args.report == "-" else None
-    )
 
 
 def _say(text: str) -> None:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..image import ImageBuffer
-from ..session import Presentation, run_boot
+from ..session import run_boot
 from ._args import (
     add_boot_options,
     add_line_options,
@@ -23,6 +23,7 @@ from ._args import (
     fault_spec,
     line_options,
     positive_float,
+    presentation,
     rate_mbps,
     simulated_line,
 )
@@ -86,10 +87,8 @@ def run(args: argparse.Namespace) -> int:
             options=options,
             report=args.report,
             append_report=args.append,
-            presentation=Presentation(
-                live=args.live,
-                title=f"demo: {args.devices} simulated devices booting {wim.name}",
-                stream=sys.stderr if args.report == "-" else None,  # --report -: stdout is JSON
+            presentation=presentation(
+                args, f"demo: {args.devices} simulated devices booting {wim.name}"
             ),
             line=line_settings,
         )

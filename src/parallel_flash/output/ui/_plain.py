@@ -12,6 +12,8 @@ ffutool talks to one device at a time; here many devices interleave, so
 every per-device line starts with the device's port (``1-1.4: ...``) and
 each device's lines can be pulled out with ``grep``. Progress is reported in
 coarse steps (every 25 % by default) so a log of 256 devices stays readable.
+Quiet (``-q``) keeps what someone must act on: each failed or interrupted
+device as it ends, then the summary and the recap of the failures.
 
 The engine only calls observers on state changes; byte counts move without
 a call. Progress steps are therefore checked on every call *and* by a small
@@ -62,6 +64,7 @@ class PlainOutput:
     :param step: progress is printed every *step* percent (1..100)
     :param poll_interval: seconds between progress checks of the polling
         thread run inside ``with``; None for no thread
+    :param quiet: only the devices that did not boot, the summary and the recap
     """
 
     def __init__(
@@ -72,13 +75,15 @@ class PlainOutput:
         step: int = 25,
         poll_interval: float | None = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        quiet: bool = False,
     ) -> None:
         if not 1 <= step <= 100:
             raise ValueError(f"progress step must be 1..100 percent, not {step}")
         self.wim = os.fspath(wim)
         self.stream = stream if stream is not None else sys.stdout
         self.step = step
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval if not quiet else None
+        self.quiet = quiet
         #: what the summary is drawn from (bounded over a shift)
         self.view = LineView(clock=clock)
         self.interrupted = False
@@ -91,6 +96,11 @@ class PlainOutput:
         self._closed = False
 
     # -- output ------------------------------------------------------------------
+
+    def _progress_line(self, record: DeviceRecord, *lines: str) -> None:
+        """A line about a device on its way (found, streaming, a step): none when quiet."""
+        if not self.quiet:
+            self._emit(record, *lines)
 
     def _emit(self, record: DeviceRecord | None, *lines: str) -> None:
         prefix = f"{printable(record.port)}: " if record is not None else ""
@@ -108,7 +118,7 @@ class PlainOutput:
         seen = self._seen_for(record)
         if not seen.found and (record.name or record.unique_id):
             seen.found = True
-            self._emit(
+            self._progress_line(
                 record,
                 "Found device:",
                 f"  Name: {printable(record.name)}",
@@ -121,7 +131,7 @@ class PlainOutput:
         )
         if not seen.booting and streaming:
             seen.booting = True
-            self._emit(record, f"Booting WIM: {printable(self.wim)}")
+            self._progress_line(record, f"Booting WIM: {printable(self.wim)}")
         self._progress(record, seen)
         if (
             not seen.completed
@@ -131,7 +141,9 @@ class PlainOutput:
         ):
             seen.completed = True
             seconds = record.stream_seconds()
-            self._emit(record, f"WIM transfer completed in {_seconds(seconds)} seconds.")
+            self._progress_line(
+                record, f"WIM transfer completed in {_seconds(seconds)} seconds."
+            )
 
     def _progress(self, record: DeviceRecord, seen: _Seen) -> None:
         total = record.bytes_total
@@ -142,7 +154,7 @@ class PlainOutput:
         if step > seen.step:
             seen.step = step
             now = self._clock()
-            self._emit(
+            self._progress_line(
                 record,
                 f"{step}% ({format_mb(record.bytes_done)} of {format_mb(total)} MB, "
                 f"{format_mb(record.rate(now))} MB/s)",
@@ -202,7 +214,7 @@ class PlainOutput:
             self._catch_up(record)
 
     def device_log(self, record: DeviceRecord, log: DeviceLog) -> None:
-        if not log.is_error:
+        if not log.is_error or self.quiet:  # the record keeps them
             return
         with self._lock:
             self._emit(
@@ -221,7 +233,9 @@ class PlainOutput:
                     if record.status is not None
                     else ""
                 )
-                self._emit(record, f"Booted{status} in {_seconds(record.elapsed())} seconds.")
+                self._progress_line(
+                    record, f"Booted{status} in {_seconds(record.elapsed())} seconds."
+                )
             elif record.state is DeviceState.INTERRUPTED:
                 self._emit(record, f"INTERRUPTED: {printable(record.error or 'interrupted')}")
             else:
