@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -146,6 +147,36 @@ def test_manpage_lists_every_command_and_option() -> None:
         )
         assert shown.returncode == 0 and not shown.stderr, shown.stderr
         assert "udev-rule" in shown.stdout.replace("\u2010", "-")
+
+
+def test_an_ffu_given_to_boot_points_to_img2wim(tmp_path: Path) -> None:
+    from parallel_flash.demo.ffu import build_demo_ffu
+
+    ffu = build_demo_ffu(tmp_path, mainos_size=4 << 20, tree_size=1 << 20)
+    report = tmp_path / "r.jsonl"
+    done = cli("boot", str(ffu), "--sim", "2", "--plain", "--report", str(report))
+    assert done.returncode == 1  # SimpleIO devices take no FFU: both refused
+    for record in (json.loads(line) for line in report.read_text().splitlines()):
+        if record["type"] == "device":
+            assert record["reason"] == "refused"
+            assert record["error"].endswith(
+                "is an FFU: convert the FFU to a WIM with parallel-flash img2wim"
+            ), record["error"]
+    assert done.stderr.strip().endswith(
+        f"parallel-flash: hint: to boot these devices from {ffu}, convert its MainOS first: "
+        f"parallel-flash img2wim {ffu} OUT.wim"
+    ), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_ffu_a_ufp_device_takes_brings_no_hint(tmp_path: Path) -> None:
+    from parallel_flash.demo.ffu import build_demo_ffu
+
+    ffu = build_demo_ffu(tmp_path, mainos_size=4 << 20, tree_size=1 << 20)
+    done = cli("boot", str(ffu), "--sim", "2", "--sim-mix", "ufp-v2=2", "--plain",
+               "--sim-rate", "0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "img2wim" not in done.stdout + done.stderr
 
 
 def test_a_wim_given_to_img2wim_says_what_to_do(tmp_path: Path) -> None:

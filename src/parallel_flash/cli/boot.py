@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 from ..engine.pipeline import LineResult, StopReason
+from ..engine.records import DeviceRecord, FailureReason, LineObserver, NullObserver
 from ..errors import InputError
 from ..image import ImageBuffer, ImageSet
 from ..output.line import LineOptions
+from ..protocol.selection import Loader
 from ..session import run_boot, run_usb
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from ._args import (
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         )
     image = load_images(args.wim, args.sdi)
     with image:
+        ffu_hint = _FfuRefused.watching(image)
         if sim_line is not None:
             result = run_boot(
                 image,
@@ -124,10 +127,47 @@ def run(args: argparse.Namespace) -> int:
                 report=args.report,
                 append_report=args.append,
                 presentation=presentation(args, f"booting {image.wim_path}"),
+                extra_observers=ffu_hint.observers,
                 line=line,
             )
+            ffu_hint.say()
             return exit_code(result)
-        return _run_usb(args, image, options, line)
+        code = _run_usb(args, image, options, line, ffu_hint.observers)
+        ffu_hint.say()
+        return code
+
+
+class _FfuRefused(NullObserver):
+    """Notes a device whose loader boots a WIM refusing the FFU given: img2wim is the way.
+
+    The FFU is right for UFP devices, so nothing is said before the run; the
+    hint comes after it, once a device showed it needed a WIM.
+    """
+
+    def __init__(self, ffu: str | None) -> None:
+        self.ffu = ffu
+        self.refused = 0
+
+    @classmethod
+    def watching(cls, image: ImageBuffer | ImageSet) -> _FfuRefused:
+        given = image.images if isinstance(image, ImageSet) else (image,)
+        return cls(next((one.wim_path for one in given if one.kind == "ffu"), None))
+
+    @property
+    def observers(self) -> tuple[LineObserver, ...]:
+        return (self,) if self.ffu is not None else ()
+
+    def device_finished(self, record: DeviceRecord) -> None:
+        wim_loaders = {loader.value for loader in Loader if loader.takes("wim")}
+        if record.reason is FailureReason.REFUSED and record.loader in wim_loaders:
+            self.refused += 1
+
+    def say(self) -> None:
+        if self.refused:
+            _say(
+                f"hint: to boot these devices from {self.ffu}, convert its MainOS first: "
+                f"parallel-flash img2wim {self.ffu} OUT.wim"
+            )
 
 
 def load_images(paths: list[str], sdi: str | None) -> ImageBuffer | ImageSet:
@@ -179,7 +219,11 @@ def _check_device_arguments(args: argparse.Namespace) -> None:
 
 
 def _run_usb(
-    args: argparse.Namespace, image: ImageBuffer | ImageSet, options: object, line: LineOptions
+    args: argparse.Namespace,
+    image: ImageBuffer | ImageSet,
+    options: object,
+    line: LineOptions,
+    extra_observers: tuple[LineObserver, ...],
 ) -> int:
     from ..engine.pipeline import BootOptions
     from ..engine.station import DEFAULT_CONFIRM_SECONDS, Confirmation
@@ -210,6 +254,7 @@ def _run_usb(
             args, f"station: {image.wim_path}" if args.watch else f"booting {image.wim_path}"
         ),
         on_ready=ready if args.watch else None,
+        extra_observers=extra_observers,
         line=line,
     )
     if args.watch:

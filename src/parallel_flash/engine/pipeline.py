@@ -57,7 +57,7 @@ from ..protocol.host import HostTimeouts
 from ..protocol.loader import HOSTS, DeviceIdentity, HostFactory, HostSetup, ImageShape
 from ..protocol.messages import STANDARD_TRANSFER_SIZE, LogPacket
 from ..protocol.nokia.host import NokTimeouts
-from ..protocol.selection import FILE_TYPE_NAMES, Loader, loader_for
+from ..protocol.selection import Loader, loader_for, refusal
 from ..transport.base import Link, OutChunk
 from .records import (
     MAX_KEPT_LOGS,
@@ -236,12 +236,9 @@ async def boot_device(
     chosen = _image_for(loader, image)
     if chosen is None:
         given = image.images if isinstance(image, ImageSet) else (image,)
-        kinds = " and ".join(
-            f"{one.wim_path} is {FILE_TYPE_NAMES.get(one.kind, one.kind)}" for one in given
-        )
         finish_record(
             record, observer, DeviceState.FAILED,
-            f"a {loader.value} device needs {loader.needs}; {kinds}",
+            refusal(loader, [(one.wim_path, one.kind) for one in given]),
             FailureReason.REFUSED,
         )
         return AttemptEnd.DEVICE

@@ -9,6 +9,7 @@ failed record that says which file it needs.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 from .messages import FLASHING_PID, MICROSOFT_VID
 from .nokia.messages import LUMIA_FLASH_IDS, UFP_FLASH_IDS
@@ -19,6 +20,7 @@ __all__ = (
     "SIMPLEIO_IDS",
     "Loader",
     "loader_for",
+    "refusal",
 )
 
 SIMPLEIO_IDS: frozenset[tuple[int, int]] = frozenset({(MICROSOFT_VID, FLASHING_PID)})
@@ -71,6 +73,19 @@ _NEEDS = {
 
 #: Every flashing-mode ID parallel-flash boots: the default device match.
 ALL_FLASH_IDS: frozenset[tuple[int, int]] = frozenset().union(*_IDS.values())
+
+
+def refusal(loader: Loader, given: Sequence[tuple[str, str]]) -> str:
+    """Why a *loader* takes none of the files *given* ((path, file type) pairs), and what to do.
+
+    An FFU offered to a loader that boots a WIM says how to get one: its
+    MainOS converted by ``img2wim``.
+    """
+    kinds = " and ".join(f"{path} is {FILE_TYPE_NAMES.get(kind, kind)}" for path, kind in given)
+    text = f"a {loader.value} device needs {loader.needs}; {kinds}"
+    if loader.takes("wim") and any(kind == "ffu" for _, kind in given):
+        text += ": convert the FFU to a WIM with parallel-flash img2wim"
+    return text
 
 
 def loader_for(vendor_id: int, product_id: int) -> Loader | None:
