@@ -66,6 +66,15 @@ def test_sdist_carries_license_typing_marker_and_test_helpers(unpacked: Path) ->
     metadata = (unpacked / "PKG-INFO").read_text()
     assert "License-Expression: MIT" in metadata
     assert "Classifier: Typing :: Typed" in metadata
+    urls = dict(
+        line.removeprefix("Project-URL: ").split(", ", 1)
+        for line in metadata.splitlines()
+        if line.startswith("Project-URL: ")
+    )
+    assert set(urls) == {"Homepage", "Documentation", "Issues", "Source"}, urls
+    assert all(url.startswith("https://") for url in urls.values())
+    # the README's clone command names the same repository
+    assert f"git clone {urls['Source']}\n" in (unpacked / "README.md").read_text()
 
 
 def test_unpacked_sdist_runs_its_tests(unpacked: Path) -> None:
