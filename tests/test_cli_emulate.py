@@ -111,7 +111,7 @@ def test_emulate_plugs_and_unplugs_on_a_schedule(tmp_path: Path) -> None:
     [
         (["--fault", "3:status=-5", "--devices", "2"], "device 3 of 2"),
         (["--fault", "1:bogus"], "unknown fault 'bogus'"),
-        (["--port", "1.2"], "not in sysfs form"),
+        (["--port", "1.2"], "expected a sysfs port path"),
         (["--unplug-at", "1-1.1:lots"], "BYTES must be a byte count"),
         ([], "no COMMAND given"),
     ],

@@ -70,7 +70,7 @@ def test_ports_follow_the_sysfs_form() -> None:
     port = PortPath.parse("1-1.4.2")
     assert (port.bus, port.ports, port.devpath) == (1, (1, 4, 2), "1.4.2")
     assert port.sysfs_path() == "/devices/usb1/1-1/1-1.4/1-1.4.2"
-    for bad in ("1-", "1.4", "0-1", "1-16", "1-1.1.1.1.1.1.1.1", "usb1"):
+    for bad in ("1-", "1.4", "0-1", "1-32", "1-1.1.1.1.1.1.1.1", "usb1"):
         with pytest.raises(ValueError, match="port"):
             PortPath.parse(bad)
 

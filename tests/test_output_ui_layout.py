@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.cells import cell_len
 
-from parallel_flash.output.ui._layout import natural_key, port_labels, shorten_middle
+from parallel_flash.output.ui._layout import port_labels, shorten_middle
+from parallel_flash.transport.ports import port_sort_key
 
 
 @pytest.mark.parametrize(
@@ -30,7 +31,7 @@ def test_shorten_middle_counts_terminal_cells_of_wide_characters() -> None:
 
 def test_ports_sort_by_number_not_by_text() -> None:
     ports = ["1-1.10", "1-1.2", "sim-10", "sim-9", "1-1.2.3", "1-1.1"]
-    assert sorted(ports, key=natural_key) == [
+    assert sorted(ports, key=port_sort_key) == [
         "1-1.1",
         "1-1.2",
         "1-1.2.3",

@@ -23,7 +23,6 @@ from parallel_flash.engine.discovery import (
     DeviceFilters,
     HotplugEvent,
     find_devices,
-    parse_port,
     parse_unique_id,
 )
 from parallel_flash.errors import InputError
@@ -114,20 +113,6 @@ def test_interpreter_exit_never_hangs(close: bool) -> None:
 # -- filters -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "normalised"),
-    [("1-1.4.2", "1-1.4.2"), (" 2-3 ", "2-3"), ("01-01.04", "1-1.4"), ("3", "3")],
-)
-def test_parse_port(text: str, normalised: str) -> None:
-    assert parse_port(text) == normalised
-
-
-@pytest.mark.parametrize("text", ["", "1:4143", "1-", "1-1..2", "x-1", "1-1.4.", "-1"])
-def test_parse_port_rejects_other_forms(text: str) -> None:
-    with pytest.raises(InputError, match="sysfs port path"):
-        parse_port(text)
-
-
 def test_parse_unique_id() -> None:
     guid = "00000011-f151-a509-0000-000000000000"
     assert parse_unique_id(guid) == uuid.UUID(guid)
@@ -179,7 +164,7 @@ def test_filters_from_arguments() -> None:
     guid = "00000011-f151-a509-0000-000000000001"
     args = parser.parse_args(["--port", "1-1.4", "--port", "2", "--id", guid, "--pid", "0658"])
     filters = filters_from_args(args)
-    assert filters.ports == ("1-1.4", "2")
+    assert [str(port) for port in filters.ports] == ["1-1.4", "2"]
     assert filters.unique_ids == (uuid.UUID(guid),)
     assert filters.product_id == 0x0658 and filters.vendor_id is None  # any VID
     assert filters.needs_identity and filters.matches_id(uuid.UUID(guid))

@@ -27,7 +27,7 @@ def test_line_shares_buses_between_devices() -> None:
 
 
 def test_line_arguments_are_checked() -> None:
-    with pytest.raises(ValueError, match="at least one device"):
+    with pytest.raises(ValueError, match="1 to 4096 devices, not 0"):
         simulated_line(0)
     with pytest.raises(ValueError, match=r"slots \[4\]"):
         simulated_line(3, faults={4: DeviceFaults(status=-1)})

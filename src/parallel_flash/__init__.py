@@ -35,9 +35,11 @@ if TYPE_CHECKING:
     from .emulator import DeviceSpec as DeviceSpec
     from .emulator import EmulatedLine as EmulatedLine
     from .engine.discovery import DeviceFilters as DeviceFilters
+    from .engine.discovery import DeviceListing as DeviceListing
     from .engine.discovery import Identity as Identity
     from .engine.discovery import find_devices as find_devices
     from .engine.discovery import identify as identify
+    from .engine.discovery import list_devices as list_devices
     from .engine.discovery import read_nok_info as read_nok_info
     from .engine.discovery import watch_devices as watch_devices
     from .engine.pipeline import DEFAULT_IN_FLIGHT as DEFAULT_IN_FLIGHT
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from .errors import EmulatorError as EmulatorError
     from .errors import FormatError as FormatError
     from .errors import InputError as InputError
+    from .errors import InvalidValue as InvalidValue
     from .errors import LoaderStatusError as LoaderStatusError
     from .errors import LocalProtocolError as LocalProtocolError
     from .errors import ParallelFlashError as ParallelFlashError
@@ -104,6 +107,7 @@ if TYPE_CHECKING:
     from .transport.base import OutChunk as OutChunk
     from .transport.libusb import UsbContext as UsbContext
     from .transport.libusb import UsbLink as UsbLink
+    from .transport.ports import PortPath as PortPath
     from .transport.sim import SimLink as SimLink
     from .transport.sim import simulated_line as simulated_line
 
@@ -134,6 +138,8 @@ _EXPORTS: dict[str, str] = {
     "Identity": ".engine.discovery",
     "find_devices": ".engine.discovery",
     "identify": ".engine.discovery",
+    "DeviceListing": ".engine.discovery",
+    "list_devices": ".engine.discovery",
     "read_nok_info": ".engine.discovery",
     "watch_devices": ".engine.discovery",
     # records, observers, output
@@ -157,6 +163,7 @@ _EXPORTS: dict[str, str] = {
     "simulated_line": ".transport.sim",
     "UsbContext": ".transport.libusb",
     "UsbLink": ".transport.libusb",
+    "PortPath": ".transport.ports",
     "DeviceFaults": ".protocol",
     "DeviceModel": ".protocol",
     "WimBootHost": ".protocol",
@@ -178,6 +185,7 @@ _EXPORTS: dict[str, str] = {
     # errors (every one is a ParallelFlashError)
     "ParallelFlashError": ".errors",
     "InputError": ".errors",
+    "InvalidValue": ".errors",
     "FormatError": ".errors",
     "ProtocolError": ".errors",
     "LocalProtocolError": ".errors",

@@ -5,6 +5,9 @@ codes and messages without string matching:
 
 * :class:`InputError` -- the user gave us something we cannot use (a file, an
   argument). Reported before any device is touched; the CLI exits 2.
+  :class:`InvalidValue` is its form for a value a library function was given
+  (also a :class:`ValueError`); its message names the value, never a ``--flag``:
+  the CLI words that.
 * :class:`LocalProtocolError` -- the host side tried something the protocol
   does not allow (a bug in the caller or in us).
 * :class:`RemoteProtocolError` -- the device replied with something the
@@ -31,6 +34,7 @@ __all__ = (
     "FormatError",
     "HostSetupError",
     "InputError",
+    "InvalidValue",
     "LoaderStatusError",
     "LocalProtocolError",
     "ParallelFlashError",
@@ -42,7 +46,17 @@ __all__ = (
     "TransportError",
     "UsbfsMemoryError",
     "WimlibError",
+    "status_text",
 )
+
+
+def status_text(status: int) -> str:
+    """``status 0x80070057``: a SimpleIO status as every message shows it.
+
+    The device sends a signed 32-bit value (negative = failure); its 32 bits
+    in hex are what Microsoft's tools and the loader's documentation print.
+    """
+    return f"status 0x{status & 0xFFFFFFFF:08x}"
 
 
 class ParallelFlashError(Exception):
@@ -51,6 +65,14 @@ class ParallelFlashError(Exception):
 
 class InputError(ParallelFlashError):
     """Raised when a file or argument supplied by the user cannot be used."""
+
+
+class InvalidValue(InputError, ValueError):
+    """Raised when a library function is given a value outside what it accepts.
+
+    A port path not in sysfs form, a device count below 1: the message names
+    the value and the expected form, in the library's words (no ``--flag``).
+    """
 
 
 class HostSetupError(ParallelFlashError):
@@ -92,7 +114,7 @@ class DeviceBootError(ParallelFlashError):
 
     def __init__(self, status: int) -> None:
         self.status = status
-        super().__init__(f"WIM boot failure status 0x{status & 0xFFFFFFFF:08x}")
+        super().__init__(f"WIM boot failure {status_text(status)}")
 
 
 class LoaderStatusError(DeviceBootError):

@@ -17,15 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..engine.pipeline import DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT, BootOptions
-from ..errors import InputError
+from ..errors import InputError, InvalidValue
 from ..output.line import SUMMARY_INTERVAL, LineOptions
 from ..output.publish import DEFAULT_LINE
 from ..protocol.device import DeviceFaults
 from ..protocol.models import MODEL_KINDS, AnyFaults, parse_faults
 from ..protocol.nokia.host import NokTimeouts
 from ..session import Presentation, SimulatedLine
+from ..transport.sim import USB2_DEVICE_RATE, check_sim_count
 
 __all__ = (
+    "DEFAULT_RATE_MBPS",
     "MAX_BOOT_BYTES",
     "MAX_RATE_MBPS",
     "MAX_TIMEOUT",
@@ -131,6 +133,8 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
 timeout_seconds = float_range(0.0, MAX_TIMEOUT, low_open=True)
 #: MB/s of a simulated link: 0 (unthrottled) up to :data:`MAX_RATE_MBPS`.
 rate_mbps = float_range(0.0, MAX_RATE_MBPS)
+#: The simulated link's default rate in MB/s (USB 2.0 in practice, transport.sim).
+DEFAULT_RATE_MBPS = USB2_DEVICE_RATE / 1e6
 
 
 def positive_float(text: str) -> float:
@@ -196,8 +200,9 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
         help="seconds for a stale device to come back after Reset (default %(default)g)",
     )
     group.add_argument(
-        "--transfer-timeout", type=timeout_seconds, default=1.0, metavar="S",
-        help="seconds without progress before a transfer counts as stalled (default 1)",
+        "--transfer-timeout", type=timeout_seconds, default=defaults.transfer_timeout,
+        metavar="S",
+        help="seconds without progress before a transfer counts as stalled (default %(default)g)",
     )
     group.add_argument(
         "--status-timeout", type=timeout_seconds, default=defaults.status_timeout, metavar="S",
@@ -390,8 +395,10 @@ def simulated_line(
     order given (``--sim 8 --sim-mix lumia=2,ufp-v2=2``: slots 5-6 Lumia, 7-8 UFP v2).
     """
     count_flag, rate_flag, fault_flag = flags
-    if not 1 <= count <= 4096:
-        raise InputError(f"{count_flag} must be between 1 and 4096 devices, not {count}")
+    try:
+        check_sim_count(count)
+    except InvalidValue as exc:
+        raise InputError(f"{count_flag} {count}: {exc}") from None
     if rate_mbps < 0:
         raise InputError(f"{rate_flag} must be >= 0 MB/s, not {rate_mbps}")
     kinds: dict[int, str] = {}

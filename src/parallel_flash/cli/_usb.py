@@ -1,6 +1,6 @@
 """The USB device options of ``boot`` and ``list``: their flags, help and messages.
 
-The library's filters and parsers (:mod:`parallel_flash.discovery`) know no
+The library's filters and parsers (:mod:`parallel_flash.engine.discovery`) know no
 flags; this module words every message in terms of the option the user typed.
 """
 
@@ -10,10 +10,18 @@ import argparse
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..engine.discovery import DeviceFilters, parse_port, parse_unique_id, parse_usb_id
+from ..engine.discovery import DeviceFilters, parse_unique_id, parse_usb_id
 from ..errors import InputError
+from ..protocol.selection import Loader
+from ..transport.ports import PortPath
 
-__all__ = ("add_usb_arguments", "filters_from_args", "usb_id")
+__all__ = (
+    "add_usb_arguments",
+    "filters_from_args",
+    "loader_ids",
+    "loader_ids_text",
+    "usb_id",
+)
 
 T = TypeVar("T")
 
@@ -43,8 +51,30 @@ def _hex16(text: str) -> int:
     return value
 
 
+def _port_prefix(text: str) -> PortPath:
+    return PortPath.parse(text, bus_alone=True)
+
+
 #: ``--expect VID:PID``
 usb_id = _flag_type("--expect", parse_usb_id)
+
+_LOADER_NAMES = {Loader.SIMPLEIO: "SimpleIO", Loader.LUMIA: "Lumia", Loader.UFP: "UFP"}
+
+
+def loader_ids(loader: Loader) -> str:
+    """A loader's flashing-mode IDs as help text shows them: ``0421:05EE/066E and 045E:0A02``."""
+    by_vendor: dict[int, list[int]] = {}
+    for vendor, product in sorted(loader.ids):
+        by_vendor.setdefault(vendor, []).append(product)
+    return " and ".join(
+        f"{vendor:04X}:{'/'.join(f'{p:04X}' for p in products)}"
+        for vendor, products in by_vendor.items()
+    )
+
+
+def loader_ids_text() -> str:
+    """Every loader's flashing-mode IDs (from the one ID table, protocol.selection)."""
+    return ", ".join(f"{_LOADER_NAMES[loader]} {loader_ids(loader)}" for loader in Loader)
 
 
 def add_usb_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,12 +82,11 @@ def add_usb_arguments(parser: argparse.ArgumentParser) -> None:
     usb = parser.add_argument_group("USB devices")
     usb.add_argument("--vid", type=_hex16, default=None, metavar="HEX",
                      help="vendor ID of devices in flashing mode (default: every loader's IDs: "
-                          "SimpleIO 045E:062A, Lumia 0421:066E/0714/05EE and 045E:0A02, UFP "
-                          "045E:0658)")
+                          f"{loader_ids_text()})")
     usb.add_argument("--pid", type=_hex16, default=None, metavar="HEX",
                      help="product ID of devices in flashing mode (default: every loader's IDs)")
     usb.add_argument("--port", action="append", default=[], metavar="PATH",
-                     type=_flag_type("--port", parse_port),
+                     type=_flag_type("--port", _port_prefix),
                      help="only devices on this port path or below it, sysfs form: 1-1.4 "
                           "(repeatable)")
     usb.add_argument("--id", dest="unique_ids", action="append", default=[], metavar="GUID",

@@ -9,13 +9,15 @@ from pathlib import Path
 
 from ..engine.pipeline import LineResult, StopReason
 from ..engine.records import DeviceRecord, FailureReason, LineObserver, NullObserver
-from ..errors import InputError
+from ..engine.station import check_device_count
+from ..errors import InputError, InvalidValue
 from ..image import ImageBuffer, ImageSet
 from ..output.line import LineOptions
 from ..protocol.selection import Loader
 from ..session import run_boot, run_usb
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from ._args import (
+    DEFAULT_RATE_MBPS,
     add_boot_options,
     add_line_options,
     boot_options,
@@ -27,6 +29,7 @@ from ._args import (
     sim_mix,
     simulated_line,
 )
+from ._usb import loader_ids
 
 __all__ = ("exit_code", "register")
 
@@ -37,9 +40,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="boot devices from a WIM, .secwim or FFU loaded into their RAM",
         description=(
             "Send the image to every device in flashing mode at once and let each boot it "
-            "from RAM, each device through its own loader: SimpleIO devices (045E:062A) take "
+            "from RAM, each device through its own loader: SimpleIO devices "
+            f"({loader_ids(Loader.SIMPLEIO)}) take "
             "SDI + WIM or a .secwim (ffutool -WIM, in parallel); Lumia flash-app devices take a "
-            "signed .secwim (MMOS over USB); UFP devices (045E:0658) take an FFU (FFU to RAM). "
+            "signed .secwim (MMOS over USB); UFP devices "
+            f"({loader_ids(Loader.UFP)}) take an FFU (FFU to RAM). "
             "A device whose loader cannot take FILE fails, saying which file it needs. "
             "The Lumia and UFP loaders are derived from public host code (WPinternals, "
             "UnifiedFlashingPlatform) and have not been tried on hardware; ffutool's -WIM on "
@@ -58,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sim = parser.add_argument_group("simulated line (no USB)")
     sim.add_argument("--sim", type=int, metavar="N", help="boot N simulated devices instead of USB")
     sim.add_argument(
-        "--sim-rate", type=rate_mbps, default=40.0, metavar="MB/s",
-        help="per-device link rate of simulated devices (default 40; 0 = unthrottled)",
+        "--sim-rate", type=rate_mbps, default=DEFAULT_RATE_MBPS, metavar="MB/s",
+        help="per-device link rate of simulated devices (default %(default)g; 0 = unthrottled)",
     )
     sim.add_argument(
         "--sim-bus-rate", type=positive_float, default=None, metavar="MB/s",
@@ -88,7 +93,7 @@ def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
     station = parser.add_argument_group("station mode (production line)")
     station.add_argument("--watch", action="store_true",
                          help="keep running and boot each device as it is plugged in")
-    station.add_argument("--count", type=int, default=None, metavar="N",
+    station.add_argument("--count", type=_device_count, default=None, metavar="N",
                          help="with --watch: stop after N devices")
     station.add_argument("--poll", action="store_true",
                          help="poll for devices instead of using libusb hotplug events")
@@ -103,6 +108,16 @@ def _add_usb_arguments(parser: argparse.ArgumentParser) -> None:
     confirm.add_argument("--expect", type=usb_id, default=None, metavar="VID:PID",
                          help="the USB ID the booted image shows (e.g. 045E:0A00), awaited on "
                               "the same port to confirm the boot")
+
+
+def _device_count(text: str) -> int:
+    """``--count``: the engine's rule (:func:`check_device_count`), worded by argparse."""
+    try:
+        return check_device_count(int(text))
+    except InvalidValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,8 +225,6 @@ def _check_device_arguments(args: argparse.Namespace) -> None:
                 raise InputError(f"{flag} needs USB devices; it cannot be combined with --sim")
     if not args.watch and args.count is not None:
         raise InputError("--count applies to station mode; add --watch")
-    if args.count is not None and args.count < 1:
-        raise InputError(f"--count must be at least 1, not {args.count}")
     if args.confirm is not None and not 0 <= args.confirm < float("inf"):
         raise InputError(f"--confirm must be a number of seconds >= 0, not {args.confirm:g}")
     if args.expect is not None and args.confirm == 0:

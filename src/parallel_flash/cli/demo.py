@@ -16,6 +16,7 @@ from pathlib import Path
 from ..image import ImageBuffer
 from ..session import run_boot
 from ._args import (
+    DEFAULT_RATE_MBPS,
     add_boot_options,
     add_line_options,
     boot_options,
@@ -47,8 +48,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--devices", type=int, default=8, metavar="N",
                         help="simulated devices (default 8)")
-    parser.add_argument("--rate", type=rate_mbps, default=40.0, metavar="MB/s",
-                        help="per-device link rate (default 40: USB 2.0 in practice; 0 = no limit)")
+    parser.add_argument("--rate", type=rate_mbps, default=DEFAULT_RATE_MBPS, metavar="MB/s",
+                        help="per-device link rate (default %(default)g: USB 2.0 in practice; "
+                             "0 = no limit)")
     parser.add_argument("--bus-rate", type=positive_float, default=None, metavar="MB/s",
                         help="shared ceiling for the whole line (e.g. 53.248 for one USB 2.0 port)")
     parser.add_argument("--wim-size", type=byte_size, default=128 << 20, metavar="BYTES",

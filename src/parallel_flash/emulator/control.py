@@ -30,16 +30,11 @@ if TYPE_CHECKING:
     from ..protocol.models import AnyFaults
 
 __all__ = (
-    "COMMANDS",
     "EMULATOR_FAULTS",
     "DeviceSpec",
     "decode",
     "encode",
     "split_faults",
-)
-
-COMMANDS = (
-    "plug", "unplug", "set_fault", "summaries", "port_summary", "stats", "ping", "shutdown",
 )
 
 #: Faults the emulator itself acts on (the rest go to DeviceFaults.parse):

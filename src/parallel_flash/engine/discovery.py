@@ -6,10 +6,13 @@ to pin devices to physical ports (field-notes.md, 1 and 3). Filters:
 
 * VID/PID (default: the flashing-mode IDs of every loader -- SimpleIO
   045E:062A, the Lumia flash app's and UFP's, :mod:`.protocol.selection`);
-* ``--port`` prefixes, matched on whole path components (``1-1.4`` matches
-  ``1-1.4`` and ``1-1.4.2`` but not ``1-1.40``);
-* ``--id`` unique IDs, which need the Id exchange and so are checked after
-  opening (:func:`identify`).
+* port path prefixes (:class:`~parallel_flash.transport.ports.PortPath`),
+  matched on whole path components (``1-1.4`` matches ``1-1.4`` and
+  ``1-1.4.2`` but not ``1-1.40``);
+* unique IDs, which need the Id exchange and so are checked after opening
+  (:func:`identify`).
+
+:func:`list_devices` asks every matching device what it is (``parallel-flash list``).
 
 Arrivals come from libusb hotplug where libusb has it, else (or when asked)
 from polling the device list; both are deduplicated by port path.
@@ -18,20 +21,29 @@ from polling the device list; both are deduplicated by port path.
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
-from ..errors import InputError, RemoteProtocolError
+from ..errors import (
+    InputError,
+    InvalidValue,
+    ProtocolError,
+    RemoteProtocolError,
+    TransportError,
+)
+from ..protocol.host import DEFAULT_TIMEOUTS
 from ..protocol.messages import IdReply, LogPacket
+from ..protocol.nokia import NokTimeouts
 from ..protocol.nokia.messages import REPLY_BUFFER_SIZE as NOK_REPLY_BUFFER_SIZE
 from ..protocol.nokia.messages import Command, NokInfo
 from ..protocol.selection import ALL_FLASH_IDS, Loader, loader_for
 from ..transport.base import Link
-from ..transport.libusb import HotplugEvent, UsbContext, UsbDeviceInfo, UsbLink, hotplug_supported
+from ..transport.libusb import HotplugEvent, UsbContext, UsbDeviceInfo, hotplug_supported
+from ..transport.ports import PortPath, port_sort_key
 from .pipeline import BootOptions, identify_device
 
 __all__ = (
@@ -39,12 +51,12 @@ __all__ = (
     "ArrivalDedup",
     "DeviceFilters",
     "DeviceInfo",
+    "DeviceListing",
     "HotplugEvent",
     "Identity",
     "find_devices",
     "identify",
-    "open_link",
-    "parse_port",
+    "list_devices",
     "parse_unique_id",
     "parse_usb_id",
     "read_nok_info",
@@ -59,24 +71,7 @@ DeviceInfo = UsbDeviceInfo
 #: Seconds between device-list scans when polling. Arrivals are noticed
 #: within this; a scan of libusb's cached list costs well under a millisecond.
 DEFAULT_POLL_INTERVAL = 0.25
-_PORT_RE = re.compile(r"(\d{1,3})(?:-(\d{1,3}(?:\.\d{1,3})*))?")
-
-
-def parse_port(text: str) -> str:
-    """Check a ``--port`` value (``1-1.4.2``, or a bus alone: ``1``) and normalise it.
-
-    :raises ~parallel_flash.errors.InputError: naming the value and the expected form.
-    """
-    match = _PORT_RE.fullmatch(text.strip())
-    if match is None:
-        raise InputError(
-            f"port {text!r}: expected a sysfs port path such as 1-1.4.2 "
-            "(bus, a dash, then port numbers joined by dots), or a bus number alone"
-        )
-    bus, ports = match.groups()
-    return (
-        f"{int(bus)}-{'.'.join(str(int(p)) for p in ports.split('.'))}" if ports else str(int(bus))
-    )
+_NOK_TIMEOUTS = NokTimeouts()
 
 
 def parse_unique_id(text: str) -> uuid.UUID:
@@ -105,11 +100,15 @@ def parse_usb_id(text: str) -> tuple[int, int]:
     return pair
 
 
-def _port_matches(port: str, prefix: str) -> bool:
-    """Whole-component prefix match: ``1-1.4`` covers ``1-1.4.2``, not ``1-1.40``."""
-    if "-" not in prefix:
-        return port.startswith(prefix + "-")
-    return port == prefix or port.startswith(prefix + ".")
+def _on_ports(port: str, prefixes: tuple[PortPath, ...]) -> bool:
+    """Whether a device's port lies on or below one of ``prefixes`` (none = any port)."""
+    if not prefixes:
+        return True
+    try:
+        path = PortPath.parse(port)
+    except InvalidValue:  # a root hub ("usb1") sits on no port
+        return False
+    return any(prefix.covers(path) for prefix in prefixes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,8 +118,9 @@ class DeviceFilters:
     #: None = any; both None = the flashing-mode IDs of every loader.
     vendor_id: int | None = None
     product_id: int | None = None
-    #: Port path prefixes (normalised by :func:`parse_port`); empty = any port.
-    ports: tuple[str, ...] = ()
+    #: Port path prefixes (a bus alone covers the bus); empty = any port. Strings
+    #: are parsed (:meth:`PortPath.parse`), so ``ports=("1-1.4",)`` works too.
+    ports: tuple[PortPath, ...] = ()
     #: Unique IDs from the Id reply; empty = any device.
     unique_ids: tuple[uuid.UUID, ...] = ()
 
@@ -129,13 +129,20 @@ class DeviceFilters:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 0xFFFF:
                 raise InputError(f"{name.replace('_', ' ')} {value:#x} is not a 16-bit USB ID")
-        object.__setattr__(self, "ports", tuple(parse_port(p) for p in self.ports))
+        object.__setattr__(
+            self,
+            "ports",
+            tuple(
+                p if isinstance(p, PortPath) else PortPath.parse(p, bus_alone=True)
+                for p in self.ports
+            ),
+        )
 
     def matches(self, device: DeviceInfo) -> bool:
         """VID, PID and port filters (everything known without opening the device)."""
         if not self.matches_ids(device.vendor_id, device.product_id):
             return False
-        return not self.ports or any(_port_matches(device.port, p) for p in self.ports)
+        return _on_ports(device.port, self.ports)
 
     def matches_ids(self, vendor_id: int, product_id: int) -> bool:
         if self.vendor_id is None and self.product_id is None:
@@ -158,7 +165,8 @@ class DeviceFilters:
             product = "*" if self.product_id is None else f"{self.product_id:04x}"
             text = f"{vendor}:{product}"
         if self.ports:
-            text += f" on port{'s' if len(self.ports) > 1 else ''} {', '.join(self.ports)}"
+            plural = "s" if len(self.ports) > 1 else ""
+            text += f" on port{plural} {', '.join(map(str, self.ports))}"
         if self.unique_ids:
             text += f" with ID {', '.join(map(str, self.unique_ids))}"
         return text
@@ -167,24 +175,14 @@ class DeviceFilters:
 # -- enumeration ------------------------------------------------------------------
 
 
-def _port_key(port: str) -> tuple[int, ...]:
-    """Sort ``1-1.10`` after ``1-1.9``."""
-    return tuple(int(part) for part in re.split(r"[-.]", port) if part.isdigit())
-
-
 def find_devices(ctx: UsbContext, filters: DeviceFilters) -> list[DeviceInfo]:
     """Devices present now that pass the VID/PID/port filters, in port order.
 
-    ``--id`` filters need the Id exchange: apply them with :func:`identify`.
+    Unique-ID filters need the Id exchange: apply them with :func:`identify`.
     """
     found = [device for device in ctx.devices() if filters.matches(device)]
-    found.sort(key=lambda device: _port_key(device.port))
+    found.sort(key=lambda device: port_sort_key(device.port))
     return found
-
-
-async def open_link(ctx: UsbContext, device: DeviceInfo) -> UsbLink:
-    """Open a device for the boot: interface 0 claimed, endpoints checked."""
-    return await ctx.open(device)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,7 +193,7 @@ class Identity:
     logs: tuple[LogPacket, ...] = ()
 
 
-async def identify(link: Link, *, timeout: float = 2.0) -> Identity:
+async def identify(link: Link, *, timeout: float = DEFAULT_TIMEOUTS.identify) -> Identity:
     """protocol.md steps 1-2 only: the control request, ``01``, and the Id reply.
 
     Sends nothing else, so the device is left as it was (an extra Id
@@ -217,7 +215,7 @@ async def identify(link: Link, *, timeout: float = 2.0) -> Identity:
     return Identity(reply=reply, logs=tuple(logs))
 
 
-async def read_nok_info(link: Link, *, timeout: float = 5.0) -> NokInfo:
+async def read_nok_info(link: Link, *, timeout: float = _NOK_TIMEOUTS.info) -> NokInfo:
     """A Lumia or UFP device's NOKV reply; sends NOKV only (read-only for the device).
 
     :raises ~parallel_flash.errors.TransportError: the device did not answer.
@@ -225,6 +223,118 @@ async def read_nok_info(link: Link, *, timeout: float = 5.0) -> NokInfo:
     """
     await link.bulk_out(Command.INFO.value, timeout=timeout)
     return NokInfo.parse(await link.bulk_in(NOK_REPLY_BUFFER_SIZE, timeout=timeout))
+
+
+# -- listing ----------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DeviceListing:
+    """One device as :func:`list_devices` found it: what enumeration and the Id exchange told."""
+
+    port: str
+    bus: int
+    address: int
+    vendor_id: int
+    product_id: int
+    name: str | None = None
+    unique_id: str | None = None
+    cur_position: int | None = None
+    fast_flash: bool | None = None
+    logs: list[str] = field(default_factory=list)
+    error: str | None = None
+    #: simpleio, lumia or ufp (by the USB IDs).
+    loader: str = Loader.SIMPLEIO.value
+    #: Lumia and UFP devices: what their NOKV reply says (NokInfo.describe()).
+    nok: dict[str, Any] | None = None
+
+    @property
+    def usb_id(self) -> str:
+        return f"{self.vendor_id:04x}:{self.product_id:04x}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The listing as ``list --json`` prints it (schemas/list.schema.json)."""
+        return {
+            "port": self.port,
+            "bus": self.bus,
+            "address": self.address,
+            "usb_id": self.usb_id,
+            "loader": self.loader,
+            "name": self.name,
+            "unique_id": self.unique_id,
+            "cur_position": self.cur_position,
+            "fast_flash": self.fast_flash,
+            "logs": self.logs,
+            "error": self.error,
+            "nok": self.nok,
+        }
+
+
+async def list_devices(
+    filters: DeviceFilters | None = None, *, id_timeout: float = DEFAULT_TIMEOUTS.identify
+) -> list[DeviceListing]:
+    """Ask every matching device what it is, in parallel; results in port order.
+
+    SimpleIO devices get the Id exchange only, Lumia and UFP devices NOKV
+    only: nothing that changes a device's state. A device that cannot be
+    opened or does not answer is listed with its ``error``.
+
+    :param filters: which devices (default: every device in flashing mode);
+        ``unique_ids`` drop the devices whose Id reply does not match.
+    :param id_timeout: seconds to wait for each device's reply.
+    """
+    filters = filters or DeviceFilters()
+    async with UsbContext() as ctx:
+        devices = find_devices(ctx, filters)
+        listings = [
+            DeviceListing(
+                port=d.port,
+                bus=d.bus,
+                address=d.address,
+                vendor_id=d.vendor_id,
+                product_id=d.product_id,
+                loader=(loader_for(d.vendor_id, d.product_id) or Loader.SIMPLEIO).value,
+            )
+            for d in devices
+        ]
+        async with anyio.create_task_group() as group:
+            for device, listing in zip(devices, listings, strict=True):
+                group.start_soon(_ask, ctx, device, listing, id_timeout)
+    if filters.unique_ids:
+        wanted = {str(u) for u in filters.unique_ids}
+        listings = [item for item in listings if item.error or item.unique_id in wanted]
+    return listings
+
+
+async def _ask(
+    ctx: UsbContext, device: DeviceInfo, listing: DeviceListing, timeout: float
+) -> None:
+    """Fill in one listing from the device's Id reply (SimpleIO) or NOKV reply."""
+    try:
+        link = await ctx.open(device)
+    except (TransportError, ProtocolError) as exc:
+        listing.error = str(exc)
+        return
+    try:
+        if listing.loader != Loader.SIMPLEIO:
+            info = await read_nok_info(link, timeout=timeout)
+            listing.nok = info.describe()
+            listing.name = info.platform_id
+            return
+        identity = await identify(link, timeout=timeout)
+    except (TransportError, ProtocolError) as exc:
+        what = "NOKV" if listing.loader != Loader.SIMPLEIO else "Id"
+        listing.error = f"no {what} reply: {exc}"
+        return
+    finally:
+        with anyio.CancelScope(shield=True):
+            await link.aclose()
+    reply = identity.reply
+    listing.name = reply.friendly_name
+    listing.unique_id = reply.unique_id_text
+    listing.cur_position = reply.cur_position
+    listing.fast_flash = reply.fast_flash
+    listing.logs = [log.text for log in identity.logs]
 
 
 # -- arrivals ---------------------------------------------------------------------
@@ -256,8 +366,7 @@ class ArrivalDedup:
             return True
         if (device.vendor_id, device.product_id) not in self.also:
             return False
-        ports = self.filters.ports
-        return not ports or any(_port_matches(device.port, p) for p in ports)
+        return _on_ports(device.port, self.filters.ports)
 
     def feed(self, event: HotplugEvent) -> list[HotplugEvent]:
         device = event.device

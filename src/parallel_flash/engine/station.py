@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
-from ..errors import InputError, ProtocolError, TransportError
+from ..errors import InputError, InvalidValue, ProtocolError, TransportError
 from ..image import ImageBuffer, ImageSet
 from ..protocol.loader import DeviceIdentity
 from ..transport.base import Link
@@ -56,7 +56,6 @@ from .discovery import (
     DeviceFilters,
     DeviceInfo,
     find_devices,
-    open_link,
     watch_devices,
 )
 from .pipeline import (
@@ -83,6 +82,7 @@ __all__ = (
     "REENUMERATE_WINDOW",
     "Confirmation",
     "Intake",
+    "check_device_count",
     "run_station",
 )
 
@@ -385,7 +385,7 @@ class _Station:
     async def _open(self, device: DeviceInfo, record: DeviceRecord | None) -> Link | None:
         assert self.ctx is not None
         try:
-            return await open_link(self.ctx, device)
+            return await self.ctx.open(device)
         except (TransportError, ProtocolError) as exc:
             record = record or self._new_record(device)
             detail = str(exc).removeprefix(f"{device.port}: ")
@@ -410,7 +410,7 @@ class _Station:
         """One Id exchange with a device that appeared on a watched port (None = no answer)."""
         assert self.ctx is not None
         try:
-            link = await open_link(self.ctx, device)
+            link = await self.ctx.open(device)
         except (TransportError, ProtocolError) as exc:
             logger.info("%s: cannot open the device that appeared: %s", device.port, exc)
             return None
@@ -617,6 +617,16 @@ class _Station:
                     self.left(event.device)
 
 
+def check_device_count(count: int) -> int:
+    """``count`` if a station can be asked to stop after that many devices.
+
+    :raises ~parallel_flash.errors.InvalidValue: below 1.
+    """
+    if count < 1:
+        raise InvalidValue(f"device count must be at least 1, not {count}")
+    return count
+
+
 async def run_station(
     image: ImageBuffer | ImageSet,
     *,
@@ -649,10 +659,10 @@ async def run_station(
     :param intake: stop it to start no new device (the run ends once those under
         way have finished)
     :param on_ready: called once the station is watching for devices
-    :raises ~parallel_flash.errors.InputError: ``count`` below 1
+    :raises ~parallel_flash.errors.InvalidValue: ``count`` below 1
     """
-    if count is not None and count < 1:
-        raise InputError(f"device count must be at least 1, not {count}")
+    if count is not None:
+        check_device_count(count)
     result = result if result is not None else LineResult()
     result.counters = LineCounters()
     station = _Station(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..errors import InputError
+from ..transport.ports import port_sort_key
 
 __all__ = ("CSV_COLUMNS", "PortYield", "ReportDigest", "summarize_reports", "write_csv")
 
@@ -105,7 +106,6 @@ class ReportDigest:
 
     def port_yields(self) -> list[PortYield]:
         """A row per (station, port), in station then natural port order."""
-        from .ui._layout import natural_key
 
         ports: dict[tuple[str, str], PortYield] = {}
         for record in self.devices:
@@ -113,7 +113,8 @@ class ReportDigest:
             row = ports.setdefault(key, PortYield(station=key[0], port=key[1]))
             row.devices += 1
             row.booted += record.get("ok") is True
-        return [ports[key] for key in sorted(ports, key=lambda key: (key[0], natural_key(key[1])))]
+        order = sorted(ports, key=lambda key: (key[0], port_sort_key(key[1])))
+        return [ports[key] for key in order]
 
 
 def _text(value: object, missing: str = "-") -> str:

@@ -60,6 +60,7 @@ from .messages import (
 )
 
 __all__ = (
+    "DEFAULT_TIMEOUTS",
     "Finished",
     "HostPhase",
     "HostStage",
@@ -109,6 +110,11 @@ class HostTimeouts:
     reset: float = 5.0
     transfer: float = 1.0
     status: float = 15.0
+
+
+#: The protocol.md waits, for a caller that takes one of them alone (``list``'s Id
+#: exchange, the CLI's option defaults): written once, in :class:`HostTimeouts`.
+DEFAULT_TIMEOUTS = HostTimeouts()
 
 
 def needs_zero_packet(length: int, max_packet_size: int) -> bool:

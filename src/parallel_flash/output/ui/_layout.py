@@ -8,12 +8,12 @@ reading the same. These helpers keep the distinguishing tail instead.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from rich.cells import cell_len, get_character_cell_size
 
 from ...engine.records import DeviceRecord, DeviceState
+from ...errors import status_text
 from ._text import printable
 
 __all__ = (
@@ -21,7 +21,6 @@ __all__ = (
     "STATE_GLYPH",
     "STATE_STYLE",
     "failure_reason",
-    "natural_key",
     "percent",
     "port_labels",
     "shorten_middle",
@@ -54,7 +53,6 @@ STATE_GLYPH: dict[DeviceState, str] = {
     DeviceState.FAILED: "✗",
 }
 
-_DIGITS = re.compile(r"(\d+)")
 #: Characters a port path is split at (sysfs ``1-1.4.2``, simulated ``sim-12``).
 _PORT_SEPARATORS = "-.:/"
 
@@ -92,15 +90,6 @@ def shorten_middle(text: str, width: int) -> str:
     return "".join(head) + ELLIPSIS + "".join(reversed(tail))
 
 
-def natural_key(port: str) -> tuple[tuple[int, int, str], ...]:
-    """Sort key putting ``1-1.2`` before ``1-1.10`` and ``sim-9`` before ``sim-10``."""
-    return tuple(
-        (0, int(part), "") if part.isdigit() else (1, 0, part)
-        for part in _DIGITS.split(port)
-        if part
-    )
-
-
 def port_labels(ports: Iterable[str]) -> tuple[str, dict[str, str]]:
     """(common prefix, {port: the rest}) for the grid's cells.
 
@@ -134,5 +123,5 @@ def failure_reason(record: DeviceRecord) -> str:
     if record.error:
         return printable(record.error)
     if record.status is not None:
-        return f"status 0x{record.status & 0xFFFFFFFF:08x}"
+        return status_text(record.status)
     return "failed"

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import TextIO
 
 from ...engine.records import DeviceLog, DeviceRecord, DeviceState
+from ...errors import status_text
 from ._layout import failure_reason
 from ._text import format_mb, printable
 from ._view import LineView
@@ -228,11 +229,7 @@ class PlainOutput:
             self.view.device_finished(record)
             self._seen.pop(record, None)  # nothing more to print for it
             if record.state is DeviceState.BOOTED:
-                status = (
-                    f" (status 0x{record.status & 0xFFFFFFFF:08x})"
-                    if record.status is not None
-                    else ""
-                )
+                status = f" ({status_text(record.status)})" if record.status is not None else ""
                 self._progress_line(
                     record, f"Booted{status} in {_seconds(record.elapsed())} seconds."
                 )

@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ...engine.records import DeviceLog, DeviceRecord, DeviceState
+from ...transport.ports import port_sort_key
 from ..report import LineTally, LineTotals
-from ._layout import failure_reason, natural_key
+from ._layout import failure_reason
 
 __all__ = ("FailedDevice", "LineView", "ViewSnapshot")
 
@@ -88,7 +89,7 @@ class LineView:
     def snapshot(self, now: float) -> ViewSnapshot:
         """The line as it stands at monotonic time *now* (O(ports + active devices))."""
         with self._lock:
-            ports = sorted(self._ports.values(), key=lambda record: natural_key(record.port))
+            ports = sorted(self._ports.values(), key=lambda record: port_sort_key(record.port))
             active = list(self._active.values())
             tally = self._done.copy()
             failures = tuple(self._failures)

@@ -8,6 +8,7 @@ from typing import Any
 import usb1
 
 from ...errors import RemoteProtocolError
+from ..ports import PortPath
 
 __all__ = ("INTERFACE", "HotplugEvent", "UsbDeviceInfo", "describe", "simpleio_endpoints")
 
@@ -49,7 +50,8 @@ class HotplugEvent:
 
 
 def _port_path(bus: int, ports: list[int]) -> str:
-    return f"{bus}-{'.'.join(map(str, ports))}" if ports else f"usb{bus}"
+    """The device's sysfs name: its port path, or ``usbN`` for a root hub."""
+    return str(PortPath(bus, tuple(ports))) if ports else f"usb{bus}"
 
 
 def describe(device: usb1.USBDevice) -> UsbDeviceInfo:
