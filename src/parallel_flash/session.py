@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
@@ -43,7 +43,10 @@ from .output.line import LineIntegration, LineOptions
 from .output.report import STDOUT_REPORT
 from .protocol.models import AnyFaults
 from .transport.base import Link
-from .transport.sim import SimLink, simulated_line
+from .transport.sim import USB2_DEVICE_RATE, SimLink, simulated_line
+
+if TYPE_CHECKING:
+    from .output.ui import LiveTable
 
 __all__ = (
     "LinkSource",
@@ -75,7 +78,7 @@ class SimulatedLine:
 
     count: int
     #: Per-device link rate in bytes/s; None = unthrottled.
-    rate: float | None = 40e6
+    rate: float | None = USB2_DEVICE_RATE
     #: Shared per-bus ceiling in bytes/s; None = no shared ceiling.
     bus_rate: float | None = None
     faults: dict[int, AnyFaults] | None = None
@@ -126,31 +129,19 @@ class Presentation:
             from .output.ui import LiveTable
 
             table = LiveTable(console=Console(file=stream, log_path=False), title=self.title)
-            return _logging_through(table.console, table)
+            return _logging_above(table)
         from .output.ui import PlainOutput
 
         return PlainOutput(image.wim_path, stream=stream, quiet=self.quiet)
 
 
 @contextlib.contextmanager
-def _logging_through(console: Any, table: Any) -> Iterator[LineObserver]:
+def _logging_above(table: LiveTable) -> Iterator[LineObserver]:
     """While the live table is up, log records print above it instead of tearing it."""
-    from rich.logging import RichHandler
+    from .output.ui import logging_above
 
-    root = logging.getLogger()
-    handler = RichHandler(console=console, show_path=False, markup=False)
-    # The table's handler replaces the console ones for as long as it is drawn.
-    saved = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
-    for old in saved:
-        root.removeHandler(old)
-    root.addHandler(handler)
-    try:
-        with table:
-            yield table
-    finally:
-        root.removeHandler(handler)
-        for old in saved:
-            root.addHandler(old)
+    with logging_above(table.console), table:
+        yield table
 
 
 # -- signals -----------------------------------------------------------------------------

@@ -186,12 +186,18 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def _configure_logging(verbosity: int) -> None:
     from ..logs import TRACE
+    from ..output.ui import ConsoleLogHandler
 
     if verbosity < 0:
         level = logging.ERROR
     else:
         level = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}.get(verbosity, TRACE)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our own console handler, so a live table can take its lines above itself.
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[ConsoleLogHandler()],
+    )
 
 
 def run() -> None:

@@ -8,6 +8,8 @@ views know about a line (bounded over a shift, fed by observer calls).
 
 from ._frame import render_line as render_line
 from ._live import LiveTable as LiveTable
+from ._log import ConsoleLogHandler as ConsoleLogHandler
+from ._log import logging_above as logging_above
 from ._plain import PlainOutput as PlainOutput
 from ._text import printable as printable
 from ._view import FailedDevice as FailedDevice
@@ -15,11 +17,13 @@ from ._view import LineView as LineView
 from ._view import ViewSnapshot as ViewSnapshot
 
 __all__ = (
+    "ConsoleLogHandler",
     "FailedDevice",
     "LineView",
     "LiveTable",
     "PlainOutput",
     "ViewSnapshot",
+    "logging_above",
     "printable",
     "render_line",
 )
