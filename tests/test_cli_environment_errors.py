@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from parallel_flash.errors import HostSetupError
-from parallel_flash.img2wim import ntfs3g, wimlib
+from parallel_flash.img2wim import libwim, ntfs3g, wimlib
 
 #: Runs the CLI with ctypes refusing to load any library whose name holds HIDE
 #: (argv[1]), with MESSAGE (argv[2]) as the loader's error, as dlopen words it.
@@ -96,7 +96,7 @@ def _refuse_to_load(monkeypatch: pytest.MonkeyPatch, message: str) -> None:
         real(self, name, *args, **kwargs)
 
     monkeypatch.setattr(ctypes.CDLL, "__init__", init)
-    monkeypatch.setattr(wimlib, "_lib", None)
+    monkeypatch.setattr(libwim, "_lib", None)
     monkeypatch.setattr(ntfs3g, "_lib", None)
 
 

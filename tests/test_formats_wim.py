@@ -7,7 +7,6 @@ uncompressed capture (``capture src t.wim Demo --boot --compress=none``).
 from __future__ import annotations
 
 import random
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,6 @@ from parallel_flash.formats.wim import (
     check_boot_payload,
     parse_wim_header,
     read_wim_info,
-    verify_integrity,
 )
 
 FILE_SIZE = 201_734
@@ -383,34 +381,6 @@ def test_read_real_wim_from_libwim(small_wim: Path) -> None:
     info = read_wim_info(small_wim)
     assert (info.compression, info.boot_index, info.image_names) == ("none", 1, ("Small",))
     assert not info.has_integrity
-
-
-@pytest.mark.wimlib
-def test_verify_integrity_of_real_wim(imagex_wim: Path) -> None:
-    verify_integrity(imagex_wim)
-
-
-@pytest.mark.wimlib
-def test_verify_integrity_finds_the_damaged_chunk(imagex_wim: Path, tmp_path: Path) -> None:
-    damaged = tmp_path / "damaged.wim"
-    shutil.copy(imagex_wim, damaged)
-    with open(damaged, "r+b") as f:
-        f.seek(1000)
-        byte = f.read(1)
-        f.seek(1000)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    read_wim_info(damaged)  # the header is still fine
-    with pytest.raises(FormatError) as caught:
-        verify_integrity(damaged)
-    assert caught.value.field == "integrity_table"
-    assert "chunk 0 of 1 (bytes 208.." in caught.value.problem
-
-
-@pytest.mark.wimlib
-def test_verify_integrity_without_a_table(small_wim: Path) -> None:
-    with pytest.raises(FormatError, match="absent") as caught:
-        verify_integrity(small_wim)
-    assert caught.value.field == "integrity_table"
 
 
 @pytest.mark.wimlib

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from parallel_flash.errors import HostSetupError, WimlibError
-from parallel_flash.img2wim import wimlib
+from parallel_flash.img2wim import libwim, wimlib
 
 pytestmark = pytest.mark.wimlib
 
@@ -119,7 +119,7 @@ def test_exception_in_progress_aborts_without_partial_wim(tmp_path: Path) -> Non
 
 
 def test_missing_library_names_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wimlib, "_lib", None)
-    monkeypatch.setattr(wimlib, "LIBRARY_NAME", "libwim-does-not-exist.so.99")
+    monkeypatch.setattr(libwim, "_lib", None)
+    monkeypatch.setattr(libwim, "LIBRARY_NAME", "libwim-does-not-exist.so.99")
     with pytest.raises(HostSetupError, match=r"install the Debian package libwim15"):
         wimlib.wim_info("/nonexistent.wim")

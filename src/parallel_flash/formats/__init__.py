@@ -27,7 +27,7 @@ from .wim import WimInfo as WimInfo
 from .wim import check_boot_payload as check_boot_payload
 from .wim import parse_wim_header as parse_wim_header
 from .wim import read_wim_info as read_wim_info
-from .wim import verify_integrity as verify_integrity
+from .wim_integrity import verify_integrity as verify_integrity
 
 __all__ = (
     "FileType",

@@ -28,7 +28,8 @@ from ..formats.ffu_disk import StoreTable, find_mainos, read_partition_tables, w
 from ..formats.ffu_payload import scan_payload
 from ..formats.sdi import SdiInfo, check_sdi_for_wim_boot, read_sdi_info
 from ..formats.secwim import read_secwim_info
-from ..formats.wim import WimInfo, read_wim_info, verify_integrity
+from ..formats.wim import WimInfo, read_wim_info
+from ..formats.wim_integrity import verify_integrity
 
 __all__ = ("FileDescription", "describe_file", "format_size")
 
