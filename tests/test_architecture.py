@@ -6,6 +6,7 @@ CI enforces them, so ``bash scripts/run.sh test`` fails on an upward import.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import sysconfig
@@ -14,7 +15,6 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parent.parent
-
 
 
 def test_import_contracts_are_kept() -> None:
@@ -98,3 +98,34 @@ def test_every_top_level_module_belongs_to_a_layer() -> None:
         if entry.suffix == ".py" or (entry / "__init__.py").is_file()
     }
     assert found <= _TOP_LEVEL, f"not in any layer: {sorted(found - _TOP_LEVEL)}"
+
+
+def _layer_table() -> list[tuple[list[str], list[str]]]:
+    """The README's layer table: (the 'where' paths, the paths its text names) per row."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("| layer, top to bottom |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        _layer, where, what = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append((re.findall(r"`([^`]+)`", where), re.findall(r"`([\w/]+(?:\.py|/))`", what)))
+    return rows
+
+
+def test_readme_layer_table_matches_the_tree() -> None:
+    package = ROOT / "src" / "parallel_flash"
+    rows = _layer_table()
+    listed = {path.rstrip("/").removesuffix(".py") for where, _ in rows for path in where}
+    present = {
+        entry.stem
+        for entry in package.iterdir()
+        if entry.suffix == ".py" or (entry / "__init__.py").is_file()
+    } - {"_version", "__main__"}
+    assert listed == present, (
+        f"README lists {sorted(listed - present)}, misses {sorted(present - listed)}"
+    )
+    for where, named in rows:
+        bases = [package] + [package / path for path in where if path.endswith("/")]
+        for path in named:
+            assert any((base / path).exists() for base in bases), (
+                f"README names {path}: not in {where}"
+            )
