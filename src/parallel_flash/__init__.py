@@ -94,8 +94,11 @@ if TYPE_CHECKING:
     from .protocol import DeviceFaults as DeviceFaults
     from .protocol import DeviceModel as DeviceModel
     from .protocol import WimBootHost as WimBootHost
+    from .protocol.loader import HostSetup as HostSetup
+    from .protocol.loader import LoaderHost as LoaderHost
     from .protocol.nokia import LumiaMmosHost as LumiaMmosHost
     from .protocol.nokia import NokFaults as NokFaults
+    from .protocol.nokia import NokTimeouts as NokTimeouts
     from .protocol.nokia import UfpRamBootHost as UfpRamBootHost
     from .protocol.selection import Loader as Loader
     from .session import LinkSource as LinkSource
@@ -171,6 +174,9 @@ _EXPORTS: dict[str, str] = {
     "LumiaMmosHost": ".protocol.nokia",
     "UfpRamBootHost": ".protocol.nokia",
     "NokFaults": ".protocol.nokia",
+    "NokTimeouts": ".protocol.nokia",
+    "HostSetup": ".protocol.loader",
+    "LoaderHost": ".protocol.loader",
     # files: formats, img2wim, demo inputs, the emulator
     "FileType": ".formats",
     "detect_file_type": ".formats",
