@@ -14,12 +14,12 @@ device. Faults are injected through :class:`DeviceFaults`.
 from __future__ import annotations
 
 import enum
-import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FormatError, RemoteProtocolError
+from .fault_spec import describe_faults, parse_faults_spec
 from .messages import (
     CONTROL_REQUEST,
     IdReply,
@@ -28,6 +28,7 @@ from .messages import (
     WimBootHeader,
     encode_status,
 )
+from .model_base import DeviceModelBase, OutResult
 
 __all__ = (
     "STATUS_INVALID_IMAGE_FORMAT",
@@ -53,17 +54,6 @@ STATUS_INVALID_IMAGE_FORMAT = _ntstatus(0xC000007B)
 #: contents (the table sits at 0x400, 8 entries of 64 bytes).
 _SDI_PREFIX = 0x600
 _WIM_PREFIX = 208
-
-
-class OutResult(enum.Enum):
-    """What became of one bulk OUT transfer."""
-
-    #: The device took the data.
-    ACCEPTED = "accepted"
-    #: The device is not reading: the transfer stays pending until the host gives up.
-    NAK = "nak"
-    #: The device is gone (unplugged, crashed).
-    GONE = "gone"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,16 +83,16 @@ class DeviceFaults:
     ram: int | None = None
 
     _KEYS = {
-        "status": ("status", int),
-        "stop-reading": ("stop_reading_after", int),
-        "disconnect": ("disconnect_after", int),
-        "stale": ("stale_position", int),
-        "refuse-reset": ("refuse_reset", bool),
-        "logs": ("log_packets", int),
-        "silent-status": ("silent_status", bool),
-        "logs-after-reset": ("logs_after_reset", bool),
-        "logs-for-status": ("logs_for_status", bool),
-        "ram": ("ram", int),
+        "status": "status",
+        "stop-reading": "stop_reading_after",
+        "disconnect": "disconnect_after",
+        "stale": "stale_position",
+        "refuse-reset": "refuse_reset",
+        "logs": "log_packets",
+        "silent-status": "silent_status",
+        "logs-after-reset": "logs_after_reset",
+        "logs-for-status": "logs_for_status",
+        "ram": "ram",
     }
 
     @classmethod
@@ -112,36 +102,11 @@ class DeviceFaults:
         Integers accept any base Python does (``0x...``). Raises ValueError
         naming the bad item.
         """
-        values: dict[str, Any] = {}
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            key, sep, raw = item.partition("=")
-            if key not in cls._KEYS:
-                known = ", ".join(sorted(cls._KEYS))
-                raise ValueError(f"unknown fault {key!r} (known: {known})")
-            name, kind = cls._KEYS[key]
-            if kind is bool:
-                if sep:
-                    raise ValueError(f"fault {key!r} takes no value")
-                values[name] = True
-                continue
-            if not sep:
-                raise ValueError(f"fault {key!r} needs a value: {key}=N")
-            try:
-                values[name] = int(raw, 0)
-            except ValueError:
-                raise ValueError(f"fault {key!r}: {raw!r} is not an integer") from None
-        return cls(**values)
+        return parse_faults_spec(cls, text, cls._KEYS)
 
     def describe(self) -> str:
         """The CLI form of these faults (inverse of :meth:`parse`)."""
-        parts = []
-        for key, (name, kind) in self._KEYS.items():
-            value = getattr(self, name)
-            if kind is bool and value:
-                parts.append(key)
-            elif kind is int and value not in (None, 0):
-                parts.append(f"{key}={value}")
-        return ",".join(parts)
+        return describe_faults(self, self._KEYS)
 
 
 class _Phase(enum.Enum):
@@ -162,10 +127,7 @@ class _Segment:
     received: int = 0
 
 
-TranscriptEntry = tuple[Any, ...]
-
-
-class DeviceModel:
+class DeviceModel(DeviceModelBase):
     """A Windows Phone class device in flashing mode, as far as WIM boot goes."""
 
     def __init__(
@@ -179,21 +141,15 @@ class DeviceModel:
         record_transcript: bool = True,
         max_packet_size: int = 512,
     ) -> None:
-        self.friendly_name = friendly_name
-        self.unique_id = unique_id or uuid.uuid4()
+        super().__init__(
+            friendly_name=friendly_name,
+            unique_id=unique_id,
+            count_only=count_only,
+            record_transcript=record_transcript,
+            max_packet_size=max_packet_size,
+        )
         self.ram_limit = ram_limit
         self.faults = faults or DeviceFaults()
-        self.count_only = count_only
-        self.max_packet_size = max_packet_size
-        self.transcript: list[TranscriptEntry] = []
-        self._record = record_transcript and not count_only
-
-        self.booted = False
-        self.disconnected = False
-        self.received_bytes = 0
-        self.expected_bytes = 0
-        self.rejection: str | None = None
-        self.status_sent: int | None = None
         self.resets = 0
         #: Log packets sent so far by a chattering device (the endless-log faults).
         self.chatter_sent = 0
@@ -203,44 +159,24 @@ class DeviceModel:
 
         self._phase = _Phase.IDLE
         self._cur_position = self.faults.stale_position
-        self._replies: list[bytes] = []
         self._header: WimBootHeader | None = None
         self._segments: list[_Segment] = []
         self._zlp_due = False
         self._refusing_data = False
-        self._hash = None if count_only else hashlib.sha256()
         self._sdi_prefix = bytearray()
         self._wim_prefix = bytearray()
 
     # -- outputs ---------------------------------------------------------------
 
     @property
-    def sha256(self) -> str | None:
-        """Hex SHA-256 of every image byte received (None in count-only mode)."""
-        return None if self._hash is None else self._hash.hexdigest()
-
-    @property
     def phase(self) -> str:
         return self._phase.value
-
-    @property
-    def reply_pending(self) -> bool:
-        """A reply waits to be read."""
-        return bool(self._replies)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able account of what the device saw."""
         return {
-            "name": self.friendly_name,
-            "unique_id": str(self.unique_id),
+            **super().summary(),
             "phase": self._phase.value,
-            "received_bytes": self.received_bytes,
-            "expected_bytes": self.expected_bytes,
-            "sha256": self.sha256,
-            "booted": self.booted,
-            "disconnected": self.disconnected,
-            "rejection": self.rejection,
-            "status_sent": self.status_sent,
             "resets": self.resets,
             "faults": self.faults.describe(),
         }
@@ -251,8 +187,7 @@ class DeviceModel:
         self, request_type: int, request: int, value: int, index: int, data: bytes = b""
     ) -> bool:
         """A control transfer; True = ACK, False = STALL."""
-        if self._record:
-            self.transcript.append(("control", request_type, request, value, index))
+        self._note("control", request_type, request, value, index)
         if self._phase is _Phase.GONE:
             return False
         known = (request_type, request, value, index) == (
@@ -275,8 +210,7 @@ class DeviceModel:
             return self._receive_data(data)
         if self._refusing_data and length > 1:
             return OutResult.NAK
-        if self._record:
-            self.transcript.append(("out", length))
+        self._note("out", length)
         if length == 0:
             return OutResult.ACCEPTED
         if self._phase is _Phase.AWAIT_HEADER:
@@ -304,17 +238,15 @@ class DeviceModel:
             # the model drops the reply, the host has to cope.
             self._reject(f"host read {max_length} bytes, reply was {len(reply)}")
             return reply[:max_length]
-        if self._record:
-            self.transcript.append(("in", len(reply)))
+        self._note("in", len(reply))
         if self._phase is _Phase.STATUS_PENDING and not self._replies:
             self._status_read()
         return reply
 
     def disconnect(self) -> None:
         """The host of the model unplugged it."""
-        self.disconnected = True
+        super().disconnect()
         self._phase = _Phase.GONE
-        self._replies.clear()
 
     # -- command phase ---------------------------------------------------------
 
@@ -383,14 +315,12 @@ class DeviceModel:
     def _receive_data(self, data: bytes | memoryview) -> OutResult:
         length = len(data)
         faults = self.faults
-        if faults.disconnect_after is not None and self.received_bytes >= faults.disconnect_after:
-            self.disconnect()
-            return OutResult.GONE
-        stop_at = faults.stop_reading_after
-        if stop_at is not None and self.received_bytes >= stop_at:
-            return OutResult.NAK
-        if self._record:
-            self.transcript.append(("out", length))
+        fault = self._out_fault(
+            faults.disconnect_after, faults.stop_reading_after, self.received_bytes
+        )
+        if fault is not None:
+            return fault
+        self._note("out", length)
         if self._zlp_due:
             self._zlp_due = False
             if length == 0:
@@ -424,11 +354,10 @@ class DeviceModel:
                 f"{segment.name} transfer of {length} bytes at offset {segment.received}, "
                 f"expected {expected}"
             )
-        if self._hash is not None:
-            self._hash.update(data)
+        if not self.count_only:
             self._keep_prefix(segment, data)
+        self._count(data)
         segment.received += length
-        self.received_bytes += length
 
     def _keep_prefix(self, segment: _Segment, data: bytes | memoryview) -> None:
         if segment.name == "SDI" and len(self._sdi_prefix) < _SDI_PREFIX:

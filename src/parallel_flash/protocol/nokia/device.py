@@ -21,11 +21,10 @@ transfers whose lengths are multiples of wMaxPacketSize.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from typing import Any
 
-from ..device import OutResult
+from ..model_base import DeviceModelBase, OutResult
 from .faults import NokFaults
 from .messages import (
     NOKU,
@@ -40,14 +39,12 @@ from .messages import (
 
 __all__ = ("NokDeviceModel",)
 
-TranscriptEntry = tuple[Any, ...]
-
 
 def _usb_id(ids: tuple[int, int] | None) -> str | None:
     return None if ids is None else f"{ids[0]:04x}:{ids[1]:04x}"
 
 
-class NokDeviceModel:
+class NokDeviceModel(DeviceModelBase):
     """A device running a NOK flash app; subclasses add the loader's own messages."""
 
     #: Which loader this models ("lumia", "ufp").
@@ -72,33 +69,25 @@ class NokDeviceModel:
         platform_id: str | None = None,
         params: dict[str, bytes] | None = None,
     ) -> None:
-        self.friendly_name = name
+        # NOK replies carry no unique ID; the emulator uses the model's as the USB serial.
+        super().__init__(
+            friendly_name=name,
+            unique_id=unique_id,
+            count_only=count_only,
+            record_transcript=record_transcript,
+            max_packet_size=max_packet_size,
+        )
         self.ids = ids
-        #: NOK replies carry no unique ID; the emulator uses this as the USB serial.
-        self.unique_id = unique_id or uuid.uuid4()
         self.platform_id = platform_id
         self._subblocks = (write_buffer_size, protocol_mask, mmos_over_usb, largest_memory_region)
-        self.count_only = count_only
-        self.max_packet_size = max_packet_size
-        self.transcript: list[TranscriptEntry] = []
-        self._record = record_transcript and not count_only
         self.params = params or {}
-        self.booted = False
-        self.disconnected = False
-        self.received_bytes = 0
-        self.expected_bytes = 0
-        self.rejection: str | None = None
-        #: The last non-zero status this device answered, if any.
-        self.status_sent: int | None = None
         self.messages = 0
         #: (vid, pid) the device comes back with after it left; None = as the booted image.
         self.returns_as: tuple[int, int] | None = None
-        self._replies: list[bytes] = []
         #: A message arriving in several transfers, and how much of it is in.
         self._partial: bytearray | None = None
         self._partial_length = 0
         self._gone = False
-        self._hash = None if count_only else hashlib.sha256()
         self.faults = faults or NokFaults()
 
     @property
@@ -135,16 +124,6 @@ class NokDeviceModel:
     # -- outputs ----------------------------------------------------------------------
 
     @property
-    def sha256(self) -> str | None:
-        """Hex SHA-256 of every image byte received (None in count-only mode)."""
-        return None if self._hash is None else self._hash.hexdigest()
-
-    @property
-    def reply_pending(self) -> bool:
-        """A reply waits to be read (the host has not finished this exchange)."""
-        return bool(self._replies)
-
-    @property
     def phase(self) -> str:
         return "gone" if self._gone else self._phase_name()
 
@@ -155,16 +134,8 @@ class NokDeviceModel:
         """A JSON-able account of what the device saw."""
         return {
             "loader": self.loader,
-            "name": self.friendly_name,
-            "unique_id": str(self.unique_id),
+            **super().summary(),
             "phase": self.phase,
-            "received_bytes": self.received_bytes,
-            "expected_bytes": self.expected_bytes,
-            "sha256": self.sha256,
-            "booted": self.booted,
-            "disconnected": self.disconnected,
-            "rejection": self.rejection,
-            "status_sent": self.status_sent,
             "messages": self.messages,
             "returns_as": _usb_id(self.returns_as),
             "faults": self.faults.describe(),
@@ -176,8 +147,7 @@ class NokDeviceModel:
         self, request_type: int, request: int, value: int, index: int, data: bytes = b""
     ) -> bool:
         """The NOK hosts send no class or vendor requests: STALL them (and note it)."""
-        if self._record:
-            self.transcript.append(("control", request_type, request, value, index))
+        self._note("control", request_type, request, value, index)
         return False
 
     def bulk_out(self, data: bytes | memoryview) -> OutResult:
@@ -186,14 +156,11 @@ class NokDeviceModel:
             return OutResult.GONE
         f = self.faults
         arrived = self.received_bytes + self._partial_length
-        if f.disconnect_after is not None and arrived >= f.disconnect_after:
-            self.disconnect()
-            return OutResult.GONE
-        if f.stop_reading_after is not None and arrived >= f.stop_reading_after:
-            return OutResult.NAK
+        fault = self._out_fault(f.disconnect_after, f.stop_reading_after, arrived)
+        if fault is not None:
+            return fault
         length = len(data)
-        if self._record:
-            self.transcript.append(("out", length, bytes(data[:8]).hex()))
+        self._note("out", length, bytes(data[:8]).hex())
         if length == 0:
             self._reject("a zero-length packet arrived; NOK loaders never use them")
             return OutResult.ACCEPTED
@@ -256,16 +223,14 @@ class NokDeviceModel:
         if max_length < REPLY_BUFFER_SIZE:
             self._reject(f"host read a reply into {max_length} bytes, less than 0xF000")
         reply = self._replies.pop(0)
-        if self._record:
-            self.transcript.append(("in", len(reply)))
+        self._note("in", len(reply))
         self._reply_read()
         return reply[:max_length]
 
     def disconnect(self) -> None:
         """The device (or whoever hosts it) pulled the plug."""
-        self.disconnected = True
+        super().disconnect()
         self._gone = True
-        self._replies.clear()
 
     # -- the conversation -------------------------------------------------------------
 
@@ -301,12 +266,6 @@ class NokDeviceModel:
         if status:
             self.status_sent = status
         return encode_status_reply(signature, status)
-
-    def _take(self, data: bytes | memoryview) -> None:
-        """Count (and hash) image bytes."""
-        if self._hash is not None:
-            self._hash.update(data)
-        self.received_bytes += len(data)
 
     def _fault_status(self, first: int, length: int) -> int | None:
         """The injected status, for the message holding image bytes [first, first+length)."""

@@ -7,8 +7,9 @@ failure modes do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from ..fault_spec import describe_faults, parse_faults_spec
 
 __all__ = ("NokFaults",)
 
@@ -97,39 +98,11 @@ class NokFaults:
     def parse(cls, text: str) -> NokFaults:
         """Parse e.g. ``no-mmos`` or ``status=0x1003,status-at=1048576``.
 
-        Integers accept any base Python does. Raises ValueError naming the bad item.
+        Integers accept any base Python does; none is negative. Raises
+        ValueError naming the bad item.
         """
-        kinds = {field.name: field.type for field in fields(cls)}
-        values: dict[str, Any] = {}
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            key, sep, raw = item.partition("=")
-            name = cls._KEYS.get(key)
-            if name is None:
-                known = ", ".join(sorted(cls._KEYS))
-                raise ValueError(f"unknown fault {key!r} (known: {known})")
-            if kinds[name] == "bool":
-                if sep:
-                    raise ValueError(f"fault {key!r} takes no value")
-                values[name] = True
-                continue
-            if not sep:
-                raise ValueError(f"fault {key!r} needs a value: {key}=N")
-            try:
-                values[name] = int(raw, 0)
-            except ValueError:
-                raise ValueError(f"fault {key!r}: {raw!r} is not an integer") from None
-            if values[name] < 0:
-                raise ValueError(f"fault {key!r}: {raw!r} is negative")
-        return cls(**values)
+        return parse_faults_spec(cls, text, cls._KEYS, signed=False)
 
     def describe(self) -> str:
         """The CLI form of these faults (inverse of :meth:`parse`)."""
-        parts = []
-        for key, name in self._KEYS.items():
-            value = getattr(self, name)
-            if value is True:
-                parts.append(key)
-            elif value is not False and value is not None and (value or name != "status_at"):
-                hexadecimal = name in ("status", "switch_status")
-                parts.append(f"{key}={value:#x}" if hexadecimal else f"{key}={value}")
-        return ",".join(parts)
+        return describe_faults(self, self._KEYS, hexadecimal=("status", "switch_status"))

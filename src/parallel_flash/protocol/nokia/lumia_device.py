@@ -164,7 +164,7 @@ class LumiaDeviceModel(NokDeviceModel):
         injected = self._fault_status(piece.offset, piece.piece_length)
         if injected is not None:
             return injected
-        self._take(body)
+        self._count(body)
         if not self.count_only:
             self._keep(body)
         if self.received_bytes == self.expected_bytes:

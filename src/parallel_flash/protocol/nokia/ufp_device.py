@@ -246,7 +246,7 @@ class UfpDeviceModel(NokDeviceModel):
         self._phase = _Phase.HEADER
         self._header_total = total
         self._header += body
-        self._take(body)
+        self._count(body)
         if len(self._header) < total:
             return 0
         return self._header_complete()
@@ -285,7 +285,7 @@ class UfpDeviceModel(NokDeviceModel):
         injected = self._fault_status(self.received_bytes, len(body))
         if injected is not None:
             return injected
-        self._take(body)
+        self._count(body)
         if not self.count_only:
             status = self._verify(body)
             if status:
