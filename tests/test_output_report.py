@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -311,3 +313,42 @@ def test_a_simulated_line_writes_one_record_per_device(
     assert (summary["devices"], summary["booted"], summary["failed"]) == (3, 2, 1)
     assert json.dumps(summary).isascii()
     image.close()
+
+
+#: Fills a file up to a size limit the kernel enforces (RLIMIT_FSIZE), as a full disk does:
+#: a write across the limit is cut short, the next one fails (EFBIG). Run in a subprocess.
+_FULL_DISK = """
+import json, os, resource, signal, sys
+from parallel_flash.output.outbox import Outbox, PendingResult
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
+path, limit = sys.argv[1], int(sys.argv[2])
+outbox = Outbox(path)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+failed = 0
+for n in range(50):
+    try:
+        outbox.add(PendingResult(f"st-{n:04d}", "/r.jsonl", "1-1.2", n, "2026-12-02T00:00:00Z"))
+    except OSError:
+        failed += 1
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+outbox.add(PendingResult("st-last", "/r.jsonl", "1-1.2", 99, "2026-12-02T00:00:00Z"))
+outbox.close()
+print(failed)
+"""
+
+
+def test_a_full_disk_leaves_whole_lines_in_the_outbox_too(tmp_path: Path) -> None:
+    """The report's append rule (whole lines or none) is the outbox's: the disk frees up,
+    the next pointer starts on its own line instead of completing a cut one."""
+    path = tmp_path / "outbox.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(path), "1000"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 0  # the limit was hit
+    lines = path.read_text().splitlines()
+    assert all(json.loads(line)["pending"].startswith("st-") for line in lines)
+    assert lines[-1].startswith('{"pending":"st-last"')
+    assert path.stat().st_size <= 1000 + len(lines[-1]) + 1

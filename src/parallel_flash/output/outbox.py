@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from .report import read_report
+from .report import append_json_line, read_report
 
 __all__ = ("Outbox", "PendingResult")
 
@@ -191,6 +191,7 @@ class Outbox:
         return self._fd
 
     def _append(self, fd: int, item: dict[str, Any]) -> None:
-        data = (json.dumps(item, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
-        os.write(fd, data)
+        # Whole lines only: a pointer cut short by a full disk is cut back, not glued
+        # to the next one (which would lose both).
+        append_json_line(fd, item, end=os.fstat(fd).st_size, sync=False)
         self._dirty = True

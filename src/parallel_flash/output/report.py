@@ -69,6 +69,7 @@ __all__ = (
     "JsonlReport",
     "LineTally",
     "LineTotals",
+    "append_json_line",
     "default_station",
     "device_entry",
     "expand_report_path",
@@ -544,24 +545,15 @@ class JsonlReport:
             raise ValueError(f"report {self.path} is closed")
         if self.failed is not None:
             raise OSError(self.failed.errno, f"report already failed: {self.failed.strerror}")
-        data = (json.dumps(entry, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
-        start = self._size
         try:
-            view = memoryview(data)
-            while view:  # a regular file takes it all unless the disk is full
-                written = self._write_fd(self._fd, view)
-                view = view[written:]
-            # O_APPEND writes go straight to the kernel; fsync puts them on disk
-            # so a crash or power cut loses no finished device.
-            if self._durable:
-                os.fsync(self._fd)
+            # fsync puts the line on disk so a crash or power cut loses no finished device.
+            self._size = append_json_line(
+                self._fd, entry, end=self._size, sync=self._durable, write=self._write_fd
+            )
         except OSError as exc:
             self.failed = exc
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, start)  # no truncated line is ever left
             logger.error("report %s: write failed: %s", self.path, exc.strerror or exc)
             raise
-        self._size = start + len(data)
 
     #: The write call (a seam for tests injecting a full disk at the file layer).
     _write_fd = staticmethod(os.write)
@@ -724,6 +716,38 @@ class JsonlReport:
     def device_finished(self, record: DeviceRecord) -> None:
         if not self.write_device(record):
             logger.warning("%s: finished twice; report keeps the first record", record.port)
+
+
+def append_json_line(
+    fd: int,
+    entry: dict[str, Any],
+    *,
+    end: int,
+    sync: bool,
+    write: Callable[[int, memoryview], int] = os.write,
+) -> int:
+    """Append *entry* to *fd* as one JSON line, whole or not at all; returns the new length.
+
+    The rule for every JSON-lines file this package appends to (the report,
+    the MQTT outbox): a write cut short (a full disk, an I/O error) is cut
+    back to *end*, the length before it, so no partial line is left for the
+    next append to glue itself onto. ``sync`` also puts the line on disk.
+    ASCII only (``ensure_ascii``): ``cat`` on the file cannot drive a terminal.
+
+    :raises OSError: the write or the sync failed (the file is as it was)
+    """
+    data = (json.dumps(entry, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+    try:
+        view = memoryview(data)
+        while view:  # a regular file takes it all unless the disk is full
+            view = view[write(fd, view):]
+        if sync:
+            os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, end)
+        raise
+    return end + len(data)
 
 
 def _open_report_file(name: str, *, inputs: Sequence[str], append: bool) -> int:
