@@ -319,7 +319,14 @@ class _Session:
         if report is None or report.path == STDOUT_REPORT:
             return
         report.request_reopen()
-        _call_soon(report.rotate)
+        _call_soon(self._rotate_report)
+
+    def _rotate_report(self) -> None:
+        """On the loop, between two records: a failure there is the report's, never a traceback."""
+        try:
+            self._report.rotate()
+        except OSError as exc:
+            self._observer_failed(self._report, exc)
 
     async def _main(
         self,

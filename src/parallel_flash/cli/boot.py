@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "UFP devices uses a closed native path and is not offered. "
             "Exit status: 0 all booted, 1 any failed (or the report could not be written), 2 bad "
             "input, 130 interrupted (Ctrl-C). SIGTERM or SIGHUP end a run normally: 0 unless a "
-            "device failed."
+            "device failed. SIGUSR1 reopens the --report file (logrotate) and ends nothing."
         ),
     )
     parser.add_argument(
