@@ -96,3 +96,4 @@ def test_rows_are_not_folded_when_piped(small_sdi: Path) -> None:
     assert done.returncode == 0, done.stderr
     (row,) = [line for line in done.stdout.splitlines() if line.startswith("SHA-256")]
     assert len(row.split()[-1]) == 64  # the whole hash on one line, for grep
+    assert all(line == line.rstrip() for line in done.stdout.splitlines())  # no padding

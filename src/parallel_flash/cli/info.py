@@ -65,12 +65,20 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write("\n")
     else:
-        # A pipe or a file gets each row whole, never folded at 80 columns:
-        # `info x.wim | grep SHA-256` must see the whole hash.
-        console = Console(highlight=False, width=None if sys.stdout.isatty() else _UNWRAPPED)
+        # A pipe or a file gets each row whole, never folded at 80 columns, and
+        # without the padding to the table's width: `info x.wim | grep SHA-256`
+        # must see the whole hash, and `awk '{print $NF}'` the value.
+        tty = sys.stdout.isatty()
+        console = Console(highlight=False, width=None if tty else _UNWRAPPED)
         for result in results:
-            if isinstance(result, FileDescription):
+            if not isinstance(result, FileDescription):
+                continue
+            if tty:
                 console.print(render_description(result))
+                continue
+            with console.capture() as captured:
+                console.print(render_description(result))
+            sys.stdout.write("".join(f"{line.rstrip()}\n" for line in captured.get().splitlines()))
     failed = [r for r in results if isinstance(r, InputError)]
     for error in failed:
         print(f"parallel-flash: error: {printable(str(error))}", file=sys.stderr)
