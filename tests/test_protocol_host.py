@@ -11,6 +11,7 @@ from _pair import drive
 from parallel_flash.errors import DeviceBootError, LocalProtocolError, RemoteProtocolError
 from parallel_flash.protocol.device import DeviceFaults, DeviceModel
 from parallel_flash.protocol.host import (
+    DEFAULT_TIMEOUTS,
     Finished,
     HostPhase,
     ReadBulk,
@@ -43,12 +44,14 @@ def test_sequence_actions_in_order() -> None:
     assert isinstance(control, SendControl)
     assert (control.request.request_type, control.request.request) == (0x21, 0x22)
     assert (control.request.value, control.request.index) == (1, 0)
-    assert control.timeout == 2.0
+    assert control.timeout == DEFAULT_TIMEOUTS.identify
     host.completed()
-    assert host.next_action() == SendBulk(data=b"\x01", timeout=2.0, zero_packet=False)
+    assert host.next_action() == SendBulk(
+        data=b"\x01", timeout=DEFAULT_TIMEOUTS.identify, zero_packet=False
+    )
     host.completed()
     read = host.next_action()
-    assert read == ReadBulk(size=16376, timeout=2.0)
+    assert read == ReadBulk(size=16376, timeout=DEFAULT_TIMEOUTS.identify)
     host.received(id_reply())
     assert host.next_action() == SendBulk(data=b"\x10", timeout=1.0, zero_packet=False)
     host.completed()
@@ -79,7 +82,9 @@ def test_stale_position_sends_reset_and_identifies_again() -> None:
     host.received(b"\x03\x00")                            # and so is anything not 06
     assert host.phase is HostPhase.READ_RESET
     host.received(b"\x06\x00\x00\x00\x00")
-    assert host.next_action() == SendBulk(data=b"\x01", timeout=2.0, zero_packet=False)
+    assert host.next_action() == SendBulk(
+        data=b"\x01", timeout=DEFAULT_TIMEOUTS.identify, zero_packet=False
+    )
     host.completed()
     host.received(id_reply(cur_position=0))
     assert host.phase is HostPhase.SEND_WIM_OPCODE

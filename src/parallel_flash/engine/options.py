@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..image import ImageBuffer
-from ..protocol.host import HostTimeouts
+from ..protocol.host import DEFAULT_TIMEOUTS, HostTimeouts
 from ..protocol.loader import HOSTS, HostFactory, HostSetup, ImageShape
 from ..protocol.messages import STANDARD_TRANSFER_SIZE
 from ..protocol.nokia.host import NokTimeouts
@@ -40,11 +40,11 @@ class BootOptions:
     transfer_size: int | None = None
     #: OUT transfers queued per device while streaming.
     in_flight: int = DEFAULT_IN_FLIGHT
-    id_timeout: float = 2.0
-    reset_timeout: float = 5.0
+    id_timeout: float = DEFAULT_TIMEOUTS.identify
+    reset_timeout: float = DEFAULT_TIMEOUTS.reset
     #: "No progress" window per transfer; a stream's window is this times in_flight.
-    transfer_timeout: float = 1.0
-    status_timeout: float = 15.0
+    transfer_timeout: float = DEFAULT_TIMEOUTS.transfer
+    status_timeout: float = DEFAULT_TIMEOUTS.status
     #: Further attempts for a device that failed before any image byte was
     #: sent (or, in station mode, re-enumerated after a transport failure).
     #: Never after a negative status.

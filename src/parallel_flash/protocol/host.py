@@ -104,9 +104,17 @@ _STAGES = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostTimeouts:
-    """Seconds per wait (protocol.md steps 2-8)."""
+    """Seconds per stage (protocol.md steps 2-8), each bounding the stage as a whole.
 
-    identify: float = 2.0
+    ``identify`` is not Microsoft's 2 s: that bounds one read, and a stale
+    device may send Log packets before its Id reply, each a read of its own.
+    A whole-stage bound of 2 s failed such devices on a loaded host (9 reads
+    at 250-500 ms each in the simulated shift), though they were answering;
+    5 s, like the Reset stage, still fails a silent or endlessly chattering
+    device within a bounded wait.
+    """
+
+    identify: float = 5.0
     reset: float = 5.0
     transfer: float = 1.0
     status: float = 15.0
