@@ -11,8 +11,10 @@ import pytest
 from parallel_flash.transport.usbfs import (
     DEFAULT_USBFS_MEMORY_MB,
     SHARED_TRANSFER_FLOOR,
+    SIZE_STEP,
     SMALL_TRANSFER_RESERVE,
     SMALLEST_TRANSFER,
+    STREAM_DEPTH,
     BudgetClient,
     UsbfsBudget,
     read_usbfs_memory_mb,
@@ -254,12 +256,16 @@ def test_extra_slots_rotate_so_every_device_gets_the_same_rate() -> None:
 def test_transfer_size_shrinks_only_when_the_cap_is_too_small() -> None:
     assert UsbfsBudget(0).transfer_size_limit(MiB, 64) == MiB  # no cap: as wanted
     sixteen = UsbfsBudget(16 * MiB)
-    assert sixteen.transfer_size_limit(MiB, 8) == MiB  # 8 x 1 MiB fit in 15.5 MiB
-    assert sixteen.transfer_size_limit(MiB, 16) == MiB // 2  # 16 would not: halved once
+    assert sixteen.transfer_size_limit(MiB, 4) == MiB  # 4 x 2 x 1 MiB fit in 15.5 MiB
+    for devices, size in ((8, 976 << 10), (16, 480 << 10)):  # the largest that fit 2 each
+        assert sixteen.transfer_size_limit(MiB, devices) == size
+        assert devices * STREAM_DEPTH * UsbfsBudget.cost(size) <= sixteen.usable
+        assert devices * STREAM_DEPTH * UsbfsBudget.cost(size + SIZE_STEP) > sixteen.usable
+        assert size % SIZE_STEP == 0
     assert sixteen.transfer_size_limit(MiB, 1000) == SHARED_TRANSFER_FLOOR
     tiny = UsbfsBudget(MiB)  # one 1 MiB transfer never fits under a 1 MB cap
     size = tiny.transfer_size_limit(MiB, 1)
-    assert size == MiB // 2 and UsbfsBudget.cost(size) <= tiny.usable
+    assert size == 368 << 10 and STREAM_DEPTH * UsbfsBudget.cost(size) <= tiny.usable
     assert tiny.transfer_size_limit(16376, 1) == 16376  # the legacy size is left alone
     assert UsbfsBudget(20 << 10).transfer_size_limit(MiB, 1) == SMALLEST_TRANSFER
 

@@ -207,8 +207,12 @@ class UsbContext:
                 events = shards.primary
             else:
                 device = found
-        link = UsbLink.open(self, info, device, events)
         events.links += 1
+        try:
+            link = await UsbLink.open(self, info, device, events)
+        except BaseException:
+            events.links -= 1
+            raise
         self._links.add(link)
         return link
 

@@ -20,6 +20,7 @@ import usb1
 from ...errors import TransferTimeout, TransportError
 from ...logs import TRACE, HexDump
 from ..base import Link, OutChunk, ProgressCallback
+from ..usbfs import UsbfsBudget
 from .devices import INTERFACE, UsbDeviceInfo, simpleio_endpoints
 from .errors import is_memory_refusal, status_error, submit_error
 from .events import EventThread
@@ -82,28 +83,21 @@ class UsbLink(Link):
         self.refusals = 0
 
     @classmethod
-    def open(
+    async def open(
         cls, owner: UsbContext, info: UsbDeviceInfo, device: usb1.USBDevice, events: EventThread
     ) -> UsbLink:
-        """Open ``device`` (``info`` as seen in ``events``' context) and claim interface 0."""
-        what = f"{info.port}: opening {info.usb_id}"
+        """Open ``device`` (``info`` as seen in ``events``' context) and claim interface 0.
+
+        libusb_open (like libusb_close) takes the context's event lock, so it
+        waits for the event thread's current round of event handling -- one
+        sweep over every device of that thread: it runs on a worker thread,
+        never blocking the loop that serves the devices already streaming.
+        Shielded, so a cancellation never loses a handle that was opened:
+        the link is returned and the caller closes it.
+        """
         endpoint_in, endpoint_out, mps = simpleio_endpoints(info)
-        try:
-            handle = device.open()
-        except usb1.USBError as exc:
-            raise submit_error(exc, what, owner.budget) from None
-        try:
-            with contextlib.suppress(usb1.USBErrorNotSupported, usb1.USBErrorNotFound):
-                handle.setAutoDetachKernelDriver(True)
-            try:
-                handle.claimInterface(INTERFACE)
-            except usb1.USBError as exc:
-                raise submit_error(
-                    exc, f"{info.port}: claiming interface 0", owner.budget
-                ) from None
-        except BaseException:
-            handle.close()
-            raise
+        with anyio.CancelScope(shield=True):
+            handle = await anyio.to_thread.run_sync(_open_and_claim, info, device, owner.budget)
         logger.debug(
             "%s: opened %s (bus %d address %d) on %s, EP IN 0x%02x, EP OUT 0x%02x, "
             "wMaxPacketSize %d",
@@ -278,6 +272,11 @@ class UsbLink(Link):
             self.leaked += await await_cancelled(single, wake)
         if self._stream is not None:  # closed under a running stream: stop it first
             self.leaked += await self._stream.stop()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._release_and_close)
+
+    def _release_and_close(self) -> None:
+        """Release interface 0, then close the handle (a worker thread: see :meth:`open`)."""
         try:
             self._handle.releaseInterface(INTERFACE)
         except (usb1.USBErrorNoDevice, usb1.USBErrorNotFound):
@@ -292,10 +291,30 @@ class UsbLink(Link):
                 len(self.leaked),
             )
             return
-        for transfer in single:
-            transfer.drop_buffer()
+        if self._single is not None:
+            self._single.drop_buffer()
         for slot in self._stream_pool:
             slot.drop_buffer()
         self._handle.close()
         logger.debug("%s: closed", self.port)
 
+
+def _open_and_claim(
+    info: UsbDeviceInfo, device: usb1.USBDevice, budget: UsbfsBudget
+) -> usb1.USBDeviceHandle:
+    """libusb_open and claim interface 0 (blocking: runs on a worker thread)."""
+    try:
+        handle = device.open()
+    except usb1.USBError as exc:
+        raise submit_error(exc, f"{info.port}: opening {info.usb_id}", budget) from None
+    try:
+        with contextlib.suppress(usb1.USBErrorNotSupported, usb1.USBErrorNotFound):
+            handle.setAutoDetachKernelDriver(True)
+        try:
+            handle.claimInterface(INTERFACE)
+        except usb1.USBError as exc:
+            raise submit_error(exc, f"{info.port}: claiming interface 0", budget) from None
+    except BaseException:
+        handle.close()
+        raise
+    return handle
