@@ -58,6 +58,9 @@ __all__ = (
 
 logger = logging.getLogger(__name__)
 
+#: The SimpleIO model's phase while image bytes arrive (protocol/device.py).
+_RECEIVING = "receiving"
+
 URB_TYPE_CONTROL = 2
 URB_TYPE_BULK = 3
 #: USBDEVFS_URB_ZERO_PACKET: send a ZLP after a full-packet OUT transfer.
@@ -207,6 +210,12 @@ class EmulatedDevice:
         self._link_free = 0.0
         self._retry_nak = False
         self._boot_reported = False
+        #: Wall-clock times (``time.time()``) the image's first transfer was
+        #: submitted -- its first byte goes on the link then -- and its last
+        #: one was through the link: the device's own view of its stream,
+        #: the same for every host architecture (benchmarks).
+        self.image_started_at: float | None = None
+        self.image_finished_at: float | None = None
         self.stats = {
             "control_urbs": 0,
             "out_urbs": 0,
@@ -234,6 +243,8 @@ class EmulatedDevice:
             self._serve_in()
         else:
             self.stats["out_urbs"] += 1
+            if self.image_started_at is None and self._receiving():
+                self.image_started_at = _wall(urb.submitted, now)
             self._out.append(urb)
             self.advance(now)
 
@@ -283,6 +294,7 @@ class EmulatedDevice:
             self._retry_nak = False
             model = self.model
             assert model is not None  # no OUT endpoint without a model (submit checks)
+            receiving = model.phase == _RECEIVING
             try:
                 result = self._deliver(model, head)
             except Exception:
@@ -305,12 +317,17 @@ class EmulatedDevice:
             self._link_free = head.due
             self.stats["out_bytes"] += head.length
             head.actual = head.length
+            if receiving and model.phase != _RECEIVING:
+                self.image_finished_at = _wall(head.due, now)
             self._usbfs.complete(head)
             self._serve_in()
             if model.booted and not self._boot_reported and not model.reply_pending:
                 # A loader that boots on a command with no reply (Lumia's NOKR).
                 self._boot_reported = True
                 self._usbfs.events.device_booted(self)
+
+    def _receiving(self) -> bool:
+        return self.model is not None and self.model.phase == _RECEIVING
 
     def next_due(self) -> float | None:
         """When the OUT URB at the head of the queue is through the link (None: nothing due)."""
@@ -327,7 +344,7 @@ class EmulatedDevice:
         of the client is most of what the emulator costs per MiB.
         """
         model = self.model
-        return model is None or not model.count_only or model.phase != "receiving"
+        return model is None or not model.count_only or model.phase != _RECEIVING
 
     def _deliver(self, model: AnyDeviceModel, urb: Urb) -> OutResult:
         """Hand one OUT URB to the model, then its zero-length packet if it asked for one."""
@@ -410,6 +427,8 @@ class EmulatedDevice:
             "pid": f"{self.identity.pid:04x}",
             "present": not self.gone,
             "gone_reason": self.gone_reason,
+            "image_started_at": self.image_started_at,
+            "image_finished_at": self.image_finished_at,
             **self.stats,
         }
         if self.model is not None:
@@ -574,6 +593,11 @@ class Usbfs:
             "memory_peak": self.memory.peak,
             "memory_refusals": self.memory.refused,
         }
+
+
+def _wall(moment: float, now: float) -> float:
+    """``moment`` of the emulator's monotonic clock (``now`` being the present) as wall time."""
+    return time.time() - (now - moment)
 
 
 _zero_block = bytes(1 << 20)
