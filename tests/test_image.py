@@ -51,6 +51,8 @@ def test_a_file_changed_or_truncated_during_the_run_changes_nothing(
     wim.write_bytes(small_wim.read_bytes())
     expected = hashlib.sha256(small_sdi.read_bytes() + small_wim.read_bytes()).hexdigest()
     with ImageBuffer.load(wim, small_sdi) as image:
+        # Once read (in the background, while devices are found), the file is out of the loop.
+        image.available(image.total_length)
         links = simulated_line(3, rate=None)
 
         async def run() -> None:
@@ -72,16 +74,32 @@ def test_a_file_that_shrinks_while_loading_is_an_input_error(
     wim.write_bytes(small_wim.read_bytes())
     from parallel_flash import image as image_module
 
-    read = image_module._read_into_anonymous_map
+    read = image_module._Loader._read
 
-    def truncate_then_read(sources, total):  # type: ignore[no-untyped-def]
+    def truncate_then_read(self):  # type: ignore[no-untyped-def]
         # The file is cut after its size was taken and before it is read:
         # the real read then comes up short.
         os.truncate(wim, 1000)
-        return read(sources, total)
+        read(self)
 
-    monkeypatch.setattr(image_module, "_read_into_anonymous_map", truncate_then_read)
-    with pytest.raises(InputError, match=r"cut.wim: file shrank while being read: got 1000 of"):
+    monkeypatch.setattr(image_module._Loader, "_read", truncate_then_read)
+    shrank = r"cut.wim: file shrank while being read: got 1000 of"
+    # The headers are intact, so loading starts; whoever needs the rest gets the error.
+    with ImageBuffer.load(wim, small_sdi) as image:
+        with pytest.raises(InputError, match=shrank):
+            image.available(image.total_length)
+        with pytest.raises(InputError, match=shrank):
+            _ = image.sha256
+    monkeypatch.undo()
+    wim.write_bytes(small_wim.read_bytes())
+
+    def cut_in_header(self):  # type: ignore[no-untyped-def]
+        os.truncate(wim, 100)
+        read(self)
+
+    monkeypatch.setattr(image_module._Loader, "_read", cut_in_header)
+    # Cut inside the WIM header, which loading checks: loading itself fails.
+    with pytest.raises(InputError, match=r"cut.wim: file shrank while being read: got 100 of"):
         ImageBuffer.load(wim, small_sdi)
 
 

@@ -285,7 +285,8 @@ class _Session:
                     self.report_path,
                     wim=image.wim_path,
                     sdi=image.sdi_path,
-                    image_sha256=image.sha256,
+                    # Hashed in the background: asked for when the first record is due.
+                    image_sha256=lambda: image.sha256,
                     image_bytes=image.total_length,
                     append=self.append_report,
                     station=self.line.station if self.line is not None else None,

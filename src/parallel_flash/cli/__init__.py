@@ -65,7 +65,32 @@ class _Parser(argparse.ArgumentParser):
     """argparse already exits 2 on usage errors; keep its message short."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands registered by a module other than the one of their own name.
+_COMMAND_MODULE = {"manpage": "completion", "udev-rule": "udev_rule"}
+
+
+def _command_module(argv: Sequence[str]) -> str | None:
+    """The module of the command ``argv`` names, if it names one (the first non-option).
+
+    Every option before the command is a flag, so the first word not starting
+    with '-' is the command; ``--help`` or a typo still gets every command.
+    """
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            module = _COMMAND_MODULE.get(word, word)
+            return module if module in COMMAND_MODULES else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``only``: just that command module's commands.
+
+    Importing a command module imports what it runs (the engine, libusb,
+    rich, wimlib...): registering only the command being run keeps those of
+    the others off start-up (issue 10: command to first image byte).
+    """
     parser = _Parser(
         prog="parallel-flash",
         description="Boot many Windows Phone class devices at once from a WIM loaded into RAM.",
@@ -76,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show a traceback with any error (for bug reports)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if only is None else (only,):
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     for subparser in subparsers.choices.values():
         _add_verbosity(subparser, suffix="_here")
@@ -111,7 +136,7 @@ def verbosity(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (argparse's usage errors included)."""
-    parser = build_parser()
+    parser = build_parser(_command_module(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed

@@ -271,7 +271,6 @@ def line_options(args: argparse.Namespace, *, station: bool = False) -> LineOpti
     """LineOptions from the parsed arguments; ``station``: summaries every minute."""
     import os
 
-    from ..output.metrics import parse_listen_address
     from ..output.mqtt import MqttSettings
 
     mqtt = None
@@ -311,7 +310,7 @@ def line_options(args: argparse.Namespace, *, station: bool = False) -> LineOpti
         line=args.line or DEFAULT_LINE,
         station=args.station,
         outbox=args.mqtt_outbox,
-        metrics=parse_listen_address(args.metrics) if args.metrics is not None else None,
+        metrics=_listen_address(args.metrics) if args.metrics is not None else None,
         on_result=args.on_result,
         summary_interval=SUMMARY_INTERVAL if station else None,
         **extra,
@@ -441,3 +440,10 @@ def _check_fault_ranges(faults: object, where: str) -> None:
         value = getattr(faults, name)
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 63:
             raise InputError(f"{where}: {name.replace('_', ' ')} {value} is out of range")
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """--metrics HOST:PORT (prometheus-client is imported only when metrics are asked for)."""
+    from ..output.metrics import parse_listen_address
+
+    return parse_listen_address(text)

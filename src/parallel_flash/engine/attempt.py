@@ -329,9 +329,11 @@ class DeviceAttempt:
         observer.device_changed(record)
 
     def _chunks(self, plan: TransferPlan) -> Iterator[OutChunk]:
-        view = self.image.view
+        image = self.image
         last = len(plan) - 1
         for index, (offset, length, zero_packet) in enumerate(plan):
+            # The image may still be loading: waits (briefly) until these bytes are in.
+            view = image.available(offset + length)
             # The transport pulls a chunk to submit it: the last one pulled = all submitted.
             self.all_submitted = index == last
             yield OutChunk(view[offset : offset + length], zero_packet)

@@ -84,6 +84,12 @@ logger = logging.getLogger(__name__)
 MAX_LOGS_PER_DEVICE = 100
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_sha256(text: str) -> str:
+    if not _SHA256_RE.fullmatch(text):
+        raise ValueError(f"image_sha256 must be 64 lowercase hex digits, got {text!r}")
+    return text
 #: ``--report -``: the records go to standard output.
 STDOUT_REPORT = "-"
 
@@ -317,7 +323,7 @@ class JsonlReport:
         *,
         wim: str,
         sdi: str | None,
-        image_sha256: str,
+        image_sha256: str | Callable[[], str],
         image_bytes: int,
         clock: Callable[[], float] = time.monotonic,
         station: str | None = None,
@@ -337,7 +343,7 @@ class JsonlReport:
         self.append = append
         self.wim = wim
         self.sdi = sdi
-        self.image_sha256 = image_sha256
+        self._image_sha256 = image_sha256
         self.image_bytes = image_bytes
         self._clock = clock
         self._wall_clock = wall_clock
@@ -368,7 +374,7 @@ class JsonlReport:
         *,
         wim: str | os.PathLike[str],
         sdi: str | os.PathLike[str] | None,
-        image_sha256: str,
+        image_sha256: str | Callable[[], str],
         image_bytes: int,
         append: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -381,7 +387,9 @@ class JsonlReport:
             (``%`` directives, local time): a new file whenever its value changes
         :param wim: the WIM (or .secwim) path, recorded in the summary
         :param sdi: the SDI path, or None for a .secwim that holds its own
-        :param image_sha256: SHA-256 (hex) of SDI + WIM as sent to devices
+        :param image_sha256: SHA-256 (hex) of SDI + WIM as sent to devices, or a
+            function that returns it, called when the first record is written
+            (the image is hashed in the background while devices stream)
         :param image_bytes: SDI + WIM length in bytes
         :param station: the station's name on every record (default: the host name)
         :param wall_clock: the time a pattern is expanded with (a seam for tests)
@@ -389,8 +397,8 @@ class JsonlReport:
             *append* is false, or the file cannot be opened
         """
         name = os.fspath(path)
-        if not _SHA256_RE.fullmatch(image_sha256):
-            raise ValueError(f"image_sha256 must be 64 lowercase hex digits, got {image_sha256!r}")
+        if isinstance(image_sha256, str):
+            _check_sha256(image_sha256)
         if name == STDOUT_REPORT:
             return cls._on_stdout(wim, sdi, image_sha256, image_bytes, clock, station)
         inputs = [os.fspath(p) for p in (wim, sdi) if p is not None]
@@ -416,7 +424,7 @@ class JsonlReport:
         cls,
         wim: str | os.PathLike[str],
         sdi: str | os.PathLike[str] | None,
-        image_sha256: str,
+        image_sha256: str | Callable[[], str],
         image_bytes: int,
         clock: Callable[[], float],
         station: str | None,
@@ -520,6 +528,13 @@ class JsonlReport:
 
     def _inputs(self) -> list[str]:
         return [path for path in (self.wim, self.sdi) if path is not None]
+
+    @property
+    def image_sha256(self) -> str:
+        """The image's SHA-256 (asked for once, when the first record needs it)."""
+        if not isinstance(self._image_sha256, str):
+            self._image_sha256 = _check_sha256(self._image_sha256())
+        return self._image_sha256
 
     # -- writing -------------------------------------------------------
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import ClassVar, TextIO
+from typing import TYPE_CHECKING, ClassVar, TextIO
 
-from rich.console import Console
-from rich.logging import RichHandler
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ("ConsoleLogHandler", "logging_above")
 
@@ -51,6 +51,8 @@ class ConsoleLogHandler(logging.StreamHandler[TextIO]):
 @contextlib.contextmanager
 def logging_above(console: Console) -> Iterator[None]:
     """Inside the block, log records print above the live view drawn on ``console``."""
+    from rich.logging import RichHandler  # rich only with the live view (start-up)
+
     handler = RichHandler(console=console, show_path=False, markup=False)
     root = logging.getLogger()
     if any(isinstance(h, ConsoleLogHandler) for h in root.handlers):

@@ -140,6 +140,8 @@ class OutStream:
         self.returned: list[StreamSlot] = []
         #: (status, length, actual) of the first transfer that failed.
         self.failure: tuple[int, int, int] | None = None
+        #: What the chunk iterator raised on the event thread (raised on the loop).
+        self.source_error: Exception | None = None
         self.stopping = False
         #: Set by the loop: a completed slot may carry the next transfer at once.
         self.recycle = False
@@ -212,7 +214,12 @@ class OutStream:
         """Carry the next transfer on ``slot`` right away, if nothing speaks against it."""
         if self.stopping or not self.recycle:
             return False
-        piece = self._next_piece()
+        try:
+            piece = self._next_piece()
+        except Exception as exc:  # the chunk source failed (the image could not be read)
+            self.source_error = exc
+            self.stopping = True
+            return False
         if piece is None:
             return False
         if len(piece[0]) > slot.reserved:
@@ -258,6 +265,7 @@ class OutStream:
             done, self.done = self.done, []
             returned, self.returned = self.returned, []
             failure = self.failure
+            source_error, self.source_error = self.source_error, None
         for slot in returned:
             self._release(slot)
             self.free.append(slot)
@@ -274,6 +282,8 @@ class OutStream:
             else:
                 self.error = TransportError(f"device took {actual} of {length} bytes ({what})")
         self.recycle = self.budget.may_keep(self.client, self.largest)
+        if check and source_error is not None:
+            raise source_error
         if check and self.error is not None:
             raise self.error
 
