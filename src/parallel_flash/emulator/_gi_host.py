@@ -37,6 +37,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -354,11 +355,14 @@ class Host:
                 # Another program's claim on interface 0.
                 device.claimed_by = self._Client(device)
         self._add_to_testbed(device, port.sysfs_path(), port.devpath)
+        # The "add" uevent went out inside add_from_string: the moment of the plug.
+        plugged_at = time.time()
         if model is not None and "no-access" in record.flags:
             os.chmod(os.path.join(self.root, device.devnode.lstrip("/")), 0)
         logger.info("plugged %s at %s (%s)", identity.product, port, device.devnode)
         _emit(
-            {"event": "plugged", "port": str(port), "state": record.state, "devnum": device.devnum}
+            {"event": "plugged", "port": str(port), "state": record.state, "devnum": device.devnum,
+             "at": plugged_at}
         )
 
     def unplug(self, key: str) -> None:
