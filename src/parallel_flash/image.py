@@ -46,7 +46,7 @@ _READ_BLOCK = 8 << 20
 #: The loading thread's niceness while it hashes (Linux: per thread):
 #: streaming comes first; whoever needs the digest waits for it, and a
 #: waiting thread leaves the CPU to the hash.
-_HASH_NICENESS = 10
+_HASH_NICENESS = 19
 #: Seconds a wait for image bytes (or the digest) may go without the loading
 #: thread making progress before it is an error (a hung disk or NFS mount).
 _LOAD_STALL = 60.0

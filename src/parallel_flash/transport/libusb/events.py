@@ -9,15 +9,20 @@ created as devices are opened (least-loaded first) and live as long as any
 :class:`~.context.UsbContext` of the process is open.
 
 How many (:data:`DEFAULT_EVENT_THREADS`, :data:`DEVICES_PER_EVENT_THREAD`):
-measured on the emulated line of this 2-core machine under load (issue 10,
-benchmarks/bench_architectures.py ``--arch parallel-flash@K``), one thread
-was best up to 8 devices -- every extra thread spins on its devices'
-always-ready emulated fds and competes for the cores and the GIL -- while at
-16 devices one thread reaping 16 fds one ioctl after another fell behind
-and 2-4 threads did better. So a new thread starts only once every thread
-carries 8 devices, up to 4. ``$PARALLEL_FLASH_EVENT_THREADS=K`` or
-``UsbContext(event_threads=K)`` instead spreads devices over up to K threads
-from the first device on (one each before any gets a second).
+one context's event thread reaps its devices one ioctl round trip after
+another, and under umockdev a completion resubmitted inside its callback is
+reaped again at once, so one thread streams one device at a time. Measured
+on the emulated line of this 2-core machine (issue 10,
+benchmarks/bench_architectures.py ``--arch parallel-flash@K``, 256 MiB,
+unthrottled, alternating runs, load average 5-6 from other work): 8 devices
+on 1 / 4 / 8 threads 244-472 / 462-469 / 359 MB/s (a thread-per-device
+host: 358-394); 4 devices on 2 / 4 threads 272 / 324 MB/s. More round trips
+in flight keep the emulator busy; past about 4, the threads' own GIL
+hand-offs and spinning on always-ready emulated fds cost more than they
+bring. So devices get a thread each up to 4, then share those 4.
+``$PARALLEL_FLASH_EVENT_THREADS=K`` or ``UsbContext(event_threads=K)``
+spreads devices over up to K threads instead (one each before any gets a
+second).
 
 Each event thread is *non-daemon* and loops ``handleEventsTimeout``; after a
 spurious wake-up (umockdev's emulated fd always polls ready) it naps
@@ -71,7 +76,7 @@ EVENT_THREAD_NAME = "parallel-flash-usb-events"
 #: Most event threads (hence libusb contexts) a process uses by default ...
 DEFAULT_EVENT_THREADS = 4
 #: ... and the devices each carries before the next one starts (see above).
-DEVICES_PER_EVENT_THREAD = 8
+DEVICES_PER_EVENT_THREAD = 1
 #: Environment variable overriding :data:`DEFAULT_EVENT_THREADS` (1 = the
 #: single event thread of earlier versions).
 EVENT_THREADS_ENV = "PARALLEL_FLASH_EVENT_THREADS"

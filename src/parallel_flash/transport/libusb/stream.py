@@ -60,6 +60,12 @@ STREAM_TRANSFER_TIMEOUT_MIN = 30.0
 #: Bounds the delay between retries of a submission refused for memory while
 #: nothing of this process is in flight (the memory is held elsewhere).
 REFUSAL_BACKOFF_MAX = 0.2
+#: A completion that was resubmitted on the event thread wakes the loop only
+#: if the loop has not been woken for this long: progress reaches the loop
+#: (and the view) at least this often, and the loop and the event thread do
+#: not trade the GIL once per transfer. A completion the loop must act on
+#: (a slot handed back, a failure, the end of the image) wakes it at once.
+LOOP_WAKE_INTERVAL = 0.005
 
 
 class StreamSlot:
@@ -147,6 +153,8 @@ class OutStream:
         self.recycle = False
         #: A loop wake-up is scheduled and has not run yet.
         self.notified = False
+        #: When the loop was last woken (event thread's clock).
+        self.woken = 0.0
 
     # -- both threads, lock held ---------------------------------------------------
 
@@ -199,11 +207,16 @@ class OutStream:
                         self.stopping = True
                     elif slot.length:
                         self.done.append(slot.length)
-                if not self._resubmit(slot):
+                resubmitted = self._resubmit(slot)
+                if not resubmitted:
                     self.returned.append(slot)
                 if self.notified:
                     return
+                now = time.monotonic()
+                if resubmitted and now - self.woken < LOOP_WAKE_INTERVAL:
+                    return  # nothing for the loop to act on: the next wake-up takes it along
                 self.notified = True
+                self.woken = now
             self.loop.call_soon_threadsafe(self._loop_wake)
         except RuntimeError:
             pass  # the loop is closed: the process is going away
