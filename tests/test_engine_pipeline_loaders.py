@@ -239,3 +239,37 @@ def test_a_lumia_that_does_not_come_back_fails_after_the_return_timeout(secwim_p
     assert record.reason is FailureReason.TIMEOUT
     assert record.error == "the device did not come back in Label mode on its port within 0.3 s"
     assert record.bytes_done == record.bytes_total  # it took the whole image first
+
+
+def test_every_loader_runs_through_the_hosts_boot_options_name(
+    secwim_path: Path, ffu: FfuInput
+) -> None:
+    """One pipeline: each device's host comes from BootOptions.hosts, whatever its loader."""
+    from parallel_flash.image import ImageSet
+    from parallel_flash.protocol.loader import HOSTS, HostFactory, HostSetup, LoaderHost
+    from parallel_flash.protocol.selection import Loader
+
+    built: list[tuple[Loader, str]] = []
+
+    def watched(loader: Loader) -> HostFactory:
+        def factory(setup: HostSetup) -> LoaderHost:
+            host = HOSTS[loader](setup)
+            built.append((loader, type(host).__name__))
+            return host
+
+        return factory
+
+    options = BootOptions(
+        hosts={loader: watched(loader) for loader in Loader}, nok_timeouts=FAST.nok_timeouts
+    )
+    links = simulated_line(len(MIX), rate=None, kinds=MIX)
+    with ImageSet([ImageBuffer.load(secwim_path), ImageBuffer.load(ffu.path)]) as images:
+        records = anyio.run(lambda: boot_line(links, images, options=options))
+    assert all(record.ok for record in records), [r.error for r in records]
+    assert sorted(built) == sorted([
+        (Loader.SIMPLEIO, "WimBootHost"), (Loader.LUMIA, "LumiaMmosHost"),
+        (Loader.LUMIA, "LumiaMmosHost"), (Loader.UFP, "UfpRamBootHost"),
+        (Loader.UFP, "UfpRamBootHost"),
+    ])
+    with pytest.raises(InputError, match="no loader host for lumia, ufp devices"):
+        BootOptions(hosts={Loader.SIMPLEIO: HOSTS[Loader.SIMPLEIO]})

@@ -70,6 +70,10 @@ class BootOptions:
             if not (math.isfinite(value) and value > 0):
                 what = name.replace("_", " ")
                 raise InputError(f"{what} must be a positive number of seconds, not {value}")
+        missing = [loader.value for loader in Loader if loader not in self.hosts]
+        if missing:
+            names = ", ".join(missing)
+            raise InputError(f"no loader host for {names} devices in BootOptions.hosts")
 
     @property
     def timeouts(self) -> HostTimeouts:
