@@ -352,7 +352,7 @@ class _Session:
         report = self._report
         if report is not None:
             try:
-                report.finish_unfinished(self.result.records, reason="interrupted")
+                report.finish_unfinished(self.result.records)
                 report.close(interrupted=interrupted)
             except OSError as exc:
                 self._observer_failed(report, exc)

@@ -41,16 +41,25 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import anyio
 import anyio.abc
 
-from ..errors import InputError, InvalidValue, ProtocolError, TransportError
+from ..errors import InvalidValue, ProtocolError, TransportError
 from ..image import ImageBuffer, ImageSet
 from ..protocol.loader import DeviceIdentity
 from ..transport.base import Link
 from ..transport.libusb import UsbContext
+from .confirmation import (
+    COMEBACK_WINDOW,
+    DEFAULT_CONFIRM_SECONDS,
+    REENUMERATE_WINDOW,
+    RETURN_IDENTIFY_ATTEMPTS,
+    RETURN_IDENTIFY_PAUSE,
+    Confirmation,
+    Intake,
+    PortWatch,
+)
 from .discovery import (
     DEFAULT_POLL_INTERVAL,
     DeviceFilters,
@@ -87,78 +96,6 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
-
-#: Microsoft's WIM-then-flash flow waits this long for a device to come back.
-DEFAULT_CONFIRM_SECONDS = 30.0
-#: Without confirmation: a phone back on its port with the same unique ID
-#: within this many seconds of its boot is a failed boot, not a new one.
-COMEBACK_WINDOW = DEFAULT_CONFIRM_SECONDS
-#: A device that just re-enumerated may not answer its first Id exchange (it is
-#: still starting, or the host is loaded): ask again before judging the boot.
-RETURN_IDENTIFY_ATTEMPTS = 3
-RETURN_IDENTIFY_PAUSE = 0.25
-#: A device whose link failed mid-way is retried if it re-enumerates this soon.
-REENUMERATE_WINDOW = 10.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Confirmation:
-    """How a boot is confirmed: the device leaves flashing mode (and reappears as ``expect``)."""
-
-    seconds: float = DEFAULT_CONFIRM_SECONDS
-    #: (VID, PID) of the booted image, to be seen on the same port; None = leaving is enough.
-    expect: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        if not self.seconds > 0:
-            raise InputError(
-                f"the confirmation window must be a positive number of seconds, not {self.seconds}"
-            )
-
-
-class Intake:
-    """Whether the station still starts new devices (a report failure stops it)."""
-
-    def __init__(self) -> None:
-        self.stopped = anyio.Event()
-        self.reason: str | None = None
-
-    def stop(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.stopped.set()
-
-
-class _Port:
-    """One port with a device being served, confirmed or awaited."""
-
-    __slots__ = (
-        "changed", "device", "expected", "left", "left_at", "link", "next", "returned",
-        "watching",
-    )
-
-    def __init__(self, device: DeviceInfo, link: Link | None = None) -> None:
-        self.device = device
-        #: Opened before the port's task started (one-shot: every device is opened
-        #: first, so the transport sizes transfers for all of them).
-        self.link = link
-        #: A new flashing-mode device plugged in while this one is served: served next.
-        self.next: DeviceInfo | None = None
-        #: True while a confirmation or a re-enumeration is awaited on this port.
-        self.watching = False
-        #: The device being served left (flashing mode ended, or unplugged).
-        self.left = False
-        self.left_at = 0.0
-        #: A flashing-mode device arrived while watching.
-        self.returned: DeviceInfo | None = None
-        #: The expected booted image appeared on this port while watching.
-        self.expected = False
-        self.changed = anyio.Event()
-
-    def poke(self) -> None:
-        self.changed.set()
-        self.changed = anyio.Event()
-
 
 class _Counting:
     """Passes every call on; keeps the shift's counters and drops finished records.
@@ -220,7 +157,7 @@ class _Station:
         self.records = result.records
         self.keep_records = once
         self.observer: LineObserver = _Counting(self, observer)
-        self.ports: dict[str, _Port] = {}
+        self.ports: dict[str, PortWatch] = {}
         #: Devices taken towards ``count`` (claimed on arrival, given back on an ID mismatch).
         self.claimed = 0
         #: Arrivals after ``count`` was reached, by port: taken if a claim is given back.
@@ -268,7 +205,7 @@ class _Station:
             logger.info("%s: device count %d reached; not booted", device.port, self.count)
             return
         self.claimed += 1
-        port = _Port(device, link)
+        port = PortWatch(device, link)
         self.ports[device.port] = port
         logger.info("%s: device %s arrived", device.port, device.usb_id)
         assert self.group is not None
@@ -302,7 +239,7 @@ class _Station:
 
     # -- one port ------------------------------------------------------------------------
 
-    async def _run_port(self, port: _Port) -> None:
+    async def _run_port(self, port: PortWatch) -> None:
         try:
             device: DeviceInfo | None = port.device
             while device is not None:
@@ -338,7 +275,7 @@ class _Station:
         if self._closing() or counted:
             self.done.set()
 
-    async def _serve(self, port: _Port, device: DeviceInfo) -> DeviceInfo | None:
+    async def _serve(self, port: PortWatch, device: DeviceInfo) -> DeviceInfo | None:
         """Boot the device on ``port`` (with its retries and confirmation).
 
         Returns another device to serve on the same port next (a swap), or None.
@@ -451,7 +388,7 @@ class _Station:
         self.observer.device_added(record)
         return record
 
-    async def _await_return(self, port: _Port, seconds: float) -> DeviceInfo | None:
+    async def _await_return(self, port: PortWatch, seconds: float) -> DeviceInfo | None:
         """Wait up to ``seconds`` for a flashing-mode device to appear on ``port``."""
         port.watching = True
         try:
@@ -465,7 +402,7 @@ class _Station:
 
     # -- confirmation ----------------------------------------------------------------------
 
-    async def _confirm(self, port: _Port, record: DeviceRecord) -> DeviceInfo | None:
+    async def _confirm(self, port: PortWatch, record: DeviceRecord) -> DeviceInfo | None:
         """Hold a booted record until the boot is confirmed, refuted or the window ends.
 
         Returns a new device that appeared on the port meanwhile (a swap), to be
@@ -515,7 +452,7 @@ class _Station:
                     self.recent_boots[record.port] = (record.unique_id, time.monotonic())
 
     async def _judge_return(
-        self, port: _Port, record: DeviceRecord, started: float
+        self, port: PortWatch, record: DeviceRecord, started: float
     ) -> tuple[tuple[DeviceState, bool, str | None], DeviceInfo | None]:
         """A flashing-mode device appeared on a confirming port: the same phone or another?"""
         device, port.returned = port.returned, None

@@ -71,7 +71,6 @@ MAINOS_DRIVE = "C"
 #: (hash check + extraction, FFU bytes), "scan" (wimlib reading MainOS; total 0 =
 #: unknown) or "write" (compressing).
 Img2WimProgress = wimlib.WimProgress
-ProgressCallback = wimlib.ProgressCallback
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,7 +161,7 @@ def img2wim(
     ffu_path: str | os.PathLike[str],
     wim_path: str | os.PathLike[str],
     *,
-    progress: ProgressCallback | None = None,
+    progress: wimlib.WimProgressCallback | None = None,
     milestone: MilestoneCallback | None = None,
     temp_dir: str | os.PathLike[str] | None = None,
     compression: wimlib.Compression = "lzx",
@@ -232,7 +231,7 @@ def img2wim(
 
 
 def _extract(
-    ffu: Ffu, mainos: MainOs, volume: Path, progress: ProgressCallback | None
+    ffu: Ffu, mainos: MainOs, volume: Path, progress: wimlib.WimProgressCallback | None
 ) -> ExtractedPartition:
     """MainOS into the sparse ``volume``, in the pass that checks every chunk's hash."""
 
@@ -258,7 +257,7 @@ class _Capture:
         self,
         ffu: Path,
         volume: Path,
-        progress: ProgressCallback | None,
+        progress: wimlib.WimProgressCallback | None,
         stop: StopSignals | None,
     ) -> None:
         self.ffu = ffu

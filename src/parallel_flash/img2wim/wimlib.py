@@ -73,6 +73,7 @@ __all__ = (
     "FileEntry",
     "WimInfo",
     "WimProgress",
+    "WimProgressCallback",
     "apply",
     "capture",
     "extract_file",
@@ -111,7 +112,7 @@ class WimProgress:
     wimlib does not know it in advance), "write" (compressing and writing file
     data) or "extract"; img2wim adds "verify" (its hash check and extraction
     pass over the FFU, in FFU bytes), so one type and one
-    :data:`ProgressCallback` serve both.
+    :data:`WimProgressCallback` serve both.
     """
 
     stage: Literal["verify", "scan", "write", "extract"]
@@ -120,7 +121,7 @@ class WimProgress:
     path: str | None = None
 
 
-ProgressCallback = Callable[[WimProgress], None]
+WimProgressCallback = Callable[[WimProgress], None]
 
 
 class _ProgressBridge:
@@ -131,7 +132,7 @@ class _ProgressBridge:
     to abort; the caller re-raises it once wimlib has unwound.
     """
 
-    def __init__(self, callback: ProgressCallback | None) -> None:
+    def __init__(self, callback: WimProgressCallback | None) -> None:
         self.callback = callback
         self.error: BaseException | None = None
         self.c_func = PROGRESS_FUNC(self._on_message)
@@ -197,7 +198,7 @@ def capture(
     compression: Compression = "lzx",
     ntfs: bool = False,
     boot: bool = True,
-    progress: ProgressCallback | None = None,
+    progress: WimProgressCallback | None = None,
     delete_paths: Sequence[str] = (),
     prune: Callable[[list[FileEntry]], Sequence[str]] | None = None,
     check_integrity: bool = False,
@@ -383,7 +384,7 @@ def apply(
     *,
     image: int = 1,
     ntfs: bool = False,
-    progress: ProgressCallback | None = None,
+    progress: WimProgressCallback | None = None,
 ) -> None:
     """Extract ``image`` into the directory ``target`` (or, with ``ntfs=True``,
     onto the NTFS volume image ``target``, which must already be formatted)."""

@@ -606,17 +606,19 @@ class JsonlReport:
         self,
         records: Sequence[DeviceRecord] | None = None,
         *,
-        reason: str = "interrupted",
+        reason: FailureReason = FailureReason.INTERRUPTED,
+        error: str | None = None,
     ) -> int:
         """Write a record for every device that has none yet; returns how many.
 
         Called on Ctrl-C (and by ``__exit__`` on any exception) so a device
         cut off mid-stream still appears in the report: its ``state`` says
-        where it stopped, ``ok`` is false and ``error`` is *reason*. The
-        records themselves are not changed (the engine owns them).
+        where it stopped, ``ok`` is false, ``reason`` is *reason* and ``error``
+        is *error* (default: the reason's own word). The records themselves
+        are not changed (the engine owns them).
         """
         count = 0
-        failure = FailureReason.INTERRUPTED if reason == "interrupted" else FailureReason.ABORTED
+        text = error or reason.value
         pending = list(self.records)
         if records is not None:
             pending += [record for record in records if record not in pending]
@@ -626,9 +628,9 @@ class JsonlReport:
             if record.state.finished:
                 self.write_device(record)
             else:
-                self.write_device(record, error=reason, reason=failure)
+                self.write_device(record, error=text, reason=reason)
             count += 1
-        if count and reason == "interrupted":
+        if count and reason is FailureReason.INTERRUPTED:
             self.interrupted = True
         return count
 
@@ -707,12 +709,14 @@ class JsonlReport:
         if exc is None:
             self.close()
             return
-        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
-            reason = "interrupted"
-        else:
-            reason = f"run aborted: {type(exc).__name__}: {exc}"
         try:
-            self.finish_unfinished(reason=reason)
+            if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+                self.finish_unfinished()
+            else:
+                self.finish_unfinished(
+                    reason=FailureReason.ABORTED,
+                    error=f"run aborted: {type(exc).__name__}: {exc}",
+                )
         finally:
             self.close(interrupted=True)
 

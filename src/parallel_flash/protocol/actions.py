@@ -25,7 +25,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .messages import ControlRequest
+from .messages import ControlRequest, needs_zero_packet
 
 __all__ = (
     "Action",
@@ -101,7 +101,7 @@ class TransferPlan:
             end = start + length
             for offset in range(start, end, size):
                 chunk = min(size, end - offset)
-                yield offset, chunk, chunk % mps == 0
+                yield offset, chunk, needs_zero_packet(chunk, mps)
 
     def __len__(self) -> int:
         size = self.transfer_size

@@ -27,6 +27,7 @@ from .messages import (
     Opcode,
     WimBootHeader,
     encode_status,
+    needs_zero_packet,
 )
 from .model_base import DeviceModelBase, OutResult
 
@@ -335,7 +336,7 @@ class DeviceModel(DeviceModelBase):
             self._reject(f"unexpected zero-length packet at image byte {self.received_bytes}")
             return OutResult.ACCEPTED
         self._take(data)
-        if length % self.max_packet_size == 0:
+        if needs_zero_packet(length, self.max_packet_size):
             self._zlp_due = True
         if self.received_bytes >= self.expected_bytes and not self._zlp_due:
             self._finish_transfer()

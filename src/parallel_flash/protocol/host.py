@@ -56,6 +56,7 @@ from .messages import (
     LogPacket,
     Opcode,
     WimBootHeader,
+    needs_zero_packet,
     parse_status,
 )
 
@@ -123,11 +124,6 @@ class HostTimeouts:
 #: The protocol.md waits, for a caller that takes one of them alone (``list``'s Id
 #: exchange, the CLI's option defaults): written once, in :class:`HostTimeouts`.
 DEFAULT_TIMEOUTS = HostTimeouts()
-
-
-def needs_zero_packet(length: int, max_packet_size: int) -> bool:
-    """protocol.md step 7: a ZLP follows every non-empty multiple of wMaxPacketSize."""
-    return length > 0 and length % max_packet_size == 0
 
 
 # -- the machine -----------------------------------------------------------------

@@ -46,6 +46,7 @@ __all__ = (
     "Opcode",
     "WimBootHeader",
     "encode_status",
+    "needs_zero_packet",
     "parse_status",
 )
 
@@ -61,6 +62,15 @@ STANDARD_TRANSFER_SIZE = 1_048_576
 LEGACY_TRANSFER_SIZE = 16376
 #: A friendly name containing this selects the legacy transfer size.
 LEGACY_LOADER_NAME = "Nokia.MSM8960.P4301"
+
+
+def needs_zero_packet(length: int, max_packet_size: int) -> bool:
+    """protocol.md step 7: a ZLP follows every non-empty multiple of wMaxPacketSize.
+
+    The one rule for both sides: the host's plan and single transfers, the
+    device model's check, the transports' ways of sending it.
+    """
+    return length > 0 and length % max_packet_size == 0
 
 
 class Opcode(enum.IntEnum):

@@ -1,7 +1,7 @@
 """How a zero-length packet reaches the wire: the one place that decides it.
 
 *Whether* a transfer needs a ZLP is the protocol's rule
-(:func:`parallel_flash.protocol.host.needs_zero_packet`). *How* it is sent is
+(:func:`parallel_flash.protocol.messages.needs_zero_packet`). *How* it is sent is
 the transport's: as ``LIBUSB_TRANSFER_ADD_ZERO_PACKET`` on the transfer
 itself (one URB, nothing extra on the bus), or, where libusb or the kernel
 refuse that flag (no ``USBDEVFS_CAP_ZERO_PACKET``), as a separate
