@@ -75,7 +75,8 @@ def _write_script(tmp_path: Path) -> Path:
 
 def _wait_for(path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    # The shell creates the file before it writes to it: wait for its content.
+    while not path.exists() or not path.stat().st_size:
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} did not appear within {timeout} s")
         time.sleep(0.05)
