@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from .report import append_json_line, read_report
+from .jsonl import append_json_line, read_report
 
 __all__ = ("Outbox", "PendingResult")
 

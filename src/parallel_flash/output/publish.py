@@ -43,7 +43,8 @@ from ..engine.records import DeviceLog, DeviceRecord
 from .mqtt import MqttConnection, MqttSettings, port_topic, topic_root
 from .outbox import Outbox, PendingResult
 from .outqueue import Message, OutQueue
-from .report import JsonlReport, LineTally, default_station, line_totals
+from .report import JsonlReport, default_station
+from .totals import LineTally, line_totals
 
 if TYPE_CHECKING:
     from .hooks import ResultHook

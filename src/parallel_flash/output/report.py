@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -53,15 +52,19 @@ import stat
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from .._version import __version__
-from ..engine.records import DeviceLog, DeviceRecord, FailureReason, Outcome
-from ..errors import FormatError, InputError
+from ..engine.records import DeviceLog, DeviceRecord, FailureReason
+from ..errors import InputError
 from ..formats import check_output_path
+from .jsonl import append_json_line as append_json_line
+from .jsonl import read_report as read_report
+from .totals import LineTally as LineTally
+from .totals import LineTotals as LineTotals
+from .totals import line_totals as line_totals
 
 __all__ = (
     "MAX_LOGS_PER_DEVICE",
@@ -122,128 +125,6 @@ def default_station() -> str:
     """This PC's short host name, as one MQTT topic level: the station, unless named."""
     name = socket.gethostname().split(".", 1)[0]
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "station"
-
-
-@dataclass(frozen=True, slots=True)
-class LineTotals:
-    """Counts and throughput over all devices of a line at one instant.
-
-    Shared by the live table's totals row, the plain summary line and the
-    report's summary record, so the three always agree.
-    """
-
-    #: devices seen
-    devices: int
-    #: devices in :attr:`DeviceState.BOOTED`
-    booted: int
-    #: devices in :attr:`DeviceState.FAILED`
-    failed: int
-    #: devices not finished yet
-    in_progress: int
-    #: bytes streamed so far, all devices
-    bytes_done: int
-    #: bytes announced, all devices
-    bytes_total: int
-    #: first device found -> last device finished (or now)
-    seconds: float
-    #: first stream started -> last stream finished (or now)
-    stream_seconds: float
-    #: devices cut off by a signal (:attr:`DeviceState.INTERRUPTED`): not failures
-    interrupted: int = 0
-
-    @property
-    def rate(self) -> float:
-        """Aggregate stream rate, bytes per second."""
-        return self.bytes_done / self.stream_seconds if self.stream_seconds > 0 else 0.0
-
-    @property
-    def mb_per_s(self) -> float:
-        """Aggregate stream rate in MB/s (1 MB/s = 1e6 bytes per second)."""
-        return self.rate / 1e6
-
-
-class LineTally:
-    """Running sums behind :class:`LineTotals`, so finished records can be let go.
-
-    A station runs all shift: the report keeps this tally of the records it
-    wrote instead of the records themselves (memory stays flat).
-    """
-
-    __slots__ = (
-        "booted", "bytes_done", "bytes_total", "devices", "failed", "first_found",
-        "first_stream", "interrupted", "last_end", "last_stream_end",
-    )
-
-    def __init__(self) -> None:
-        self.devices = self.booted = self.failed = self.interrupted = 0
-        self.bytes_done = self.bytes_total = 0
-        self.first_found: float | None = None
-        self.last_end: float | None = None
-        self.first_stream: float | None = None
-        self.last_stream_end: float | None = None
-
-    def copy(self) -> LineTally:
-        other = LineTally()
-        for name in self.__slots__:
-            setattr(other, name, getattr(self, name))
-        return other
-
-    def add(self, record: DeviceRecord, now: float) -> None:
-        self.devices += 1
-        outcome = record.outcome
-        if outcome is Outcome.BOOTED:
-            self.booted += 1
-        elif outcome is Outcome.FAILED:
-            self.failed += 1
-        elif outcome is Outcome.INTERRUPTED:
-            self.interrupted += 1
-        self.bytes_done += record.bytes_done
-        self.bytes_total += record.bytes_total
-        if self.first_found is None or record.started < self.first_found:
-            self.first_found = record.started
-        end = record.finished if record.finished is not None else now
-        if self.last_end is None or end > self.last_end:
-            self.last_end = end
-        if record.stream_started is not None:
-            if self.first_stream is None or record.stream_started < self.first_stream:
-                self.first_stream = record.stream_started
-            # The status wait after the last transfer is not streaming time.
-            stream_end = record.stream_finished or end
-            if self.last_stream_end is None or stream_end > self.last_stream_end:
-                self.last_stream_end = stream_end
-
-    def totals(self) -> LineTotals:
-        seconds = (
-            max(0.0, self.last_end - self.first_found)
-            if self.last_end is not None and self.first_found is not None
-            else 0.0
-        )
-        stream_seconds = (
-            max(0.0, self.last_stream_end - self.first_stream)
-            if self.last_stream_end is not None and self.first_stream is not None
-            else 0.0
-        )
-        return LineTotals(
-            devices=self.devices,
-            booted=self.booted,
-            failed=self.failed,
-            in_progress=self.devices - self.booted - self.failed - self.interrupted,
-            bytes_done=self.bytes_done,
-            bytes_total=self.bytes_total,
-            seconds=seconds,
-            stream_seconds=stream_seconds,
-            interrupted=self.interrupted,
-        )
-
-
-def line_totals(
-    records: Iterable[DeviceRecord], *, now: float, tally: LineTally | None = None
-) -> LineTotals:
-    """Sum up *records* (plus an earlier *tally*) at monotonic time *now* (O(devices))."""
-    total = tally.copy() if tally is not None else LineTally()
-    for record in records:
-        total.add(record, now)
-    return total.totals()
 
 
 def _iso(wall: float) -> str:
@@ -737,38 +618,6 @@ class JsonlReport:
             logger.warning("%s: finished twice; report keeps the first record", record.port)
 
 
-def append_json_line(
-    fd: int,
-    entry: dict[str, Any],
-    *,
-    end: int,
-    sync: bool,
-    write: Callable[[int, memoryview], int] = os.write,
-) -> int:
-    """Append *entry* to *fd* as one JSON line, whole or not at all; returns the new length.
-
-    The rule for every JSON-lines file this package appends to (the report,
-    the MQTT outbox): a write cut short (a full disk, an I/O error) is cut
-    back to *end*, the length before it, so no partial line is left for the
-    next append to glue itself onto. ``sync`` also puts the line on disk.
-    ASCII only (``ensure_ascii``): ``cat`` on the file cannot drive a terminal.
-
-    :raises OSError: the write or the sync failed (the file is as it was)
-    """
-    data = (json.dumps(entry, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
-    try:
-        view = memoryview(data)
-        while view:  # a regular file takes it all unless the disk is full
-            view = view[write(fd, view):]
-        if sync:
-            os.fsync(fd)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, end)
-        raise
-    return end + len(data)
-
-
 def _open_report_file(name: str, *, inputs: Sequence[str], append: bool) -> int:
     """Open (or create) one report file for appending; every rule of an output applies.
 
@@ -805,25 +654,3 @@ def _open_report_file(name: str, *, inputs: Sequence[str], append: bool) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def read_report(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Parse a JSON-lines report; blank lines are skipped.
-
-    :raises ~parallel_flash.errors.FormatError: naming the line that is not
-        a JSON object
-    """
-    name = os.fspath(path)
-    entries: list[dict[str, Any]] = []
-    with open(name, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(name, f"line {number}", f"not valid JSON ({exc.msg})") from None
-            if not isinstance(entry, dict):
-                raise FormatError(name, f"line {number}", "not a JSON object")
-            entries.append(entry)
-    return entries

@@ -22,7 +22,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from ...engine.records import DeviceRecord
-from ..report import LineTotals
+from ..totals import LineTotals
 from ._grid import GRID_FROM, grid_lines
 from ._layout import shorten_middle
 from ._table import table_lines

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ...engine.records import DeviceLog, DeviceRecord, DeviceState
 from ...transport.ports import port_sort_key
-from ..report import LineTally, LineTotals
+from ..totals import LineTally, LineTotals
 from ._layout import failure_reason
 
 __all__ = ("FailedDevice", "LineView", "ViewSnapshot")
