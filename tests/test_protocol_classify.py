@@ -15,7 +15,13 @@ from parallel_flash.engine.records import DeviceState
 from parallel_flash.errors import DeviceBootError, RemoteProtocolError
 from parallel_flash.image import ImageBuffer
 from parallel_flash.protocol.device import DeviceFaults
-from parallel_flash.protocol.host import Finished, HostPhase, HostStage, WimBootHost
+from parallel_flash.protocol.host import (
+    DEFAULT_TIMEOUTS,
+    Finished,
+    HostPhase,
+    HostStage,
+    WimBootHost,
+)
 from parallel_flash.protocol.messages import LogPacket
 from parallel_flash.transport.sim import simulated_line
 
@@ -119,7 +125,10 @@ def test_a_reply_of_the_wrong_length_is_refused_by_name() -> None:
 
 def test_each_wait_belongs_to_a_stage_with_its_deadline() -> None:
     machine = host()
-    assert (machine.stage, machine.stage_timeout) == (HostStage.IDENTIFY, 2.0)
+    assert (machine.stage, machine.stage_timeout) == (
+        HostStage.IDENTIFY,
+        DEFAULT_TIMEOUTS.identify,
+    )
     to_read(machine, HostPhase.STREAM)
     assert (machine.stage, machine.stage_timeout) == (HostStage.STREAM, None)
     machine.completed()
