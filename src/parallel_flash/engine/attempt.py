@@ -355,7 +355,9 @@ class DeviceAttempt:
         buffer, head = self.message_buffer, len(action.head)
         end = head + action.length
         buffer[:head] = action.head
-        buffer[head:end] = self.image.view[action.offset : action.offset + action.length]
+        # The image may still be loading: waits (briefly) only until this message's bytes are in.
+        view = self.image.available(action.offset + action.length)
+        buffer[head:end] = view[action.offset : action.offset + action.length]
         buffer[end:size] = bytes(action.padding)
         self.message_sent = True
         with memoryview(buffer) as view:
