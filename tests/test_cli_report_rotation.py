@@ -159,3 +159,22 @@ def test_the_docs_logrotate_snippet_rotates_a_running_report(
     assert sorted(e["slot"] for e in new if e["type"] == "device") == [2, 3]
     assert new[-1]["type"] == "summary" and new[-1]["continued"] is False
     assert "Traceback" not in err
+
+
+def test_sigusr1_outside_a_run_neither_kills_nor_leaks_into_children() -> None:
+    """Before and after a run there is nothing to reopen: SIGUSR1 is caught, not ignored,
+    so the commands the tool starts (hooks, the emulator, mkntfs) keep its default."""
+    script = (
+        "import os, signal, subprocess\n"
+        "from parallel_flash.cli import main\n"
+        "main(['udev-rule'])\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "status = subprocess.run(['cat', '/proc/self/status'], capture_output=True, text=True)\n"
+        "print([l for l in status.stdout.splitlines() if l.startswith('SigIgn:')][0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr  # alive after the signal
+    ignored = int(done.stdout.splitlines()[-1].split()[1], 16)
+    assert not ignored & (1 << (signal.SIGUSR1 - 1)), done.stdout

@@ -26,6 +26,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Sequence
+from types import FrameType
 
 from .._version import __version__
 from ..errors import HostSetupError, InputError, ParallelFlashError
@@ -155,9 +156,16 @@ def _ignore_reopen_signal() -> None:
     A run's session reopens the report on it; before the run starts (the image
     is still loading) and in the other commands there is nothing to reopen,
     and the default action would end a station before its shift began.
+    A handler that does nothing, not SIG_IGN: an ignored signal stays ignored
+    across exec, and the commands we start (result hooks, the emulator) keep
+    the default.
     """
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, _nothing_to_reopen)
+
+
+def _nothing_to_reopen(_signum: int, _frame: FrameType | None) -> None:
+    pass
 
 
 def _report(exc: BaseException, *, debug: bool) -> int:
