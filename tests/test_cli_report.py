@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +126,36 @@ def test_missing_or_wrong_files_are_one_line_errors(tmp_path: Path) -> None:
         done = cli(*args)
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "station.jsonl"
+    os.mkfifo(fifo)
+    done = cli(str(fifo))  # bounded by cli()'s timeout: open() on a FIFO waits for a writer
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"parallel-flash: error: cannot read report {fifo}: is a FIFO (named pipe), "
+        "not a regular file; give a report file"
+    )
+
+
+def test_reports_logrotate_compressed_are_read_as_they_are(tmp_path: Path) -> None:
+    first, second = write_reports(tmp_path)
+    packed = tmp_path / "station.jsonl.2.gz"
+    packed.write_bytes(gzip.compress(first.read_bytes()))
+    plain, compressed = cli(str(first), str(second)), cli(str(packed), str(second))
+    assert compressed.returncode == 0, compressed.stderr
+    assert compressed.stdout == plain.stdout.replace(str(first), str(packed))
+    # One cut short (a crash while logrotate compressed it): the lines before count.
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed.read_bytes()[:-40])
+    digest = summarize_reports([cut])
+    assert 0 < len(digest.devices) <= 4
+    assert digest.unreadable[-1][0] == str(cut)
+    assert digest.unreadable[-1][2].startswith("cannot read further")
+    done = cli(str(cut))
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    assert f"warning: {cut} line" in done.stdout
 
 
 def test_library_reads_the_same(tmp_path: Path) -> None:

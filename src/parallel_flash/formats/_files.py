@@ -41,8 +41,10 @@ def describe_mode(mode: int) -> str:
     return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
 
 
-def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+def open_regular(path: str | os.PathLike[str], *, wanted: str = "an image file") -> BinaryIO:
     """Open ``path`` for reading if, and only if, it is a regular file.
+
+    :param wanted: what to give instead, for the message (``"a report file"``)
 
     :raises ~parallel_flash.errors.FormatError: field ``file``, saying what
         the path is instead (missing, a directory, a FIFO, a device...) or
@@ -52,7 +54,7 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     # Checked before the open too: opening some devices has effects of its own
     # (a tape rewinds, a modem line hangs up); fstat below closes the race.
     with contextlib.suppress(OSError):  # the open below reports those
-        _refuse_unless_regular(name, os.stat(name).st_mode)
+        _refuse_unless_regular(name, os.stat(name).st_mode, wanted)
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(name, flags)
@@ -63,7 +65,7 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     except OSError as exc:
         raise FormatError(name, "file", f"cannot be opened: {exc.strerror or exc}") from None
     try:
-        _refuse_unless_regular(name, os.fstat(fd).st_mode)
+        _refuse_unless_regular(name, os.fstat(fd).st_mode, wanted)
         os.set_blocking(fd, True)  # regular files ignore it; reads stay plain
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -71,10 +73,10 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
         raise
 
 
-def _refuse_unless_regular(name: str, mode: int) -> None:
+def _refuse_unless_regular(name: str, mode: int, wanted: str) -> None:
     if not stat.S_ISREG(mode):
         raise FormatError(
-            name, "file", f"is {describe_mode(mode)}, not a regular file; give an image file"
+            name, "file", f"is {describe_mode(mode)}, not a regular file; give {wanted}"
         )
 
 

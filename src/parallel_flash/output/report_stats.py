@@ -1,7 +1,8 @@
 """Summing up reports: totals, failures by reason, yield per port, and a CSV of every device.
 
 A line's records pile up as JSON-lines files, a file per shift or per day
-(``--report`` takes a strftime pattern). The questions asked of them are
+(``--report`` takes a strftime pattern), older ones gzip'd by logrotate
+(read as they are). The questions asked of them are
 always the same -- how many, how many failed and why, which port is bad --
 and a spreadsheet wants CSV. :func:`summarize_reports` answers them for one
 file or many; ``parallel-flash report`` prints the answer.
@@ -13,15 +14,20 @@ named, never silently dropped, and fields a record lacks read as unknown.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gzip
+import io
 import json
 import os
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
-from ..errors import InputError
+from ..errors import FormatError, InputError
+from ..formats import open_regular
 from ..transport.ports import port_sort_key
 
 __all__ = ("CSV_COLUMNS", "PortYield", "ReportDigest", "summarize_reports", "write_csv")
@@ -121,30 +127,58 @@ def _text(value: object, missing: str = "-") -> str:
     return value if isinstance(value, str) and value else missing
 
 
-def _read_into(digest: ReportDigest, path: str) -> None:
+#: The first bytes of a gzip stream (logrotate's ``compress``).
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _open_lines(path: str, stack: contextlib.ExitStack) -> TextIO:
+    """The text of a report: a regular file only (a FIFO would wait forever), gzip'd or not."""
     try:
-        file = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read report {path}: {exc.strerror}") from None
-    with file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                digest.unreadable.append((path, number, f"not valid JSON ({exc.msg})"))
-                continue
-            kind = entry.get("type") if isinstance(entry, dict) else None
-            if kind == "device":
-                digest.devices.append({**entry, "file": path})
-            elif kind == "summary":
-                # A rotated report closes each file with a summary; the run ends once.
-                if entry.get("continued") is not True:
-                    digest.runs += 1
-                    digest.interrupted_runs += entry.get("interrupted") is True
-            else:
-                digest.unreadable.append((path, number, "not a device or summary record"))
+        raw = stack.enter_context(open_regular(path, wanted="a report file"))
+    except FormatError as exc:
+        raise InputError(f"cannot read report {path}: {exc.problem}") from None
+    compressed = raw.read(2) == _GZIP_MAGIC
+    raw.seek(0)
+    binary: IO[bytes] | gzip.GzipFile = raw
+    if compressed:
+        binary = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+    return stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8", errors="replace"))
+
+
+def _read_into(digest: ReportDigest, path: str) -> None:
+    with contextlib.ExitStack() as stack:
+        file = _open_lines(path, stack)
+        number = 0
+        try:
+            for number, line in enumerate(file, 1):
+                _read_line(digest, path, number, line)
+        except (OSError, EOFError, zlib.error) as exc:
+            # A compressed report cut short (a crash while logrotate compressed it):
+            # the lines before the damage count, the rest is named.
+            digest.unreadable.append(
+                (path, number + 1, f"cannot read further: {getattr(exc, 'strerror', None) or exc}")
+            )
+
+
+def _read_line(digest: ReportDigest, path: str, number: int, line: str) -> None:
+    """Count one line: a device record, a run's summary, or a line that is neither (named)."""
+    if not line.strip():
+        return
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as exc:
+        digest.unreadable.append((path, number, f"not valid JSON ({exc.msg})"))
+        return
+    kind = entry.get("type") if isinstance(entry, dict) else None
+    if kind == "device":
+        digest.devices.append({**entry, "file": path})
+    elif kind == "summary":
+        # A rotated report closes each file with a summary; the run ends once.
+        if entry.get("continued") is not True:
+            digest.runs += 1
+            digest.interrupted_runs += entry.get("interrupted") is True
+    else:
+        digest.unreadable.append((path, number, "not a device or summary record"))
 
 
 def summarize_reports(paths: Iterable[str | os.PathLike[str]]) -> ReportDigest:
