@@ -234,4 +234,10 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def run() -> None:
-    sys.exit(main())
+    code = main()
+    # Python puts SIGUSR1's default action back while it shuts down: a logrotate
+    # signal in that moment would end a finished run "killed by SIGUSR1". Nothing
+    # is started from here on, so ignoring it leaks into no child.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    sys.exit(code)
