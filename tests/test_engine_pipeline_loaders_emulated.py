@@ -221,6 +221,25 @@ def test_station_mode_boots_lumia_and_ufp_devices_as_they_arrive(
     assert all(s["booted"] for s in summaries.values())
 
 
+def test_station_confirmation_takes_a_lumia_back_in_label_mode_as_its_confirmation(
+    secwim: Path, tmp_path: Path
+) -> None:
+    """--confirm with --expect (a SimpleIO line's booted image): a Lumia never shows up as
+    that image; its own return in Label mode on its port is the confirmation."""
+    report = tmp_path / "shift.jsonl"
+    with EmulatedLine([DeviceSpec(kind="lumia"), DeviceSpec(kind="simpleio")]) as line:
+        process = line.popen(
+            [*CLI, "boot", str(secwim), "--watch", "--count", "2", "--poll",
+             "--confirm", "20", "--expect", "045E:0A00", "--report", str(report), "--plain"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, out + err
+    devices = {d["loader"]: d for d in _devices(report).values()}
+    assert set(devices) == {"lumia", "simpleio"}
+    assert all(d["state"] == "booted" and d["confirmed"] is True for d in devices.values())
+
+
 def test_a_lumia_that_comes_back_in_flashing_mode_is_not_booted(
     secwim: Path, tmp_path: Path
 ) -> None:

@@ -379,6 +379,12 @@ class DeviceAttempt:
             )
 
     async def _await_return(self, action: AwaitReturn) -> None:
+        """A loader that confirms its own boot (Lumia: back in Label mode on its port).
+
+        The record is then confirmed here: a station's own confirmation, which
+        waits for the booted image's ``--expect`` IDs, has nothing left to judge.
+        """
+        started = time.monotonic()
         ids = await self.link.wait_return(action.timeout)
         if ids is None:
             self.host.abort()
@@ -388,7 +394,9 @@ class DeviceAttempt:
                 AttemptEnd.DEVICE,
                 FailureReason.TIMEOUT,
             )
-        self.host.returned(*ids)
+        self.host.returned(*ids)  # raises unless it came back as the loader expects
+        self.record.confirmed = True
+        self.record.confirm_seconds = round(time.monotonic() - started, 3)
 
     # -- replies, identity, errors ---------------------------------------------------
 

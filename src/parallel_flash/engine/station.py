@@ -300,7 +300,8 @@ class _Station:
                 with anyio.CancelScope(shield=True):
                     await link.aclose()
             if end is AttemptEnd.BOOTED:
-                if self.confirmation is not None:
+                # A loader that saw its own boot confirmed (Lumia) needs no second verdict.
+                if self.confirmation is not None and record.confirmed is None:
                     return await self._confirm(port, record)
                 self.recent_boots[device.port] = (record.unique_id, time.monotonic())
                 return None
