@@ -157,6 +157,7 @@ class UsbfsBudget:
         self._since_refusal = 0
         self._warned = False
         self._told_limited = False
+        self._told_size = 0
         #: Counters for benchmarks and tests.
         self.refusals = 0
         self.peak_reserved = 0
@@ -193,7 +194,8 @@ class UsbfsBudget:
             size = max(SHARED_TRANSFER_FLOOR, min(size, fitting))
         while size > SMALLEST_TRANSFER and self.cost(size) > self.usable:
             size //= 2
-        if size < wanted:
+        if size < wanted and self._told_size != size:
+            self._told_size = size  # once per size, not once per device
             logger.info(
                 "usbfs memory cap of %d MB: %d-byte transfers instead of %d for %d devices; %s",
                 self.limit_bytes >> 20,
