@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -134,3 +135,19 @@ def test_non_image_files_are_refused(tmp_path: Path, small_sdi: Path) -> None:
         ImageBuffer.load(empty, small_sdi)
     with pytest.raises(InputError, match="not a regular file"):
         ImageBuffer.load(tmp_path, small_sdi)
+
+
+def test_without_a_memory_file_the_image_loads_into_an_anonymous_map(
+    small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file size limit (RLIMIT_FSIZE) refuses the memory file: same bytes, same digest."""
+    from parallel_flash import image as image_module
+
+    def too_large(_fd: int, _size: int) -> None:
+        raise OSError(errno.EFBIG, "File too large")
+
+    expected = hashlib.sha256(small_sdi.read_bytes() + small_wim.read_bytes()).hexdigest()
+    monkeypatch.setattr(image_module.os, "ftruncate", too_large)
+    with ImageBuffer.load(small_wim, small_sdi) as image:
+        assert image.sha256 == expected
+        assert bytes(image.view[: image.sdi_length]) == small_sdi.read_bytes()

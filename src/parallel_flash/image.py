@@ -1,12 +1,13 @@
 """SDI + WIM (or a .secwim, or an FFU), read once into one shared in-memory buffer.
 
 Every device pipeline streams zero-copy slices of the same buffer, so memory
-does not grow with the number of devices. The buffer is an *anonymous,
-writable* mmap on purpose: python-libusb1 hands a writable buffer to libusb
-in place, while ``bytes`` or a read-only file mapping are copied on every
-submission (usb-testing.md). Being a private copy also means a file changed
-or truncated on disk during a run cannot reach the devices: what was
-validated and hashed is exactly what is sent.
+does not grow with the number of devices. The buffer is a private, *writable*
+mapping on purpose (an anonymous memory file on Linux, see :func:`_allocate`):
+python-libusb1 hands a writable buffer to libusb in place, while ``bytes`` or
+a read-only file mapping are copied on every submission (usb-testing.md).
+Being a private copy also means a file changed or truncated on disk once it
+was read cannot reach the devices: what was validated and hashed is exactly
+what is sent.
 
 Reading and hashing are off the critical path (issue 10: command to first
 image byte <= 0.5 s with a 256 MiB WIM; reading 268 MB alone took 0.35-0.7 s
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import mmap
 import os
@@ -166,7 +168,7 @@ class ImageBuffer:
         if total > MAX_IMAGE_BYTES:
             names = " + ".join(f"{s.path} ({s.size} bytes)" for s in sources)
             raise InputError(f"{names} = {total} bytes; SDI + WIM must stay under 4 GiB")
-        buffer = mmap.mmap(-1, total)
+        buffer, memfd = _allocate(total)
         sdi_length = sources[0].size if len(sources) == 2 else 0
         image = cls(
             buffer,
@@ -175,7 +177,7 @@ class ImageBuffer:
             sha256=None,
             wim_path=wim_source.path,
             sdi_path=sources[0].path if sdi_length else None,
-            loader=_Loader(buffer, sources, total),
+            loader=_Loader(buffer, sources, total, memfd),
         )
         try:
             image._validate()
@@ -196,14 +198,14 @@ class ImageBuffer:
         ffu = read_ffu(source.path)
         if source.size > MAX_IMAGE_BYTES:
             raise InputError(f"{source.path}: {source.size} bytes; an FFU must stay under 4 GiB")
-        buffer = mmap.mmap(-1, source.size)
+        buffer, memfd = _allocate(source.size)
         logger.info("loading FFU %s (%d bytes) in the background", source.path, source.size)
         return cls(
             buffer,
             sdi_length=0,
             wim_length=source.size,
             sha256=None,
-            loader=_Loader(buffer, [source], source.size),
+            loader=_Loader(buffer, [source], source.size, memfd),
             wim_path=source.path,
             sdi_path=None,
             kind="ffu",
@@ -351,6 +353,36 @@ def _stat(path: str | os.PathLike[str], what: str) -> _Source:
     return _Source(text, info.st_size)
 
 
+def _allocate(size: int) -> tuple[mmap.mmap, int | None]:
+    """A writable buffer of ``size`` bytes, and the memory file behind it if there is one.
+
+    On Linux an anonymous memory file (memfd) mapped shared and filled by
+    sendfile: the kernel copies from the page cache straight into it, with
+    no page zeroed first and no page fault per 4 KiB, about 40 % less CPU
+    than ``readinto`` an anonymous map (0.19 s against 0.31 s for 268 MB on
+    this machine). Still a private copy: the file on disk can change
+    afterwards without reaching the devices. Elsewhere, an anonymous map.
+    """
+    if hasattr(os, "memfd_create"):
+        try:
+            memfd = os.memfd_create("parallel-flash-image", os.MFD_CLOEXEC)
+        except OSError:
+            return mmap.mmap(-1, size), None
+        try:
+            os.ftruncate(memfd, size)
+            buffer = mmap.mmap(
+                memfd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
+        except OSError:  # e.g. a file size limit (RLIMIT_FSIZE) applies to memory files too
+            os.close(memfd)
+            return mmap.mmap(-1, size), None
+        except BaseException:
+            os.close(memfd)
+            raise
+        return buffer, memfd
+    return mmap.mmap(-1, size), None
+
+
 class _Loader:
     """Reads the files back to back into the buffer on a thread, then hashes it.
 
@@ -359,8 +391,12 @@ class _Loader:
     woken per block; an error is kept and raised to each of them.
     """
 
-    def __init__(self, buffer: mmap.mmap, sources: list[_Source], total: int) -> None:
+    def __init__(
+        self, buffer: mmap.mmap, sources: list[_Source], total: int, memfd: int | None
+    ) -> None:
         self._view = memoryview(buffer)[:total]
+        #: The memory file behind ``buffer`` (filled with sendfile), or None.
+        self._memfd = memfd
         self._sources = sources
         self._name = sources[-1].path
         #: Bytes read so far (only grows; read without the lock on the fast path).
@@ -379,7 +415,11 @@ class _Loader:
 
     def _run(self) -> None:
         try:
-            self._read()
+            try:
+                self._read()
+            finally:
+                if self._memfd is not None:
+                    os.close(self._memfd)  # the mapping stays
             with contextlib.suppress(OSError, AttributeError):  # not Linux: same priority
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _HASH_NICENESS)
             digest = hashlib.sha256()
@@ -401,7 +441,6 @@ class _Loader:
                 self._changed.notify_all()
 
     def _read(self) -> None:
-        view = self._view
         position = 0
         for source in self._sources:
             end = position + source.size
@@ -410,8 +449,7 @@ class _Loader:
                     while position < end:
                         if self._stop:
                             raise InputError(f"{source.path}: image closed while being read")
-                        with view[position : min(end, position + _READ_BLOCK)] as block:
-                            count = stream.readinto(block) or 0
+                        count = self._copy(stream, position, min(end, position + _READ_BLOCK))
                         if not count:
                             raise InputError(
                                 f"{source.path}: file shrank while being read: got "
@@ -424,6 +462,14 @@ class _Loader:
                             self._changed.notify_all()
             except OSError as exc:
                 raise InputError(f"{source.path}: cannot read: {exc.strerror}") from None
+
+    def _copy(self, stream: io.FileIO, start: int, end: int) -> int:
+        """Copy the next bytes of ``stream`` to ``start``..``end`` of the buffer; bytes copied."""
+        if self._memfd is not None:
+            # The memory file is written in order, so its offset is ``start``.
+            return os.sendfile(self._memfd, stream.fileno(), None, end - start)
+        with self._view[start:end] as block:
+            return stream.readinto(block) or 0
 
     def _wait(self, ready: Callable[[], bool]) -> None:
         """Until ``ready()`` or an error; an error if the thread makes no progress for long."""
