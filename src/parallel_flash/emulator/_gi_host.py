@@ -354,15 +354,16 @@ class Host:
             if "busy" in record.flags:
                 # Another program's claim on interface 0.
                 device.claimed_by = self._Client(device)
+        adding = time.time()
         self._add_to_testbed(device, port.sysfs_path(), port.devpath)
-        # The "add" uevent went out inside add_from_string: the moment of the plug.
+        # The "add" uevent goes out inside add_from_string: between these two.
         plugged_at = time.time()
         if model is not None and "no-access" in record.flags:
             os.chmod(os.path.join(self.root, device.devnode.lstrip("/")), 0)
         logger.info("plugged %s at %s (%s)", identity.product, port, device.devnode)
         _emit(
             {"event": "plugged", "port": str(port), "state": record.state, "devnum": device.devnum,
-             "at": plugged_at}
+             "at": plugged_at, "adding": adding}
         )
 
     def unplug(self, key: str) -> None:

@@ -26,7 +26,8 @@ second).
 
 Each event thread is *non-daemon* and loops ``handleEventsTimeout``; after a
 spurious wake-up (umockdev's emulated fd always polls ready) it naps
-:data:`IDLE_NAP` rather than spin and hog the GIL. It stops on
+:data:`IDLE_NAP` rather than spin and hog the GIL, until a submission from
+the loop pokes it. It stops on
 ``interruptEventHandler`` or when the main thread is gone, so a caller that
 forgot to close cannot hang interpreter exit.
 """
@@ -49,6 +50,7 @@ __all__ = (
     "EVENT_THREADS_ENV",
     "EVENT_THREAD_NAME",
     "EVENT_WAIT",
+    "IDLE_NAP_MAX",
     "EventThread",
     "Shards",
     "event_threads_setting",
@@ -60,16 +62,19 @@ logger = logging.getLogger(__name__)
 #: event thread takes to notice that the main thread has gone; libusb wakes
 #: it at once for completions and for ``interruptEventHandler``.
 EVENT_WAIT = 0.5
-#: A handleEvents call that returns sooner than this without running a single
-#: callback was a spurious wake-up ...
-SPURIOUS_WAKEUP = 0.001
-#: ... after which the event thread sleeps this long, doubling with each
-#: spurious wake-up in a row up to IDLE_NAP_MAX. Adds at most that much
-#: latency to a completion, and only when poll() reports readiness falsely
-#: (umockdev's emulated fd; never a real device's): with several event
-#: threads, each idle one would otherwise flood the emulator with empty reaps.
+#: After a round of event handling that ran no callback -- a spurious
+#: wake-up: poll() said ready and nothing had completed -- the event thread
+#: naps this long, doubling with each such round in a row up to
+#: IDLE_NAP_MAX. Only umockdev's emulated fd polls ready falsely (always);
+#: a real device's never does, and there a round without callbacks is the
+#: EVENT_WAIT timeout. Each emulated round is one empty REAPURBNDELAY round
+#: trip per device of the thread, which a spinning thread would flood the
+#: emulator with (at 16 devices x 40 MB/s, a third of its ioctls). A nap adds
+#: at most IDLE_NAP_MAX to a stream completion's latency -- against 12-25 ms
+#: per transfer at 40 MB/s with 2 in flight -- and nothing to a single
+#: transfer: a submission from the loop wakes the thread (:meth:`EventThread.poke`).
 IDLE_NAP = 0.0005
-IDLE_NAP_MAX = 0.002
+IDLE_NAP_MAX = 0.004
 #: Name of the first shard's thread (the one that also handles hotplug);
 #: the others are named ``<this>-2``, ``<this>-3``, ...
 EVENT_THREAD_NAME = "parallel-flash-usb-events"
@@ -119,27 +124,31 @@ class EventThread:
         #: Links whose transfers complete here (loop thread only).
         self.links = 0
         self._stop = False
+        #: Set to cut a nap short (a transfer was submitted from another thread).
+        self._poked = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=False)
         self._thread.start()
 
     def _run(self) -> None:
         main = threading.main_thread()
-        clock = time.monotonic
         handle = self.usb.handleEventsTimeout
+        poked = self._poked
         nap = IDLE_NAP
         while not self._stop:
             if not main.is_alive():
                 logger.debug("main thread gone: %s stops", self.name)
                 break
             try:
-                before, started = self.callbacks, clock()
+                before = self.callbacks
                 handle(EVENT_WAIT)
-                if self.callbacks == before and clock() - started < SPURIOUS_WAKEUP:
-                    # poll() said ready but nothing happened (umockdev's emulated fd
-                    # always does): nap instead of spinning, which would also keep
-                    # taking the GIL from the other threads.
-                    time.sleep(nap)
-                    nap = min(nap * 2, IDLE_NAP_MAX)
+                if self.callbacks == before:
+                    # A spurious wake-up (see IDLE_NAP): nap instead of spinning,
+                    # which would also keep taking the GIL from the other threads.
+                    if poked.wait(nap):
+                        poked.clear()
+                        nap = IDLE_NAP
+                    else:
+                        nap = min(nap * 2, IDLE_NAP_MAX)
                 else:
                     nap = IDLE_NAP
             except usb1.USBErrorInterrupted:
@@ -147,6 +156,10 @@ class EventThread:
             except Exception:  # keep handling events; a dead thread hangs every transfer
                 logger.exception("libusb event handling failed")
                 time.sleep(0.05)
+
+    def poke(self) -> None:
+        """A transfer was submitted from another thread: end a nap now (see IDLE_NAP)."""
+        self._poked.set()
 
     def close(self) -> bool:
         """Stop the thread, then close the context; False if the thread would not stop."""

@@ -343,6 +343,7 @@ class OutStream:
             self.link.refusals += 1
             return _Outcome.REFUSED
         self.free.pop()
+        self.events.poke()  # submitted from the loop: its event thread may be napping
         return _Outcome.SUBMITTED
 
     def _release(self, slot: StreamSlot, *, submitted: bool = True, refused: bool = False) -> None:

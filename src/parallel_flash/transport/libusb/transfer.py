@@ -44,6 +44,8 @@ CANCEL_GRACE = 5.0
 class _Counter(Protocol):
     callbacks: int
 
+    def poke(self) -> None: ...
+
 
 class Cancellable(Protocol):
     """What :func:`await_cancelled` needs of a transfer."""
@@ -104,6 +106,7 @@ class Transfer:
     def submit(self) -> None:
         self.usb.submit()
         self.pending = True
+        self.events.poke()  # its event thread may be napping (events.IDLE_NAP)
 
     def cancel(self) -> None:
         """Ask libusb to cancel; the cancelled callback still has to arrive."""
