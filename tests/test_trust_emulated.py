@@ -125,6 +125,26 @@ def test_a_busy_device_in_station_mode_is_recorded_and_exits_1(
     assert "device busy" in devices[busy]["error"] and devices[good]["ok"]
 
 
+def test_a_device_that_cannot_be_opened_is_tried_again_with_retries(
+    tmp_path: Path, small_wim: Path, small_sdi: Path
+) -> None:
+    """--retries covers a refused open (no image byte sent): every attempt on record."""
+    report = tmp_path / "r.jsonl"
+    with EmulatedLine(2, faults={0: "busy"}) as line:
+        busy, good = line.ports
+        process = _station(line, _boot(
+            small_wim, small_sdi, report, "--watch", "--count", "2", "--confirm", "0",
+            "--retries", "2",
+        ))
+        _out, err = _finish(process)
+    assert process.returncode == 1, err
+    devices = {d["port"]: d for d in _devices(report)}
+    attempts = devices[busy]["attempts"]
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert all("device busy" in a["error"] and a["bytes"] == 0 for a in attempts)
+    assert "device busy" in devices[busy]["error"] and devices[good]["ok"]
+
+
 # -- confirmation by identity --------------------------------------------------------------
 
 

@@ -75,6 +75,7 @@ from .pipeline import (
     boot_device,
     finish_record,
     identify_device,
+    record_attempt,
 )
 from .records import (
     DeviceLog,
@@ -96,6 +97,10 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Before opening again a device that could not be opened (``--retries``): a
+#: claim can fail for a moment while the system settles a fresh enumeration.
+OPEN_RETRY_PAUSE = 0.5
 
 class _Counting:
     """Passes every call on; keeps the shift's counters and drops finished records.
@@ -321,17 +326,30 @@ class _Station:
             port.device, port.left, port.returned = again, False, None
 
     async def _open(self, device: DeviceInfo, record: DeviceRecord | None) -> Link | None:
+        """Open ``device``; a refusal is an attempt that sent no image byte (retried if allowed)."""
         assert self.ctx is not None
-        try:
-            return await self.ctx.open(device)
-        except (TransportError, ProtocolError) as exc:
-            record = record or self._new_record(device)
-            detail = str(exc).removeprefix(f"{device.port}: ")
-            finish_record(
-                record, self.observer, DeviceState.FAILED, f"cannot open the device: {detail}",
-                FailureReason.USB_ERROR,
-            )
-            return None
+        while True:
+            started = time.monotonic()
+            try:
+                return await self.ctx.open(device)
+            except (TransportError, ProtocolError) as exc:
+                record = record or self._new_record(device)
+                detail = str(exc).removeprefix(f"{device.port}: ")
+                error = f"cannot open the device: {detail}"
+                retry = (
+                    len(record.attempts) < self.options.retries
+                    and not self.intake.stopped.is_set()
+                )
+                if retry or record.attempts:
+                    record_attempt(record, error, started)
+                if not retry:
+                    finish_record(
+                        record, self.observer, DeviceState.FAILED, error, FailureReason.USB_ERROR
+                    )
+                    return None
+                logger.info("%s: %s; attempt %d in %g s", device.port, error,
+                            len(record.attempts) + 1, OPEN_RETRY_PAUSE)
+                await anyio.sleep(OPEN_RETRY_PAUSE)
 
     async def _wanted(self, link: Link) -> bool:
         try:
