@@ -12,11 +12,12 @@ what is sent.
 Reading and hashing are off the critical path (issue 10: command to first
 image byte <= 0.5 s with a 256 MiB WIM; reading 268 MB alone took 0.35-0.7 s
 of it): :meth:`ImageBuffer.load` checks the headers and returns while a
-background thread reads the rest into the buffer, then hashes it at low CPU
-priority. Streaming starts as soon as its first transfers' bytes are in
-(:meth:`ImageBuffer.available`); :attr:`ImageBuffer.view` and
-:attr:`ImageBuffer.sha256` wait for all of it. Only bytes already copied into
-the private buffer are ever sent, and the digest is of that buffer.
+background thread reads the rest into the buffer -- while devices are found,
+opened and identified -- then hashes it at low CPU priority.
+:attr:`ImageBuffer.view` waits for all of it (the engine streams from it),
+:meth:`ImageBuffer.available` for a prefix, :attr:`ImageBuffer.sha256` for
+the digest. Only bytes already copied into the private buffer are ever sent,
+and the digest is of that buffer.
 """
 
 from __future__ import annotations
