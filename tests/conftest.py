@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from _nok_pair import FfuInput, make_ffu
+
 # Property tests (tests/test_fuzz_*.py, marker "fuzz"): a bounded profile for
 # every run, a long one for `bash scripts/run.sh fuzz` (HYPOTHESIS_PROFILE=long).
 # No deadline: the machine is shared, and a slow example is not a wrong one.
@@ -126,3 +128,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped, but PARALLEL_FLASH_REQUIRE_ALL=1 forbids skips: {reason}"
+
+
+@pytest.fixture(scope="session")
+def secwim(tmp_path_factory: pytest.TempPathFactory, small_wim: Path) -> Path:
+    """A .secwim (the SDI inside) of the small WIM: what Lumia and SimpleIO devices take."""
+    from parallel_flash.formats.sdi import build_sdi
+    from parallel_flash.formats.secwim import build_secwim
+
+    path = tmp_path_factory.mktemp("secwim") / "mmos.secwim"
+    path.write_bytes(build_secwim(build_sdi(), small_wim.read_bytes()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ffu(tmp_path_factory: pytest.TempPathFactory) -> FfuInput:
+    """A v2 FFU of a small disk: what UFP devices take."""
+    return make_ffu(tmp_path_factory.mktemp("ffu"), version=2)

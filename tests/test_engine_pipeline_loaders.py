@@ -15,12 +15,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from _nok_pair import FfuInput, make_ffu
+from _nok_pair import FfuInput
 from parallel_flash.engine.pipeline import BootOptions, boot_line
 from parallel_flash.engine.records import DeviceRecord, FailureReason
 from parallel_flash.errors import InputError
-from parallel_flash.formats.sdi import build_sdi
-from parallel_flash.formats.secwim import build_secwim
 from parallel_flash.image import ImageBuffer
 from parallel_flash.protocol.device import DeviceFaults
 from parallel_flash.protocol.nokia.device import NokDeviceModel
@@ -34,18 +32,6 @@ FAST = BootOptions(
 MIX = {1: "simpleio", 2: "lumia", 3: "lumia", 4: "ufp-v1", 5: "ufp-v2"}
 
 
-@pytest.fixture(scope="module")
-def secwim_path(tmp_path_factory: pytest.TempPathFactory, small_wim: Path) -> Path:
-    path = tmp_path_factory.mktemp("secwim") / "mmos.secwim"
-    path.write_bytes(build_secwim(build_sdi(), small_wim.read_bytes()))
-    return path
-
-
-@pytest.fixture(scope="module")
-def ffu(tmp_path_factory: pytest.TempPathFactory) -> FfuInput:
-    return make_ffu(tmp_path_factory.mktemp("ffu"), version=2)
-
-
 def run_line(
     path: Path, kinds: dict[int, str], faults: dict[int, DeviceFaults | NokFaults] | None = None
 ) -> tuple[list[DeviceRecord], list[SimLink]]:
@@ -55,19 +41,19 @@ def run_line(
     return sorted(records, key=lambda r: r.slot), links
 
 
-def test_a_secwim_boots_simpleio_and_lumia_devices(secwim_path: Path) -> None:
-    records, links = run_line(secwim_path, MIX)
+def test_a_secwim_boots_simpleio_and_lumia_devices(secwim: Path) -> None:
+    records, links = run_line(secwim, MIX)
     assert [r.loader for r in records] == ["simpleio", "lumia", "lumia", "ufp", "ufp"]
     assert [r.ok for r in records] == [True, True, True, False, False]
-    digest = hashlib.sha256(secwim_path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(secwim.read_bytes()).hexdigest()
     for record, link in zip(records[:3], links[:3], strict=True):
         assert link.model.sha256 == digest
-        assert record.bytes_done == record.bytes_total == secwim_path.stat().st_size
+        assert record.bytes_done == record.bytes_total == secwim.stat().st_size
     assert records[1].name == "Lumia FlashApp 2.75"
     for record in records[3:]:
         assert record.reason is FailureReason.REFUSED
         assert record.error == (
-            f"a ufp device needs an FFU (FFU to RAM); {secwim_path} is a .secwim"
+            f"a ufp device needs an FFU (FFU to RAM); {secwim} is a .secwim"
         )
         assert links[record.slot - 1].model.messages == 0  # nothing was sent
 
@@ -102,9 +88,9 @@ def test_an_ffu_boots_ufp_v1_and_v2_devices(ffu: FfuInput) -> None:
     ],
 )
 def test_each_lumia_fault_fails_only_its_device(
-    secwim_path: Path, slot: int, faults: str, reason: FailureReason, match: str, refused: bool
+    secwim: Path, slot: int, faults: str, reason: FailureReason, match: str, refused: bool
 ) -> None:
-    records, links = run_line(secwim_path, MIX, {slot: NokFaults.parse(faults)})
+    records, links = run_line(secwim, MIX, {slot: NokFaults.parse(faults)})
     failed = records[slot - 1]
     assert not failed.ok and failed.reason is reason, failed.error
     assert re.search(match, failed.error or ""), failed.error
@@ -152,13 +138,13 @@ def test_each_ufp_fault_fails_only_its_device(
 
 
 def test_boot_sim_mix_from_the_command_line(
-    secwim_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    secwim: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from parallel_flash.cli import main
 
     report = tmp_path / "run.jsonl"
     code = main([
-        "boot", str(secwim_path), "--sim", "4", "--sim-mix", "lumia=2,ufp-v2=1",
+        "boot", str(secwim), "--sim", "4", "--sim-mix", "lumia=2,ufp-v2=1",
         "--sim-fault", "3:no-mmos", "--plain", "--report", str(report), "--sim-rate", "0",
     ])
     out = capsys.readouterr().out
@@ -171,25 +157,25 @@ def test_boot_sim_mix_from_the_command_line(
     assert devices["sim-2"]["state"] == "booted"
     assert "subblock 0x1F is absent" in devices["sim-3"]["error"]
     assert "needs an FFU" in devices["sim-4"]["error"]
-    assert main(["boot", str(secwim_path), "--sim", "2", "--sim-mix", "lumia=3"]) == 2
+    assert main(["boot", str(secwim), "--sim", "2", "--sim-mix", "lumia=3"]) == 2
     assert "--sim-mix names 3 devices" in capsys.readouterr().err
-    assert main(["boot", str(secwim_path), "--sim", "2", "--sim-mix", "lumia=1",
+    assert main(["boot", str(secwim), "--sim", "2", "--sim-mix", "lumia=1",
                  "--sim-fault", "2:logs=3"]) == 2
     assert "unknown fault 'logs'" in capsys.readouterr().err
 
 
 def test_one_run_boots_a_secwim_and_an_ffu_on_a_mixed_line(
-    secwim_path: Path, ffu: FfuInput
+    secwim: Path, ffu: FfuInput
 ) -> None:
     from parallel_flash.image import ImageSet
 
     links = simulated_line(len(MIX), rate=None, kinds=MIX)
-    with ImageSet([ImageBuffer.load(secwim_path), ImageBuffer.load(ffu.path)]) as images:
+    with ImageSet([ImageBuffer.load(secwim), ImageBuffer.load(ffu.path)]) as images:
         records = anyio.run(lambda: boot_line(links, images, options=FAST))
     assert all(record.ok for record in records), [r.error for r in records]
     digests = {
-        "simpleio": hashlib.sha256(secwim_path.read_bytes()).hexdigest(),
-        "lumia": hashlib.sha256(secwim_path.read_bytes()).hexdigest(),
+        "simpleio": hashlib.sha256(secwim.read_bytes()).hexdigest(),
+        "lumia": hashlib.sha256(secwim.read_bytes()).hexdigest(),
         "ufp": hashlib.sha256(ffu.data).hexdigest(),
     }
     for record in records:
@@ -197,16 +183,16 @@ def test_one_run_boots_a_secwim_and_an_ffu_on_a_mixed_line(
 
 
 def test_a_wim_and_a_secwim_together_are_refused(
-    secwim_path: Path, small_wim: Path, small_sdi: Path, capsys: pytest.CaptureFixture[str]
+    secwim: Path, small_wim: Path, small_sdi: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from parallel_flash.cli import main
 
-    code = main(["boot", str(small_wim), str(secwim_path), "--sdi", str(small_sdi), "--sim", "1"])
+    code = main(["boot", str(small_wim), str(secwim), "--sdi", str(small_sdi), "--sim", "1"])
     assert code == 2
     assert "simpleio devices would take either" in capsys.readouterr().err
-    assert main(["boot", str(secwim_path), str(secwim_path), "--sim", "1"]) == 2
+    assert main(["boot", str(secwim), str(secwim), "--sim", "1"]) == 2
     assert "more than one secwim file" in capsys.readouterr().err
-    assert main(["boot", str(secwim_path), str(secwim_path), "--sdi", str(small_sdi),
+    assert main(["boot", str(secwim), str(secwim), "--sdi", str(small_sdi),
                  "--sim", "1"]) == 2
     assert "--sdi" in capsys.readouterr().err
 
@@ -230,11 +216,11 @@ def test_nok_timeouts_come_from_the_command_line_with_one_set_of_defaults() -> N
         NokTimeouts(reply=float("nan"))
 
 
-def test_a_lumia_that_does_not_come_back_fails_after_the_return_timeout(secwim_path: Path) -> None:
+def test_a_lumia_that_does_not_come_back_fails_after_the_return_timeout(secwim: Path) -> None:
     """The wait for Label mode is bounded by its own timeout, and says what it waited for."""
     options = BootOptions(nok_timeouts=NokTimeouts(reenumerate=0.3))
     links = simulated_line(1, rate=None, kinds={1: "lumia"}, faults={1: NokFaults(no_return=True)})
-    with ImageBuffer.load(secwim_path) as image:
+    with ImageBuffer.load(secwim) as image:
         [record] = anyio.run(lambda: boot_line(links, image, options=options))
     assert record.reason is FailureReason.TIMEOUT
     assert record.error == "the device did not come back in Label mode on its port within 0.3 s"
@@ -242,7 +228,7 @@ def test_a_lumia_that_does_not_come_back_fails_after_the_return_timeout(secwim_p
 
 
 def test_every_loader_runs_through_the_hosts_boot_options_name(
-    secwim_path: Path, ffu: FfuInput
+    secwim: Path, ffu: FfuInput
 ) -> None:
     """One pipeline: each device's host comes from BootOptions.hosts, whatever its loader."""
     from parallel_flash.image import ImageSet
@@ -263,7 +249,7 @@ def test_every_loader_runs_through_the_hosts_boot_options_name(
         hosts={loader: watched(loader) for loader in Loader}, nok_timeouts=FAST.nok_timeouts
     )
     links = simulated_line(len(MIX), rate=None, kinds=MIX)
-    with ImageSet([ImageBuffer.load(secwim_path), ImageBuffer.load(ffu.path)]) as images:
+    with ImageSet([ImageBuffer.load(secwim), ImageBuffer.load(ffu.path)]) as images:
         records = anyio.run(lambda: boot_line(links, images, options=options))
     assert all(record.ok for record in records), [r.error for r in records]
     assert sorted(built) == sorted([

@@ -18,27 +18,13 @@ from typing import Any
 
 import pytest
 
-from _nok_pair import FfuInput, make_ffu
+from _nok_pair import FfuInput
 from parallel_flash.emulator import DeviceSpec, EmulatedLine
-from parallel_flash.formats.sdi import build_sdi
-from parallel_flash.formats.secwim import build_secwim
 from parallel_flash.output.report import read_report
 
 pytestmark = pytest.mark.umockdev
 
 CLI = [sys.executable, "-m", "parallel_flash"]
-
-
-@pytest.fixture(scope="module")
-def secwim(tmp_path_factory: pytest.TempPathFactory, small_wim: Path) -> Path:
-    path = tmp_path_factory.mktemp("secwim") / "mmos.secwim"
-    path.write_bytes(build_secwim(build_sdi(), small_wim.read_bytes()))
-    return path
-
-
-@pytest.fixture(scope="module")
-def ffu(tmp_path_factory: pytest.TempPathFactory) -> FfuInput:
-    return make_ffu(tmp_path_factory.mktemp("ffu"), version=2)
 
 
 def _boot(line: EmulatedLine, images: list[Path], report: Path) -> Any:
