@@ -15,62 +15,29 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from _station_run import device_records as _devices
+from _station_run import finish_station as _finish
+from _station_run import start_station
+from _station_run import wait_streaming as _wait_streaming
 from parallel_flash.emulator import DeviceSpec, EmulatedLine
 from parallel_flash.output.report import read_report
 
 pytestmark = pytest.mark.umockdev
 
-READY = "station ready"
-
 
 def _station(
     line: EmulatedLine, wim: Path, sdi: Path, report: Path, *extra: str
 ) -> subprocess.Popen[str]:
-    process = line.popen(
+    return start_station(
+        line,
         [
             sys.executable, "-m", "parallel_flash", "-v", "boot", str(wim), "--sdi", str(sdi),
             "--watch", "--report", str(report), "--plain", *extra,
         ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert process.stderr is not None
-    deadline = time.monotonic() + 30
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        text = process.stderr.readline()
-        if not text:
-            break
-        seen.append(text)
-        if READY in text:
-            return process
-    process.kill()
-    pytest.fail("station never became ready:\n" + "".join(seen))
-
-
-def _finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
-    try:
-        return process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"station did not stop:\n{out}\n{err}")
-
-
-def _devices(report: Path) -> list[dict[str, Any]]:
-    return [r for r in read_report(report) if r["type"] == "device"]
-
-
-def _wait_streaming(line: EmulatedLine, port: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if line.summaries().get(port, {}).get("received_bytes", 0) > 0:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"{port} never started streaming")
 
 
 @pytest.mark.parametrize("mode", ["hotplug", "poll"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -20,13 +19,16 @@ from typing import Any
 
 import pytest
 
+from _station_run import device_records as _devices
+from _station_run import finish_station as _finish
+from _station_run import start_station
+from _station_run import wait_streaming as _wait_streaming
 from parallel_flash.emulator import DeviceSpec, EmulatedLine
 from parallel_flash.output.report import read_report
 
 pytestmark = pytest.mark.umockdev
 
 CLI = [sys.executable, "-m", "parallel_flash"]
-READY = "station ready"
 #: The booted image of the emulated line shows this USB ID.
 BOOTED_ID = "045E:0A00"
 
@@ -34,48 +36,6 @@ BOOTED_ID = "045E:0A00"
 def _boot(wim: Path, sdi: Path, report: Path, *extra: str) -> list[str]:
     return [*CLI, "-v", "boot", str(wim), "--sdi", str(sdi), "--report", str(report),
             "--plain", *extra]
-
-
-def _station(
-    line: EmulatedLine, argv: list[str], **kwargs: Any
-) -> subprocess.Popen[str]:
-    process = line.popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
-    )
-    assert process.stderr is not None
-    deadline = time.monotonic() + 30
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        text = process.stderr.readline()
-        if not text:
-            break
-        seen.append(text)
-        if READY in text:
-            return process
-    process.kill()
-    pytest.fail("station never became ready:\n" + "".join(seen))
-
-
-def _finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
-    try:
-        return process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"station did not stop:\n{out}\n{err}")
-
-
-def _devices(report: Path) -> list[dict[str, Any]]:
-    return [r for r in read_report(report) if r["type"] == "device"]
-
-
-def _wait_streaming(line: EmulatedLine, port: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if line.summaries().get(port, {}).get("received_bytes", 0) > 0:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"{port} never started streaming")
 
 
 # -- every device found ends in a record -----------------------------------------------
@@ -116,7 +76,7 @@ def test_a_busy_device_in_station_mode_is_recorded_and_exits_1(
     report = tmp_path / "r.jsonl"
     with EmulatedLine(2, faults={0: "busy"}) as line:
         busy, good = line.ports
-        process = _station(
+        process = start_station(
             line, _boot(small_wim, small_sdi, report, "--watch", "--count", "2", "--confirm", "0")
         )
         _out, err = _finish(process)
@@ -132,7 +92,7 @@ def test_a_device_that_cannot_be_opened_is_tried_again_with_retries(
     report = tmp_path / "r.jsonl"
     with EmulatedLine(2, faults={0: "busy"}) as line:
         busy, good = line.ports
-        process = _station(line, _boot(
+        process = start_station(line, _boot(
             small_wim, small_sdi, report, "--watch", "--count", "2", "--confirm", "0",
             "--retries", "2",
         ))
@@ -157,7 +117,7 @@ def test_a_phone_swapped_inside_the_window_is_booted_and_recorded_as_new(
         [DeviceSpec(port="1-1.1", unique_id=first_id, name="Contoso.PhoneA")],
         reappear_delay=1.5,
     ) as line:
-        process = _station(line, _boot(
+        process = start_station(line, _boot(
             small_wim, small_sdi, report, "--watch", "--count", "2",
             "--confirm", "20", "--expect", BOOTED_ID,
         ))
@@ -181,7 +141,7 @@ def test_a_bounce_inside_the_window_is_a_failed_boot_and_not_booted_again(
     report = tmp_path / "r.jsonl"
     with EmulatedLine(1, faults={0: "reappear-in-flashing"}) as line:
         [port] = line.ports
-        process = _station(line, _boot(
+        process = start_station(line, _boot(
             small_wim, small_sdi, report, "--watch", "--count", "1",
             "--confirm", "20", "--expect", BOOTED_ID,
         ))
@@ -201,7 +161,7 @@ def test_without_confirmation_a_bounce_is_not_a_second_success(
     report = tmp_path / "r.jsonl"
     with EmulatedLine(1, faults={0: "reappear-in-flashing"}) as line:
         [port] = line.ports
-        process = _station(line, _boot(
+        process = start_station(line, _boot(
             small_wim, small_sdi, report, "--watch", "--count", "2", "--confirm", "0",
         ))
         _out, err = _finish(process)
@@ -220,7 +180,7 @@ def test_ctrl_c_inside_the_window_records_the_boot_as_unconfirmed(
     report = tmp_path / "r.jsonl"
     with EmulatedLine(1, reappear_delay=None) as line:
         [port] = line.ports
-        process = _station(line, _boot(
+        process = start_station(line, _boot(
             small_wim, small_sdi, report, "--watch", "--confirm", "60", "--expect", BOOTED_ID,
         ))
         line.wait_for("unplugged", port, timeout=30)
@@ -244,7 +204,7 @@ def test_sigterm_and_sighup_end_a_shift_normally(
 ) -> None:
     report = tmp_path / "r.jsonl"
     with EmulatedLine(2, link_rate_mbps=1) as line:
-        process = _station(line, _boot(small_wim, small_sdi, report, "--watch"))
+        process = start_station(line, _boot(small_wim, small_sdi, report, "--watch"))
         for port in line.ports:
             _wait_streaming(line, port)
         process.send_signal(signum)
@@ -266,7 +226,9 @@ def test_sigterm_after_a_failure_exits_1(
     specs = [DeviceSpec(faults="status=-5"), DeviceSpec(link_rate_mbps=0.3)]
     with EmulatedLine(specs) as line:
         failing, slow = line.ports
-        process = _station(line, _boot(small_wim, small_sdi, report, "--watch", "--confirm", "0"))
+        process = start_station(
+            line, _boot(small_wim, small_sdi, report, "--watch", "--confirm", "0")
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
             d["port"] == failing for d in _devices_if_any(report)
@@ -288,7 +250,7 @@ def test_a_second_sigint_waits_for_the_records_and_never_traces_back(
 ) -> None:
     report = tmp_path / "r.jsonl"
     with EmulatedLine(3, link_rate_mbps=1) as line:
-        process = _station(line, _boot(small_wim, small_sdi, report, "--watch"))
+        process = start_station(line, _boot(small_wim, small_sdi, report, "--watch"))
         for port in line.ports:
             _wait_streaming(line, port)
         process.send_signal(signal.SIGINT)
@@ -318,7 +280,7 @@ def test_a_full_report_file_stops_the_intake_and_keeps_whole_records(
     # into the same size limit, and print coverage's own traceback: not here.
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     with EmulatedLine(1) as line:
-        process = _station(
+        process = start_station(
             line,
             _boot(small_wim, small_sdi, report, "--watch", "--confirm", "0"),
             preexec_fn=small_files,
@@ -351,7 +313,7 @@ def test_a_device_that_re_enumerates_after_an_unplug_is_retried_on_the_same_reco
     report = tmp_path / "r.jsonl"
     phone = uuid.UUID(int=0xC)
     with EmulatedLine([DeviceSpec(port="1-1.1", unique_id=phone)], link_rate_mbps=2) as line:
-        process = _station(line, _boot(
+        process = start_station(line, _boot(
             small_wim, small_sdi, report, "--watch", "--count", "1", "--confirm", "0",
             "--retries", "1",
         ))
