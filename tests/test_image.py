@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from parallel_flash.engine.pipeline import boot_line
-from parallel_flash.engine.records import DeviceState
+from parallel_flash.engine.records import DeviceRecord, DeviceState
 from parallel_flash.errors import FormatError, InputError
 from parallel_flash.formats.secwim import build_secwim
 from parallel_flash.image import ImageBuffer
@@ -151,3 +151,60 @@ def test_without_a_memory_file_the_image_loads_into_an_anonymous_map(
     with ImageBuffer.load(small_wim, small_sdi) as image:
         assert image.sha256 == expected
         assert bytes(image.view[: image.sdi_length]) == small_sdi.read_bytes()
+
+
+def test_devices_stream_what_is_read_while_the_rest_is_still_being_read(
+    small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: the first image byte goes out before the whole file is read, byte-exact."""
+    import threading
+
+    from parallel_flash import image as image_module
+    from parallel_flash.engine.options import BootOptions
+
+    monkeypatch.setattr(image_module, "_READ_BLOCK", 32 << 10)
+    # The reader stops after the SDI and the WIM's header (which loading checks).
+    hold_at = small_sdi.stat().st_size + (32 << 10)
+    copy = image_module._Loader._copy
+    held = threading.Event()
+    release = threading.Event()
+
+    def copy_then_hold(self, stream, start, end):  # type: ignore[no-untyped-def]
+        if start >= hold_at and not release.is_set():
+            held.set()
+            assert release.wait(30), "the test never released the reader"
+        return copy(self, stream, start, end)
+
+    monkeypatch.setattr(image_module._Loader, "_copy", copy_then_hold)
+    expected = hashlib.sha256(small_sdi.read_bytes() + small_wim.read_bytes()).hexdigest()
+    options = BootOptions(transfer_size=16 << 10)
+    with ImageBuffer.load(small_wim, small_sdi) as image:
+        assert image.total_length > 2 * hold_at
+        links = simulated_line(3, rate=None)
+        records: list[DeviceRecord] = []
+
+        async def run() -> None:
+            async with anyio.create_task_group() as group:
+                group.start_soon(lambda: boot_line(links, image, options=options, records=records))
+                for _ in range(1000):  # up to 10 s
+                    if held.is_set() and len(records) == 3 and all(
+                        r.bytes_done > hold_at - (16 << 10) for r in records
+                    ):
+                        break
+                    await anyio.sleep(0.01)
+                else:
+                    pytest.fail(f"devices never got what was read: {records}")
+                # The reader is held: every device has what was read and waits for more.
+                sent = [r.bytes_done for r in records]
+                await anyio.sleep(0.2)
+                assert [r.bytes_done for r in records] == sent
+                assert image.loaded_length < image.total_length
+                assert all(0 < done <= image.loaded_length for done in sent)
+                assert {r.state for r in records} == {DeviceState.SENDING_WIM}
+                release.set()
+
+        anyio.run(run)
+        assert image.sha256 == expected
+        assert [r.state for r in records] == [DeviceState.BOOTED] * 3
+        for link in links:
+            assert link.model.booted and link.model.sha256 == expected

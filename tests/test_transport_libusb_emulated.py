@@ -10,6 +10,7 @@ read back from the emulator: SHA-256 and the transfer transcript.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -320,3 +321,59 @@ def test_boot_takes_only_the_devices_the_filters_name(
     assert sorted(_devices(tmp_path / "p.jsonl")) == ["2-1", "2-2"]
     assert not summaries["1-1.1"]["booted"] and summaries["1-1.1"]["received_bytes"] == 0
     assert all(summaries[p]["booted"] for p in ("1-1.2", "2-1", "2-2"))
+
+
+#: argv: HOLD_AT HOLD_SECONDS, then the CLI's. Runs the real CLI in-process with
+#: the image reader paused once at byte HOLD_AT; prints when it let go.
+HELD_READER = r"""
+import json, sys, time
+from parallel_flash import image
+from parallel_flash.cli import main
+
+hold_at, hold_seconds = int(sys.argv[1]), float(sys.argv[2])
+copy = image._Loader._copy
+released = []
+
+def copy_with_a_pause(self, stream, start, end):
+    if start >= hold_at and not released:
+        time.sleep(hold_seconds)
+        released.append(time.time())
+    return copy(self, stream, start, end)
+
+image._READ_BLOCK = 64 << 10
+image._Loader._copy = copy_with_a_pause
+try:
+    main(sys.argv[3:])
+finally:
+    print(json.dumps({"released_at": released[0] if released else None}))
+"""
+
+
+def test_streams_start_while_the_image_is_still_being_read(
+    tmp_path: Path, small_wim: Path, small_sdi: Path
+) -> None:
+    """Issue 10: streams go out in segments as the image is read, byte-exact on the wire."""
+    report = tmp_path / "r.jsonl"
+    sdi_length, wim_length = small_sdi.stat().st_size, small_wim.stat().st_size
+    hold_at = sdi_length + (64 << 10)  # after the headers loading checks
+    assert wim_length > 2 * (64 << 10)
+    size = 16 << 10
+    argv = _boot_argv(small_wim, small_sdi, report, "--transfer-size", str(size))
+    with EmulatedLine(3) as line:
+        result = line.run(
+            [sys.executable, "-c", HELD_READER, str(hold_at), "1.0", *argv[3:]],
+            capture_output=True, text=True, timeout=120,
+        )
+        summaries = line.summaries(transcript=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    released_at = json.loads(result.stdout.strip().splitlines()[-1])["released_at"]
+    assert released_at is not None
+    sha = _image_sha(small_wim, small_sdi)
+    expected = expected_transcript(sdi_length, wim_length, transfer_size=size)
+    for port, summary in summaries.items():
+        # The first image byte went out while the reader was still paused ...
+        assert summary["image_started_at"] < released_at - 0.5, port
+        # ... and the segments join into exactly the protocol's transfers.
+        assert summary["booted"] and summary["sha256"] == sha, port
+        assert _normalise(summary["transcript"]) == expected, port
+    assert all(d["ok"] for d in _devices(report).values())

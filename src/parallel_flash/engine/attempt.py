@@ -314,30 +314,44 @@ class DeviceAttempt:
                 observer.device_changed(record)
 
         in_flight = self.options.in_flight
+        plan = action.plan
         logger.debug(
             "%s: streaming %d bytes in %d transfers of %d, %d in flight",
-            record.port, action.plan.total_length, len(action.plan),
-            action.plan.transfer_size, in_flight,
+            record.port, plan.total_length, len(plan), plan.transfer_size, in_flight,
         )
-        await self.link.stream_out(
-            self._chunks(action.plan),
-            in_flight=in_flight,
-            stall_timeout=action.timeout * in_flight,
-            on_progress=progress,
-        )
+        # The image may still be being read (it starts loading when the command
+        # starts): the stream sends what is in and, only if it catches up with
+        # the reader, ends that segment and awaits more. Usually one segment.
+        cursor = _PlanCursor(plan)
+        while not cursor.finished:
+            await self._image_loaded(cursor.next_end)
+            await self.link.stream_out(
+                self._loaded_chunks(cursor),
+                in_flight=in_flight,
+                stall_timeout=action.timeout * in_flight,
+                on_progress=progress,
+            )
         record.stream_finished = time.monotonic()
         observer.device_changed(record)
 
-    def _chunks(self, plan: TransferPlan) -> Iterator[OutChunk]:
-        # The image is read in the background while devices are found and identified;
-        # the stream starts once all of it is in (streaming while it was still being
-        # read let the reader set the pace: 0.5x a thread-per-device host, 1 device).
-        view = self.image.view
-        last = len(plan) - 1
-        for index, (offset, length, zero_packet) in enumerate(plan):
+    def _loaded_chunks(self, cursor: _PlanCursor) -> Iterator[OutChunk]:
+        """The plan's next transfers whose bytes are in the buffer, until one is not yet.
+
+        Pulled by the transport, possibly on its event thread: it reads only
+        the loaded length (an int the loading thread raises) and never waits.
+        """
+        view = self.image.available(0)  # the whole buffer; only loaded bytes are sliced
+        image = self.image
+        while not cursor.finished and image.loaded_length >= cursor.next_end:
+            offset, length, zero_packet = cursor.take()
             # The transport pulls a chunk to submit it: the last one pulled = all submitted.
-            self.all_submitted = index == last
+            self.all_submitted = cursor.finished
             yield OutChunk(view[offset : offset + length], zero_packet)
+
+    async def _image_loaded(self, end: int) -> None:
+        """Until the image's first ``end`` bytes are read (bounded by the image's stall check)."""
+        if self.image.loaded_length < end:
+            await anyio.to_thread.run_sync(self.image.available, end, abandon_on_cancel=True)
 
     # -- image messages (one request, one reply) --------------------------------------
 
@@ -356,7 +370,8 @@ class DeviceAttempt:
         buffer, head = self.message_buffer, len(action.head)
         end = head + action.length
         buffer[:head] = action.head
-        # The image may still be loading: waits (briefly) only until this message's bytes are in.
+        # The image may still be loading: awaits only this message's bytes.
+        await self._image_loaded(action.offset + action.length)
         view = self.image.available(action.offset + action.length)
         buffer[head:end] = view[action.offset : action.offset + action.length]
         buffer[end:size] = bytes(action.padding)
@@ -461,3 +476,31 @@ async def send_command(link: Link, action: SendControl | SendBulk) -> None:
 
 def _counted_on_reply(_nbytes: int) -> None:
     """An image message's bytes count once its reply says the device took them."""
+
+
+class _PlanCursor:
+    """Where a stream is in its transfer plan, kept across the segments it is sent in."""
+
+    __slots__ = ("_next", "_transfers")
+
+    def __init__(self, plan: TransferPlan) -> None:
+        self._transfers = iter(plan)
+        self._next = next(self._transfers, None)
+
+    @property
+    def finished(self) -> bool:
+        return self._next is None
+
+    @property
+    def next_end(self) -> int:
+        """Where the next transfer's bytes end in the image buffer."""
+        assert self._next is not None
+        offset, length, _zero_packet = self._next
+        return offset + length
+
+    def take(self) -> tuple[int, int, bool]:
+        """The next transfer's ``(offset, length, zero_packet)``; moves past it."""
+        taken = self._next
+        assert taken is not None
+        self._next = next(self._transfers, None)
+        return taken
