@@ -25,6 +25,11 @@ Columns:
 * agg MB/s    -- N x image bytes / streaming window (the first device's first image
                  byte on its link to the last device's last one through it);
                  MB = 10^6 bytes; median (min-max)
+* line s      -- command start to the last device's last image byte (start-up,
+                 reading the image and streaming: what a line waits for); median
+* emulator busy -- the emulator process's CPU over the streaming window, in % of
+                 one core: its ioctls are answered by one worker thread, so near
+                 100 % the emulator, not the host, sets the aggregate
 * dev MB/s    -- slowest device's own stream rate (image bytes / its stream time)
 
 Stream times are the devices' own: the emulator notes, for each device, when
@@ -77,6 +82,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 WORKDIR = Path(os.environ.get("PF_BENCH_DIR", "/tmp/parallel-flash-bench"))
 ARCHITECTURES = ("sequential", "threads", "parallel-flash")
@@ -199,6 +206,10 @@ class Run:
     image_bytes: int = 0
     #: Empty REAPURBNDELAY ioctls the emulator answered (the always-ready fd's spin).
     empty_reaps: int = 0
+    #: Wall clock when the host's command was started.
+    started: float = 0.0
+    #: CPU seconds the emulator process used during the run.
+    emulator_cpu: float = 0.0
     ok: bool = False
     note: str = ""
 
@@ -217,8 +228,29 @@ class Run:
     def aggregate(self) -> float:
         if not self.streams:
             return 0.0
-        window = max(e for _, e in self.streams) - min(s for s, _ in self.streams)
-        return self.image_bytes * len(self.streams) / window / 1e6
+        return self.image_bytes * len(self.streams) / self.window / 1e6
+
+    @property
+    def window(self) -> float:
+        """The streaming window: first device's first image byte to the last one's last."""
+        if not self.streams:
+            return 0.0
+        return max(e for _, e in self.streams) - min(s for s, _ in self.streams)
+
+    @property
+    def line_time(self) -> float:
+        """Command start to the last device's last image byte: what the line waits for."""
+        return max(e for _, e in self.streams) - self.started if self.streams else 0.0
+
+    @property
+    def emulator_busy(self) -> float:
+        """The emulator's CPU over the streaming window, in % of one core.
+
+        Its ioctls are answered by one worker thread (GIL-bound Python behind
+        umockdev's socket protocol): near 100 % it is the line's ceiling,
+        whatever host drives it.
+        """
+        return self.emulator_cpu / self.window * 100 if self.window else 0.0
 
     @property
     def gigabytes(self) -> float:
@@ -305,6 +337,9 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
         env = setup.pf_env(dict(os.environ, **line.environ()))
         work = Path(tmp)
         reaps_before = _empty_reaps(line)
+        emulator = psutil.Process(line.host_pid)
+        emulator_before = sum(emulator.cpu_times()[:2])
+        run.started = time.time()
         if arch == "sequential":
             for index, port in enumerate(line.ports):
                 report = work / f"r{index}.jsonl"
@@ -344,6 +379,7 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
             except (ValueError, IndexError, KeyError):
                 run.note = text[-300:]
         run.empty_reaps = _empty_reaps(line) - reaps_before
+        run.emulator_cpu = sum(emulator.cpu_times()[:2]) - emulator_before
         summaries = line.summaries()
     # Every architecture is timed by the devices themselves: first image byte
     # on the link to the last one through it (the emulator's clock).
@@ -508,6 +544,10 @@ class Cell:
         return _median([r.slowest for r in self.runs])
 
     @property
+    def emulator_busy(self) -> float:
+        return _median([r.emulator_busy for r in self.runs])
+
+    @property
     def link_share(self) -> float:
         return self.slowest / self.rate * 100 if self.rate else 0.0
 
@@ -520,12 +560,15 @@ class Cell:
         raw, net = self.cpu(empty_reap_cpu)
         reaps = _median([r.empty_reaps / r.gigabytes for r in self.runs if r.gigabytes])
         failed = [r for r in self.runs if not r.ok]
+        emulated = self.arch != "pf --sim"
         return [
             f"{self.rate:g}" if self.rate else "none",
             str(self.devices),
             self.arch,
             str(len(self.runs)),
             f"{self.aggregate:.0f} ({min(aggs):.0f}-{max(aggs):.0f})",
+            f"{_median([r.line_time for r in self.runs]):.2f}",
+            f"{self.emulator_busy:.0f} %" if emulated else "-",
             f"{self.slowest:.1f}",
             f"{self.link_share:.1f} %" if self.rate else "-",
             f"{raw:.2f}",
@@ -537,8 +580,8 @@ class Cell:
 
 
 HEADER = ["link MB/s", "N", "architecture", "runs", "agg MB/s median (range)",
-          "slowest dev MB/s", "% link", "CPU s/GB", "net s/GB", "empty reaps/GB",
-          "RSS MB", "all booted"]
+          "line s", "emulator busy", "slowest dev MB/s", "% link", "CPU s/GB", "net s/GB",
+          "empty reaps/GB", "RSS MB", "all booted"]
 
 
 def load() -> str:
@@ -559,8 +602,11 @@ def targets(cells: list[Cell], empty_reap_cpu: float) -> list[str]:
         threads = find("threads", pf.devices, 0.0)
         if threads and threads.aggregate:
             ratio = pf.aggregate / threads.aggregate
+            line_times = [_median([r.line_time for r in c.runs]) for c in (pf, threads)]
             lines.append(f"unthrottled, N={pf.devices}: {pf.arch} / thread-per-device "
-                         f"aggregate {ratio:.2f} x (target >= 1.15): {verdict(ratio >= 1.15)}")
+                         f"aggregate {ratio:.2f} x (target >= 1.15): {verdict(ratio >= 1.15)}; "
+                         f"emulator busy {pf.emulator_busy:.0f} % / {threads.emulator_busy:.0f} %"
+                         f" of its one core; line time {line_times[0]:.2f} / {line_times[1]:.2f} s")
     archs = [a for a in dict.fromkeys(c.arch for c in cells) if a != "pf --sim"]
     for arch in archs:
         throttled = sorted((c for c in cells if c.arch == arch and c.rate == LINK_RATE),
