@@ -16,13 +16,11 @@ from typing import Any
 from ...errors import FormatError
 from .device import NokDeviceModel
 from .faults import NokFaults
-from .messages import NOKIA_VID, Command
+from .messages import LABEL_MODE_PID, LUMIA_PID, NOKIA_VID, Command
 from .xfl import DEFAULT_MMOS_PIECE, MMOS_SUBBLOCK, XFL_HEAD_SIZE, XFL_SIGNATURE, MmosPiece
 
 __all__ = ("LABEL_MODE_PID", "LUMIA_PID", "LumiaDeviceModel")
 
-LUMIA_PID = 0x066E
-LABEL_MODE_PID = 0x0660
 #: Bytes of the image's start and end the model keeps to check it once complete:
 #: the SDI's magic, and the .secwim trailer (blocks and catalog).
 _KEEP = 64 << 10

@@ -39,13 +39,16 @@ from ..messages import MICROSOFT_VID
 
 __all__ = (
     "LABEL_MODE_IDS",
+    "LABEL_MODE_PID",
     "LUMIA_FLASH_IDS",
+    "LUMIA_PID",
     "MICROSOFT_VID",
     "NOKIA_VID",
     "NOKU",
     "REPLY_BUFFER_SIZE",
     "STATUS_MEANINGS",
     "UFP_FLASH_IDS",
+    "UFP_PID",
     "AppType",
     "Command",
     "NokInfo",
@@ -61,17 +64,21 @@ __all__ = (
 )
 
 NOKIA_VID = 0x0421
+#: The usual product IDs of each kind (the device models default to them).
+LUMIA_PID = 0x066E
+LABEL_MODE_PID = 0x0660
+UFP_PID = 0x0658
 
 #: Lumia flash-app devices (loaders.md A.0 / A.2, WPinternals' PhoneNotifier).
 LUMIA_FLASH_IDS: frozenset[tuple[int, int]] = frozenset(
-    {(NOKIA_VID, 0x066E), (NOKIA_VID, 0x0714), (MICROSOFT_VID, 0x0A02), (NOKIA_VID, 0x05EE)}
+    {(NOKIA_VID, LUMIA_PID), (NOKIA_VID, 0x0714), (MICROSOFT_VID, 0x0A02), (NOKIA_VID, 0x05EE)}
 )
 #: Where a Lumia comes back after booting MMOS: Label mode (loaders.md A.2 step 7).
 LABEL_MODE_IDS: frozenset[tuple[int, int]] = frozenset(
-    {(NOKIA_VID, 0x0660), (NOKIA_VID, 0x0713), (MICROSOFT_VID, 0x0A01)}
+    {(NOKIA_VID, LABEL_MODE_PID), (NOKIA_VID, 0x0713), (MICROSOFT_VID, 0x0A01)}
 )
 #: UFP ("Thor") devices (loaders.md A.0).
-UFP_FLASH_IDS: frozenset[tuple[int, int]] = frozenset({(MICROSOFT_VID, 0x0658)})
+UFP_FLASH_IDS: frozenset[tuple[int, int]] = frozenset({(MICROSOFT_VID, UFP_PID)})
 
 #: Replies are read into a buffer this large (UFP's ExecuteRawMethod; loaders.md A.1),
 #: a multiple of every wMaxPacketSize, never wMaxPacketSize itself.

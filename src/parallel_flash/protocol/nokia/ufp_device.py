@@ -22,12 +22,11 @@ from construct import ConstructError
 
 from .device import NokDeviceModel
 from .faults import NokFaults
-from .messages import MICROSOFT_VID, NOKU, ProtocolMask
+from .messages import MICROSOFT_VID, NOKU, UFP_PID, ProtocolMask
 from .xfs import FLASH_TO_RAM, HEAD_SIZES, PROTOCOL_FIELD, XFS_SIGNATURE, FfuMessage, XfsKind
 
 __all__ = ("UFP_PID", "UfpDeviceModel")
 
-UFP_PID = 0x0658
 _V1_MASK = int(ProtocolMask.SYNC_V1)
 _V2_MASK = int(ProtocolMask.SYNC_V1 | ProtocolMask.SYNC_V2)
 #: A length field claiming more than this is a broken head, not a message to wait for.
