@@ -91,15 +91,15 @@ if TYPE_CHECKING:
     from .output.report import read_report as read_report
     from .output.ui import LiveTable as LiveTable
     from .output.ui import PlainOutput as PlainOutput
-    from .protocol import DeviceFaults as DeviceFaults
-    from .protocol import DeviceModel as DeviceModel
-    from .protocol import WimBootHost as WimBootHost
+    from .protocol.device import DeviceFaults as DeviceFaults
+    from .protocol.device import DeviceModel as DeviceModel
+    from .protocol.host import WimBootHost as WimBootHost
     from .protocol.loader import HostSetup as HostSetup
     from .protocol.loader import LoaderHost as LoaderHost
-    from .protocol.nokia import LumiaMmosHost as LumiaMmosHost
-    from .protocol.nokia import NokFaults as NokFaults
-    from .protocol.nokia import NokTimeouts as NokTimeouts
-    from .protocol.nokia import UfpRamBootHost as UfpRamBootHost
+    from .protocol.nokia.faults import NokFaults as NokFaults
+    from .protocol.nokia.host import NokTimeouts as NokTimeouts
+    from .protocol.nokia.lumia import LumiaMmosHost as LumiaMmosHost
+    from .protocol.nokia.ufp import UfpRamBootHost as UfpRamBootHost
     from .protocol.selection import Loader as Loader
     from .session import LinkSource as LinkSource
     from .session import Presentation as Presentation
@@ -167,14 +167,14 @@ _EXPORTS: dict[str, str] = {
     "UsbContext": ".transport.libusb",
     "UsbLink": ".transport.libusb",
     "PortPath": ".transport.ports",
-    "DeviceFaults": ".protocol",
-    "DeviceModel": ".protocol",
-    "WimBootHost": ".protocol",
+    "DeviceFaults": ".protocol.device",
+    "DeviceModel": ".protocol.device",
+    "WimBootHost": ".protocol.host",
     "Loader": ".protocol.selection",
-    "LumiaMmosHost": ".protocol.nokia",
-    "UfpRamBootHost": ".protocol.nokia",
-    "NokFaults": ".protocol.nokia",
-    "NokTimeouts": ".protocol.nokia",
+    "LumiaMmosHost": ".protocol.nokia.lumia",
+    "UfpRamBootHost": ".protocol.nokia.ufp",
+    "NokFaults": ".protocol.nokia.faults",
+    "NokTimeouts": ".protocol.nokia.host",
     "HostSetup": ".protocol.loader",
     "LoaderHost": ".protocol.loader",
     # files: formats, img2wim, demo inputs, the emulator

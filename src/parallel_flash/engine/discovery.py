@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..protocol.host import DEFAULT_TIMEOUTS
 from ..protocol.messages import IdReply, LogPacket
-from ..protocol.nokia import NokTimeouts
+from ..protocol.nokia.host import NokTimeouts
 from ..protocol.nokia.messages import REPLY_BUFFER_SIZE as NOK_REPLY_BUFFER_SIZE
 from ..protocol.nokia.messages import Command, NokInfo
 from ..protocol.selection import ALL_FLASH_IDS, Loader, loader_for

@@ -1,25 +1,14 @@
-"""The SimpleIO WIM boot, sans-IO: messages, the host state machine, the device model."""
+"""Each loader generation's protocol, sans-IO: messages, a host state machine, a device model.
 
-from .device import DeviceFaults as DeviceFaults
-from .device import DeviceModel as DeviceModel
-from .device import OutResult as OutResult
-from .host import HostPhase as HostPhase
-from .host import HostTimeouts as HostTimeouts
-from .host import TransferPlan as TransferPlan
-from .host import WimBootHost as WimBootHost
-from .messages import IdReply as IdReply
-from .messages import LogPacket as LogPacket
-from .messages import WimBootHeader as WimBootHeader
+SimpleIO's WIM boot lives here: :mod:`.messages` (byte-exact, construct),
+:mod:`.host` (:class:`~.host.WimBootHost`), :mod:`.device` (the device model
+the simulated line and the emulator run); the Lumia and UFP loaders in
+:mod:`.nokia`. :mod:`.actions` and :mod:`.loader` are the engine's seam,
+:mod:`.selection` tells a device's loader by its USB IDs, :mod:`.models`
+builds a device model of any kind.
 
-__all__ = (
-    "DeviceFaults",
-    "DeviceModel",
-    "HostPhase",
-    "HostTimeouts",
-    "IdReply",
-    "LogPacket",
-    "OutResult",
-    "TransferPlan",
-    "WimBootHeader",
-    "WimBootHost",
-)
+Nothing is imported here: importing any module of the package runs this file
+first, and a host (the engine on the boot path) never needs a device model
+(issue 10: command to first image byte). The public names are
+:mod:`parallel_flash`'s.
+"""

@@ -30,8 +30,6 @@ from .actions import Action, HostStage
 from .host import HostTimeouts, WimBootHost
 from .messages import LogPacket
 from .nokia.host import NokTimeouts
-from .nokia.lumia import LumiaMmosHost
-from .nokia.ufp import UfpRamBootHost
 from .selection import Loader
 
 __all__ = (
@@ -159,11 +157,15 @@ def simpleio_host(setup: HostSetup) -> LoaderHost:
 
 def lumia_host(setup: HostSetup) -> LoaderHost:
     """Lumia's MMOS over USB (loaders.md A.2): the image is a signed .secwim."""
+    from .nokia.lumia import LumiaMmosHost  # with the first Lumia: off a SimpleIO line's start-up
+
     return LumiaMmosHost(image_length=setup.image.total_length, timeouts=setup.nok_timeouts)
 
 
 def ufp_host(setup: HostSetup) -> LoaderHost:
     """UFP's FFU to RAM (loaders.md A.1): the image is an FFU, with its H and C."""
+    from .nokia.ufp import UfpRamBootHost  # with the first UFP device, as Lumia's
+
     image = setup.image
     if image.ffu_header_length is None or image.ffu_chunk_size is None:
         raise LocalProtocolError("a UFP RAM boot needs an FFU (its header length and chunk size)")

@@ -13,8 +13,6 @@ import uuid
 from .device import DeviceFaults, DeviceModel
 from .nokia.device import NokDeviceModel
 from .nokia.faults import NokFaults
-from .nokia.lumia_device import LumiaDeviceModel
-from .nokia.ufp_device import UfpDeviceModel
 
 __all__ = ("MODEL_KINDS", "AnyDeviceModel", "AnyFaults", "build_model", "parse_faults")
 
@@ -64,7 +62,11 @@ def build_model(
         )
     if isinstance(faults, DeviceFaults):
         raise ValueError(f"{name} is a {kind} device; its faults are Lumia/UFP faults")
+    # The NOK models load with the first one built: the CLI and transport.sim import this
+    # module on every run, USB ones included (issue 10: command to first image byte).
     if kind == "lumia":
+        from .nokia.lumia_device import LumiaDeviceModel
+
         return LumiaDeviceModel(
             name=name,
             unique_id=unique_id,
@@ -73,6 +75,8 @@ def build_model(
             record_transcript=record_transcript,
             ram_limit=min(ram_limit, _NOK_RAM),
         )
+    from .nokia.ufp_device import UfpDeviceModel
+
     return UfpDeviceModel(
         name=name,
         unique_id=unique_id,

@@ -8,28 +8,7 @@ status replies), :mod:`.xfl` and :mod:`.xfs` each loader's image messages,
 
 Derived from public host code (WPinternals, UnifiedFlashingPlatform); not
 tried on hardware.
+
+Nothing is imported here, as in :mod:`parallel_flash.protocol`: a SimpleIO
+line never loads the NOK hosts or device models.
 """
-
-from .faults import NokFaults as NokFaults
-from .host import AwaitReturn as AwaitReturn
-from .host import NokTimeouts as NokTimeouts
-from .host import SendFinal as SendFinal
-from .host import SendImageMessage as SendImageMessage
-from .lumia import LumiaMmosHost as LumiaMmosHost
-from .lumia_device import LumiaDeviceModel as LumiaDeviceModel
-from .messages import NokInfo as NokInfo
-from .ufp import UfpRamBootHost as UfpRamBootHost
-from .ufp_device import UfpDeviceModel as UfpDeviceModel
-
-__all__ = (
-    "AwaitReturn",
-    "LumiaDeviceModel",
-    "LumiaMmosHost",
-    "NokFaults",
-    "NokInfo",
-    "NokTimeouts",
-    "SendFinal",
-    "SendImageMessage",
-    "UfpDeviceModel",
-    "UfpRamBootHost",
-)
