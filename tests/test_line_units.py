@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from parallel_flash.errors import InputError
-from parallel_flash.output.mqtt import MqttSettings, check_topic_name, port_topic
+from parallel_flash.output.line import check_topic_name
+from parallel_flash.output.mqtt import MqttSettings, port_topic
 from parallel_flash.output.outbox import Outbox, PendingResult
 from parallel_flash.output.outqueue import Message, OutQueue
 

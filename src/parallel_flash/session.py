@@ -39,13 +39,14 @@ import anyio
 from .engine.pipeline import BootOptions, LineResult, StopReason, Unopened, boot_line
 from .engine.records import LineObserver, ObserverGroup
 from .image import ImageBuffer, ImageSet
-from .output.line import LineIntegration, LineOptions
+from .output.line import LineOptions
 from .output.report import STDOUT_REPORT
 from .protocol.models import AnyFaults
 from .transport.base import Link
 from .transport.sim import USB2_DEVICE_RATE, SimLink, simulated_line
 
 if TYPE_CHECKING:
+    from .output.line_integration import LineIntegration
     from .output.ui import LiveTable
 
 __all__ = (
@@ -274,11 +275,12 @@ class _Session:
         with contextlib.ExitStack() as stack:
             # Entered first, closed last: the last results go out after the report has them.
             line = self.line
-            integration = (
-                stack.enter_context(LineIntegration(line, image))
-                if line is not None and line.active
-                else None
-            )
+            integration: LineIntegration | None = None
+            if line is not None and line.active:
+                # MQTT, its outbox and the hooks load only for a station that publishes.
+                from .output.line_integration import LineIntegration
+
+                integration = stack.enter_context(LineIntegration(line, image))
             observers: list[LineObserver] = list(self.extra_observers)
             if self.report_path is not None:
                 self._report = JsonlReport.open(

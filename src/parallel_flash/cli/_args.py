@@ -18,8 +18,7 @@ from pathlib import Path
 
 from ..engine.pipeline import DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT, BootOptions
 from ..errors import InputError, InvalidValue
-from ..output.line import SUMMARY_INTERVAL, LineOptions
-from ..output.publish import DEFAULT_LINE
+from ..output.line import DEFAULT_LINE, SUMMARY_INTERVAL, LineOptions
 from ..protocol.device import DeviceFaults
 from ..protocol.models import MODEL_KINDS, AnyFaults, parse_faults
 from ..protocol.nokia.host import NokTimeouts
@@ -271,11 +270,11 @@ def line_options(args: argparse.Namespace, *, station: bool = False) -> LineOpti
     """LineOptions from the parsed arguments; ``station``: summaries every minute."""
     import os
 
-    from ..output.mqtt import MqttSettings
-
     mqtt = None
     if args.mqtt is not None:
         import urllib.parse
+
+        from ..output.mqtt import MqttSettings  # only with --mqtt: it brings the MQTT client's code
 
         # A password file wins over the URL's password, which wins over the environment.
         password = None

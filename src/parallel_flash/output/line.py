@@ -1,52 +1,54 @@
-"""A station's place on the line: MQTT, Prometheus and the result hook, wired in one object.
+"""What a station publishes, and where: :class:`LineOptions` and their defaults.
 
-:class:`LineOptions` says what to publish (the CLI's ``--mqtt``, ``--line``,
-``--station``, ``--metrics``, ``--on-result`` and friends, or a Python
-caller); :class:`LineIntegration` starts what they need before the first
-device, gives the session its observers, takes each record from the report
-once it is on disk, and says goodbye at the end. The report stays the record
-of truth: results are published and hooks run only from its lines.
+The CLI's ``--mqtt``, ``--line``, ``--station``, ``--metrics``, ``--on-result``
+and friends, or a Python caller, say what to publish here; the session hands
+them to :class:`~.line_integration.LineIntegration`, which starts what they
+need. Kept apart from it and from the publishers: every run (and the CLI's
+parser) needs the options, only a publishing station needs MQTT, its outbox
+and the hooks (issue 10: command to first image byte).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Sequence
+import re
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..engine.records import DeviceRecord, LineObserver
 from ..errors import InputError
-from ..image import ImageBuffer, ImageSet
-from ..protocol.selection import Loader
-from .hooks import DEFAULT_HOOK_TIMEOUT, ResultHook
-from .mqtt import MqttSettings, check_topic_name
-from .publish import (
-    DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_LINE,
-    LinePublisher,
-    StationIdentity,
-    default_station,
-)
-from .report import STDOUT_REPORT, JsonlReport
+from .hooks import DEFAULT_HOOK_TIMEOUT
+from .report import STDOUT_REPORT
 
 if TYPE_CHECKING:
-    from .metrics import LineMetrics
+    from .mqtt import MqttSettings
 
-__all__ = ("SUMMARY_INTERVAL", "LineIntegration", "LineOptions", "default_outbox")
+__all__ = (
+    "DEFAULT_DRAIN_TIMEOUT",
+    "DEFAULT_LINE",
+    "SUMMARY_INTERVAL",
+    "LineOptions",
+    "check_topic_name",
+)
 
+#: ``--line`` when none is given.
+DEFAULT_LINE = "default"
+#: Seconds a clean exit waits for the broker to acknowledge the last results
+#: (and for result hooks to finish) before leaving them to the next start.
+DEFAULT_DRAIN_TIMEOUT = 10.0
 #: Seconds between retained summaries in station mode.
 SUMMARY_INTERVAL = 60.0
 
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-def default_outbox(line: str, station: str) -> str:
-    """Where unacknowledged results are remembered between runs (XDG state directory)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return os.path.join(base, "parallel-flash", f"mqtt-outbox-{line}-{station}.jsonl")
+
+def check_topic_name(value: str, what: str) -> str:
+    """A line or station name must be one plain topic level (no ``/``, ``+``, ``#``)."""
+    if not _NAME_RE.fullmatch(value):
+        raise InputError(
+            f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-' "
+            "(it is one level of the MQTT topic)"
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,92 +97,3 @@ class LineOptions:
                 "--mqtt resends unacknowledged results from the report file at the next "
                 "start: give --report a file, not -"
             )
-
-
-class LineIntegration:
-    """Started before the first device, closed after the report (see module doc)."""
-
-    def __init__(self, options: LineOptions, image: ImageBuffer | ImageSet) -> None:
-        self.options = options
-        station = options.station or default_station()
-        images = image.images if isinstance(image, ImageSet) else (image,)
-        self.identity = StationIdentity(
-            line=options.line,
-            station=station,
-            image_name=" + ".join(os.path.basename(i.wim_path) for i in images),
-            image_sha256=image.sha256,
-            image_bytes=image.total_length,
-            # The loader generations that can boot these files: the devices they serve.
-            loaders=tuple(
-                loader.value for loader in Loader if any(loader.takes(i.kind) for i in images)
-            ),
-        )
-        self.publisher: LinePublisher | None = None
-        self.metrics: LineMetrics | None = None
-        self._stack = contextlib.ExitStack()
-        hook = (
-            ResultHook(options.on_result, timeout=options.on_result_timeout)
-            if options.on_result is not None
-            else None
-        )
-        if options.mqtt is not None or hook is not None:
-            self.publisher = LinePublisher(
-                self.identity,
-                mqtt=options.mqtt,
-                outbox=(options.outbox or default_outbox(options.line, station))
-                if options.mqtt is not None
-                else None,
-                hook=hook,
-                summary_interval=options.summary_interval,
-                drain_timeout=options.drain_timeout,
-            )
-        if options.metrics is not None:
-            from .metrics import LineMetrics  # prometheus-client only when asked for
-
-            publisher = self.publisher
-            self.metrics = LineMetrics(
-                image_sha256=image.sha256,
-                loaders=self.identity.loaders,
-                mqtt_state=(lambda: (publisher.mqtt_connected, publisher.unacknowledged))
-                if publisher is not None and options.mqtt is not None
-                else None,
-            )
-
-    @property
-    def observers(self) -> Sequence[LineObserver]:
-        return [o for o in (self.publisher, self.metrics) if o is not None]
-
-    def __enter__(self) -> LineIntegration:
-        with self._stack as stack:
-            if self.metrics is not None and self.options.metrics is not None:
-                self.metrics.serve(*self.options.metrics)
-                stack.callback(self.metrics.close)
-            if self.publisher is not None:
-                self.publisher.start()
-                stack.callback(self.publisher.close)
-            self._stack = stack.pop_all()
-        return self
-
-    def attach(self, report: JsonlReport | None) -> None:
-        """Take results from *report* (required when publishing or running hooks)."""
-        if report is None:
-            self.options.check(None)
-            return
-        if self.publisher is not None:
-            self.publisher.attach(report)
-
-    def close(self, records: Sequence[DeviceRecord] = (), *, interrupted: bool = False) -> None:
-        """After the report is closed: last results out, then the station says goodbye."""
-        if self.metrics is not None:
-            self.metrics.finish_unfinished(records)
-        if self.publisher is not None:
-            self.publisher.close(interrupted=interrupted)
-        self._stack.close()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(interrupted=exc is not None)

@@ -37,7 +37,6 @@ __all__ = (
     "MQTT_TOPIC_VERSION",
     "MqttConnection",
     "MqttSettings",
-    "check_topic_name",
     "port_topic",
     "topic_root",
 )
@@ -51,19 +50,6 @@ MQTT_TIMEOUT = 10.0
 #: Seconds between PINGREQs; the broker declares the station lost after 1.5 times this.
 MQTT_KEEPALIVE = 15
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 10.0
-
-_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-def check_topic_name(value: str, what: str) -> str:
-    """A line or station name must be one plain topic level (no ``/``, ``+``, ``#``)."""
-    if not _NAME_RE.fullmatch(value):
-        raise InputError(
-            f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-' "
-            "(it is one level of the MQTT topic)"
-        )
-    return value
-
 
 def topic_root(line: str, station: str) -> str:
     return f"parallel-flash/{MQTT_TOPIC_VERSION}/{line}/{station}"

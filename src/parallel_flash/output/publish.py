@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..engine.records import DeviceLog, DeviceRecord
+from .line import DEFAULT_DRAIN_TIMEOUT
 from .mqtt import MqttConnection, MqttSettings, port_topic, topic_root
 from .outbox import Outbox, PendingResult
 from .outqueue import Message, OutQueue
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
     from .hooks import ResultHook
 
 __all__ = (
-    "DEFAULT_DRAIN_TIMEOUT",
-    "DEFAULT_LINE",
     "LinePublisher",
     "StationIdentity",
     "default_station",
@@ -60,11 +59,6 @@ __all__ = (
 
 logger = logging.getLogger(__name__)
 
-#: ``--line`` when none is given.
-DEFAULT_LINE = "default"
-#: Seconds a clean exit waits for the broker to acknowledge the last results
-#: (and for result hooks to finish) before leaving them to the next start.
-DEFAULT_DRAIN_TIMEOUT = 10.0
 #: A port's state is published at most this often (seconds).
 PORT_INTERVAL = 1.0
 _TICK = 0.25
