@@ -18,7 +18,6 @@ import enum
 import logging
 import os
 import uuid
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
@@ -515,6 +514,9 @@ def _image_names(
         return (), ("xml_data: compressed; image names not read",)
     if xml.size_in_wim > _MAX_XML_SIZE:
         return (), (f"xml_data: {xml.size_in_wim} bytes, too large to read image names",)
+    # Loaded here, not with the module: a WIM boot checks the header only (issue 10).
+    import xml.etree.ElementTree as ElementTree
+
     raw = read_at(xml.offset, xml.size_in_wim)
     try:
         text = raw.decode("utf-16-le").lstrip("\ufeff")

@@ -13,14 +13,11 @@ from collections.abc import Iterable
 from rich.cells import cell_len, get_character_cell_size
 
 from ...engine.records import DeviceRecord, DeviceState
-from ...errors import status_text
-from ._text import printable
 
 __all__ = (
     "ELLIPSIS",
     "STATE_GLYPH",
     "STATE_STYLE",
-    "failure_reason",
     "percent",
     "port_labels",
     "shorten_middle",
@@ -116,12 +113,3 @@ def percent(record: DeviceRecord) -> int:
     if record.bytes_total <= 0:
         return 0
     return min(100, record.bytes_done * 100 // record.bytes_total)
-
-
-def failure_reason(record: DeviceRecord) -> str:
-    """Why a failed device failed, printable: its error, else its status code."""
-    if record.error:
-        return printable(record.error)
-    if record.status is not None:
-        return status_text(record.status)
-    return "failed"

@@ -22,8 +22,7 @@ from rich.text import Text
 
 from ...engine.records import DeviceLog, DeviceRecord, DeviceState
 from ._frame import render_line
-from ._layout import failure_reason
-from ._text import printable
+from ._text import failure_reason, printable
 from ._view import LineView
 
 __all__ = ("MAX_DUTY", "LiveTable")

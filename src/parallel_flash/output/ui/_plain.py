@@ -33,8 +33,7 @@ from typing import TextIO
 
 from ...engine.records import DeviceLog, DeviceRecord, DeviceState
 from ...errors import status_text
-from ._layout import failure_reason
-from ._text import format_mb, printable
+from ._text import failure_reason, format_mb, printable
 from ._view import LineView
 
 __all__ = ("PlainOutput",)

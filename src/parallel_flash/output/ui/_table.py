@@ -21,8 +21,8 @@ from rich.cells import cell_len
 from rich.text import Text
 
 from ...engine.records import DeviceRecord, DeviceState
-from ._layout import STATE_STYLE, failure_reason, percent, shorten_middle
-from ._text import format_duration, format_mb, printable
+from ._layout import STATE_STYLE, percent, shorten_middle
+from ._text import failure_reason, format_duration, format_mb, printable
 
 __all__ = ("choose_rows", "table_lines")
 

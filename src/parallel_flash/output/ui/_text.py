@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from typing import TYPE_CHECKING
 
-__all__ = ("format_duration", "format_mb", "printable")
+from ...errors import status_text
+
+if TYPE_CHECKING:
+    from ...engine.records import DeviceRecord
+
+__all__ = ("failure_reason", "format_duration", "format_mb", "printable")
 
 #: Longest device string shown in full; a device may send a Log text of
 #: any length, and one line of output should stay one line.
@@ -70,3 +76,12 @@ def format_duration(seconds: float | None) -> str:
     if hours:
         return f"{hours}:{minutes:02d}:{secs:02d}"
     return f"{minutes}:{secs:02d}"
+
+
+def failure_reason(record: DeviceRecord) -> str:
+    """Why a failed device failed, printable: its error, else its status code."""
+    if record.error:
+        return printable(record.error)
+    if record.status is not None:
+        return status_text(record.status)
+    return "failed"

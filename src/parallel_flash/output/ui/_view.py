@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ...engine.records import DeviceLog, DeviceRecord, DeviceState
 from ...transport.ports import port_sort_key
 from ..totals import LineTally, LineTotals
-from ._layout import failure_reason
+from ._text import failure_reason
 
 __all__ = ("FailedDevice", "LineView", "ViewSnapshot")
 
