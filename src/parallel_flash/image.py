@@ -117,7 +117,7 @@ class ImageBuffer:
         ``buffer[:loaded_length]`` now and wait (:meth:`available`) for more.
         """
         loader = self._loader
-        return self.total_length if loader is None else min(loader.loaded, self.total_length)
+        return self.total_length if loader is None else loader.loaded
 
     def available(self, end: int) -> memoryview:
         """The whole buffer, once its first ``end`` bytes are read: streaming starts early.

@@ -340,9 +340,14 @@ class DeviceAttempt:
         Pulled by the transport, possibly on its event thread: it reads only
         the loaded length (an int the loading thread raises) and never waits.
         """
-        view = self.image.available(0)  # the whole buffer; only loaded bytes are sliced
         image = self.image
-        while not cursor.finished and image.loaded_length >= cursor.next_end:
+        view = image.available(0)  # the whole buffer; only loaded bytes are sliced
+        loaded = image.loaded_length
+        while not cursor.finished:
+            if cursor.next_end > loaded:  # asked again only when the last answer is used up
+                loaded = image.loaded_length
+                if cursor.next_end > loaded:
+                    return
             offset, length, zero_packet = cursor.take()
             # The transport pulls a chunk to submit it: the last one pulled = all submitted.
             self.all_submitted = cursor.finished
