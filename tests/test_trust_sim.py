@@ -92,3 +92,39 @@ def test_cli_exit_code_for_a_report_failure(
     err = capsys.readouterr().err
     assert code == 1
     assert "cannot write the report" in err and "No space left on device" in err
+
+
+def test_an_image_that_cannot_be_read_mid_run_fails_every_device_on_record(
+    tmp_path: Path, small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk error once streaming began: each device fails saying so; no record is lost."""
+    from parallel_flash import image as image_module
+    from test_output_record_schema import validator
+
+    monkeypatch.setattr(image_module, "_READ_BLOCK", 32 << 10)
+    copy = image_module._Loader._copy
+    fail_at = small_sdi.stat().st_size + (64 << 10)  # after the headers loading checks
+
+    def copy_then_fail(self, stream, start, end):  # type: ignore[no-untyped-def]
+        if start >= fail_at:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return copy(self, stream, start, end)
+
+    monkeypatch.setattr(image_module._Loader, "_copy", copy_then_fail)
+    path = tmp_path / "r.jsonl"
+    with open(os.devnull, "w") as quiet, ImageBuffer.load(small_wim, small_sdi) as loaded:
+        result = run_boot(
+            loaded, SimulatedLine(count=3, rate=None), report=path,
+            presentation=Presentation(live=False, stream=quiet),
+        )
+    assert [r.state for r in result.records] == [DeviceState.FAILED] * 3
+    entries = read_report(path)
+    devices = [e for e in entries if e["type"] == "device"]
+    assert len(devices) == 3 and entries[-1]["type"] == "summary"
+    for entry in devices:
+        assert entry["reason"] == "aborted"
+        assert entry["error"].startswith("the image could not be read: ")
+        assert "Input/output error" in entry["error"] and entry["image_sha256"] is None
+    check = validator()
+    for entry in entries:
+        check.validate(entry)

@@ -29,6 +29,7 @@ from ..errors import (
     DeviceBootError,
     DeviceDisconnected,
     DeviceRefused,
+    InputError,
     ProtocolError,
     TransferTimeout,
     TransportError,
@@ -162,6 +163,13 @@ class DeviceAttempt:
             reason = self._describe(exc)
             host.abort()
             raise AttemptFailure(reason, self._end_of(exc), failure_reason(exc)) from None
+        except InputError as exc:
+            # The image could not be read (a disk error once streaming began):
+            # no device can have it, so no retry; every device ends on record.
+            host.abort()
+            raise AttemptFailure(
+                f"the image could not be read: {exc}", AttemptEnd.DEVICE, FailureReason.ABORTED
+            ) from None
 
     async def _perform(self, action: Action) -> None:
         """One action on the link; the host hears how it went."""
@@ -255,7 +263,7 @@ class DeviceAttempt:
                 await self._stream(action)
                 self.host.completed()
                 self._follow_stage()
-            except (ProtocolError, TransportError, DeviceBootError) as exc:
+            except (ProtocolError, TransportError, DeviceBootError, InputError) as exc:
                 if failure is None:
                     failure = exc
                 scope.cancel()

@@ -138,7 +138,7 @@ def _log_entry(log: DeviceLog) -> dict[str, Any]:
 def device_entry(
     record: DeviceRecord,
     *,
-    image_sha256: str,
+    image_sha256: str | None,
     now: float,
     error: str | None = None,
     reason: FailureReason | None = None,
@@ -224,7 +224,7 @@ class JsonlReport:
         self.append = append
         self.wim = wim
         self.sdi = sdi
-        self._image_sha256 = image_sha256
+        self._image_sha256: str | Callable[[], str] | None = image_sha256
         self.image_bytes = image_bytes
         self._clock = clock
         self._wall_clock = wall_clock
@@ -411,10 +411,18 @@ class JsonlReport:
         return [path for path in (self.wim, self.sdi) if path is not None]
 
     @property
-    def image_sha256(self) -> str:
-        """The image's SHA-256 (asked for once, when the first record needs it)."""
-        if not isinstance(self._image_sha256, str):
-            self._image_sha256 = _check_sha256(self._image_sha256())
+    def image_sha256(self) -> str | None:
+        """The image's SHA-256 (asked for once, when the first record needs it).
+
+        None when the image could not be read (a disk error mid-run): the
+        records are still written, every device's saying why it failed.
+        """
+        if callable(self._image_sha256):
+            try:
+                self._image_sha256 = _check_sha256(self._image_sha256())
+            except InputError as exc:
+                logger.warning("report %s: no image SHA-256: %s", self.path, exc)
+                self._image_sha256 = None
         return self._image_sha256
 
     # -- writing -------------------------------------------------------
