@@ -93,6 +93,10 @@ def test_boot_publishes_status_port_states_results_and_summary(
     subscriber.stop()
 
     statuses = [m["data"] for m in messages if m["topic"] == f"{ROOT}/status"]
+    # A station may connect before its image is hashed: that first ``online``
+    # names no digest, and it says ``online`` again, naming it, once hashed.
+    if len(statuses) == 4 and statuses[0]["image"]["sha256"] is None:
+        statuses = statuses[1:]
     assert [s["state"] for s in statuses] == ["online", "draining", "offline"]
     assert statuses[-1]["reason"] == "exit"
     online = statuses[0]
@@ -341,3 +345,71 @@ def test_station_mode_publishes_every_device_of_the_shift(
     assert all(by_port[e["port"]] == e for e in recorded)
     summary = [m["data"] for m in messages if m["topic"] == f"{ROOT}/summary"][-1]
     assert (summary["final"], summary["devices"], summary["booted"]) == (True, 3, 3)
+
+
+def test_a_station_names_its_image_once_hashed_without_waiting_for_it(
+    broker: Mosquitto, small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Status and metrics come up while the image is still read; they name it once hashed.
+
+    The image's reader is held after the headers. The station's first
+    ``online`` and its metrics are there at once (nothing waits for the
+    hash); once the reader is released, ``online`` is said again with the
+    digest, and ``station_info`` carries it.
+    """
+    import hashlib
+    import threading
+    import urllib.request
+
+    from _line_services import free_port
+    from parallel_flash import image as image_module
+    from parallel_flash.image import ImageBuffer
+    from parallel_flash.output.line import LineOptions
+    from parallel_flash.output.line_integration import LineIntegration
+    from parallel_flash.output.mqtt import MqttSettings
+
+    monkeypatch.setattr(image_module, "_READ_BLOCK", 32 << 10)
+    hold_at = small_sdi.stat().st_size + (32 << 10)
+    copy = image_module._Loader._copy
+    release = threading.Event()
+
+    def copy_then_hold(self, stream, start, end):  # type: ignore[no-untyped-def]
+        if start >= hold_at:
+            release.wait(30)
+        return copy(self, stream, start, end)
+
+    monkeypatch.setattr(image_module._Loader, "_copy", copy_then_hold)
+    expected = hashlib.sha256(small_sdi.read_bytes() + small_wim.read_bytes()).hexdigest()
+    subscriber = Subscriber(broker, f"{ROOT}/status")
+    subscriber.start()
+    port = free_port()
+    options = LineOptions(
+        mqtt=MqttSettings.from_url(broker.url), line="L1", station="st1",
+        metrics=("127.0.0.1", port), outbox=None,
+    )
+
+    def station_info() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            text: str = reply.read().decode()
+        return "".join(line for line in text.splitlines()
+                       if line.startswith("parallel_flash_station_info{"))
+
+    try:
+        with ImageBuffer.load(small_wim, small_sdi) as image, \
+                LineIntegration(options, image) as integration:
+            first = subscriber.wait_for(lambda ms: len(ms) >= 1)[0]["data"]
+            assert first["state"] == "online" and first["image"]["sha256"] is None
+            assert image.loaded_length < image.total_length, "the reader was not held"
+            assert station_info() == ""
+            release.set()
+            messages = subscriber.wait_for(lambda ms: len(ms) >= 2)
+            again = messages[1]["data"]
+            assert again["state"] == "online" and again["image"]["sha256"] == expected
+            assert again["run_id"] == first["run_id"]
+            assert f'image_sha256="{expected}"' in station_info()
+            integration.close()
+    finally:
+        release.set()
+        subscriber.stop()
+    states = [m["data"]["state"] for m in subscriber.snapshot()]
+    assert states == ["online", "online", "draining", "offline"]

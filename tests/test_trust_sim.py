@@ -128,3 +128,84 @@ def test_an_image_that_cannot_be_read_mid_run_fails_every_device_on_record(
     check = validator()
     for entry in entries:
         check.validate(entry)
+
+
+def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
+    tmp_path: Path, small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device that ends early waits for the digest without freezing the others.
+
+    The reader is held after the headers. One device has too little RAM for it, one
+    could not be opened; two stream. While the reader is held the two
+    stream what is read (the event loop runs), and once it is released every
+    record carries the image's digest. Asked on the loop, the refused and the
+    unopened device's records would freeze the line until the release.
+    """
+    import contextlib
+    import hashlib
+    import threading
+    from collections.abc import AsyncIterator
+
+    from parallel_flash import image as image_module
+    from parallel_flash.engine.pipeline import Unopened
+    from parallel_flash.engine.records import DeviceRecord, NullObserver
+
+    monkeypatch.setattr(image_module, "_READ_BLOCK", 32 << 10)
+    hold_at = small_sdi.stat().st_size + (32 << 10)
+    copy = image_module._Loader._copy
+    held, release = threading.Event(), threading.Event()
+
+    def copy_then_hold(self, stream, start, end):  # type: ignore[no-untyped-def]
+        if start >= hold_at and not release.is_set():
+            held.set()
+            release.wait(30)
+        return copy(self, stream, start, end)
+
+    monkeypatch.setattr(image_module._Loader, "_copy", copy_then_hold)
+    expected = hashlib.sha256(small_sdi.read_bytes() + small_wim.read_bytes()).hexdigest()
+    records: list[DeviceRecord] = []
+
+    class Seen(NullObserver):
+        def device_added(self, record: DeviceRecord) -> None:
+            records.append(record)
+
+    streamed_while_held: list[int] = []
+
+    def watch() -> None:
+        """Off the loop: note what the streaming devices got while held, then release."""
+        try:
+            held.wait(10)
+            for _ in range(1000):  # up to 10 s
+                streaming = [r for r in records if r.port in ("sim-1", "sim-3")]
+                if len(streaming) == 2 and all(r.bytes_done > 0 for r in streaming):
+                    streamed_while_held.extend(r.bytes_done for r in streaming)
+                    return
+                threading.Event().wait(0.01)
+        finally:
+            release.set()
+
+    links = simulated_line(3, rate=None, faults={2: DeviceFaults(ram=1024)})
+
+    @contextlib.asynccontextmanager
+    async def source() -> AsyncIterator[list[object]]:
+        yield [*links, Unopened(port="usb-9", reason="busy: another program has it open")]
+
+    watcher = threading.Thread(target=watch)
+    path = tmp_path / "r.jsonl"
+    with open(os.devnull, "w") as quiet, ImageBuffer.load(small_wim, small_sdi) as loaded:
+        watcher.start()
+        result = run_boot(
+            loaded, source, report=path, extra_observers=[Seen()],  # type: ignore[arg-type]
+            options=BootOptions(transfer_size=16 << 10),
+            presentation=Presentation(live=False, stream=quiet),
+        )
+        watcher.join()
+    assert len(streamed_while_held) == 2, "the line froze while the image was being read"
+    assert all(0 < done <= hold_at for done in streamed_while_held)
+    assert {r.port: r.state for r in result.records} == {
+        "sim-1": DeviceState.BOOTED, "sim-2": DeviceState.FAILED,
+        "sim-3": DeviceState.BOOTED, "usb-9": DeviceState.FAILED,
+    }
+    devices = [e for e in read_report(path) if e["type"] == "device"]
+    assert sorted(e["port"] for e in devices) == ["sim-1", "sim-2", "sim-3", "usb-9"]
+    assert {e["image_sha256"] for e in devices} == {expected}

@@ -138,6 +138,33 @@ class ImageBuffer:
         return self._sha256
 
     @property
+    def hashed(self) -> bool:
+        """Whether :attr:`sha256` answers at once: the digest is known, or loading failed.
+
+        The engine waits for the digest off the event loop until this is true,
+        so a record is never written with the loop blocked on the hash.
+        """
+        loader = self._loader
+        return self._sha256 is not None or loader is None or loader.settled
+
+    def sha256_if_known(self) -> str | None:
+        """The digest if it is known now; None while hashing or if reading failed. Never waits."""
+        if self._sha256 is None and self._loader is not None:
+            self._sha256 = self._loader.hex_digest
+        return self._sha256
+
+    def when_hashed(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(digest)`` once the image is hashed (None: it could not be read).
+
+        At once if that is known already, else from the loading thread: the
+        callback must be quick and thread-safe (hand the digest to a loop).
+        """
+        if self._loader is None or self.hashed:
+            callback(self.sha256_if_known())
+        else:
+            self._loader.when_settled(callback)
+
+    @property
     def is_secwim(self) -> bool:
         return self.kind == "secwim"
 
@@ -332,6 +359,10 @@ class ImageSet:
         """The first file's SHA-256; each device's record carries its own file's."""
         return self.images[0].sha256
 
+    def sha256_if_known(self) -> str | None:
+        """The first file's digest if it is known now (see :meth:`ImageBuffer.sha256_if_known`)."""
+        return self.images[0].sha256_if_known()
+
     @property
     def total_length(self) -> int:
         return sum(image.total_length for image in self.images)
@@ -420,6 +451,7 @@ class _Loader:
         self._error: InputError | None = None
         self._stop = False
         self._done = False
+        self._on_settled: list[Callable[[str | None], None]] = []
         self._changed = threading.Condition()
         self._thread = threading.Thread(
             target=self._run, name="parallel-flash-image-load", daemon=True
@@ -452,6 +484,12 @@ class _Loader:
             with self._changed:
                 self._done = True
                 self._changed.notify_all()
+                callbacks, self._on_settled = self._on_settled, []
+            for callback in callbacks:
+                try:
+                    callback(self._hex)
+                except Exception:  # a listener's bug must not end the loader's bookkeeping
+                    logger.exception("image hashed: a listener failed")
 
     def _read(self) -> None:
         position = 0
@@ -503,6 +541,24 @@ class _Loader:
     def wait_for(self, end: int) -> None:
         """Until the first ``end`` bytes are in the buffer."""
         self._wait(lambda: self.loaded >= end)
+
+    def when_settled(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(digest or None)`` when hashing ends (at once if it has)."""
+        with self._changed:
+            if not self._done:
+                self._on_settled.append(callback)
+                return
+        callback(self._hex)
+
+    @property
+    def settled(self) -> bool:
+        """Whether :meth:`digest` returns at once: hashed, or ended with an error."""
+        return self._hex is not None or self._done
+
+    @property
+    def hex_digest(self) -> str | None:
+        """The hex SHA-256 if hashing is done, else None (never waits)."""
+        return self._hex
 
     def digest(self) -> str:
         """The hex SHA-256 once read and hashed (hashing takes ~0.3 s of CPU per 256 MiB)."""

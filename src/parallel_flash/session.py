@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
+from .engine.digest import image_digest, primary_image
 from .engine.pipeline import BootOptions, LineResult, StopReason, Unopened, boot_line
 from .engine.records import LineObserver, ObserverGroup
 from .image import ImageBuffer, ImageSet
@@ -287,8 +288,8 @@ class _Session:
                     self.report_path,
                     wim=image.wim_path,
                     sdi=image.sdi_path,
-                    # Hashed in the background: asked for when the first record is due.
-                    image_sha256=lambda: image.sha256,
+                    # Hashed in the background; each record's is awaited by the engine.
+                    image_sha256=image.sha256_if_known,
                     image_bytes=image.total_length,
                     append=self.append_report,
                     station=self.line.station if self.line is not None else None,
@@ -341,6 +342,9 @@ class _Session:
             guard.attach(lambda: _call_soon(scope.cancel))
             try:
                 await work(group)
+                # The summary names the image: its digest, awaited off the loop
+                # (bounded by the loader's stall time; skipped if interrupted).
+                await image_digest(primary_image(self.image))
             finally:
                 guard.attach(None)
 

@@ -39,6 +39,7 @@ from ..protocol.messages import LogPacket
 from ..protocol.selection import Loader, loader_for, refusal
 from ..transport.base import Link
 from .attempt import Admit, AttemptEnd, AttemptFailure, DeviceAttempt, send_command
+from .digest import note_image_digest
 from .options import DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT, BootOptions
 from .records import (
     MAX_KEPT_LOGS,
@@ -105,17 +106,22 @@ async def boot_device(
     record.loader = loader.value
     chosen = _image_for(loader, image)
     if chosen is None:
+        await note_image_digest(record, image)
         _refuse_files(record, observer, loader, image)
         return AttemptEnd.DEVICE
-    if isinstance(image, ImageSet):
-        record.image_sha256 = chosen.sha256
+    record.image = chosen
     while True:
         attempt = DeviceAttempt(link, loader, chosen, record, options, observer, admit)
         started = time.monotonic()
         try:
             await attempt.run()
         except AttemptFailure as failure:
-            end = _after_failure(record, observer, failure, started, options.retries, final)
+            retry = (
+                failure.end is AttemptEnd.BEFORE_IMAGE and len(record.attempts) < options.retries
+            )
+            if not retry and (final or failure.end is not AttemptEnd.TRANSPORT):
+                await note_image_digest(record, chosen)  # the record ends below
+            end = _after_failure(record, observer, failure, started, retry, final)
             if end is not None:
                 return end
             logger.info(
@@ -130,6 +136,7 @@ async def boot_device(
             raise
         if record.attempts:
             record_attempt(record, None, started)
+        await note_image_digest(record, chosen)
         finish_record(record, observer, DeviceState.BOOTED)
         return AttemptEnd.BOOTED
 
@@ -139,15 +146,14 @@ def _after_failure(
     observer: LineObserver,
     failure: AttemptFailure,
     started: float,
-    retries: int,
+    retry: bool,
     final: bool,
 ) -> AttemptEnd | None:
     """Note a failed attempt: None = retry on the same link, else how the device ended.
 
-    Only a failure before any image byte is retried here; with ``final=False``
-    a transport failure leaves the record unfinished for the caller.
+    Only a failure before any image byte is retried here (``retry``); with
+    ``final=False`` a transport failure leaves the record unfinished for the caller.
     """
-    retry = failure.end is AttemptEnd.BEFORE_IMAGE and len(record.attempts) < retries
     if retry or (not final and failure.end is AttemptEnd.TRANSPORT):
         record_attempt(record, failure.reason, started)
         record.error = failure.reason
@@ -356,15 +362,18 @@ async def boot_line(
             with anyio.CancelScope(shield=True):
                 await link.aclose()
 
+    async def unopened(record: DeviceRecord, reason: str) -> None:
+        # Its own task: the others start streaming while this one waits for the digest.
+        await note_image_digest(record, image)
+        finish_record(record, observer, DeviceState.FAILED, reason, FailureReason.USB_ERROR)
+
     async with anyio.create_task_group() as group:
         for slot, link in enumerate(links, start=1):
             if isinstance(link, Unopened):
                 record = DeviceRecord(slot=slot, port=link.port)
                 out.append(record)
                 observer.device_added(record)
-                finish_record(
-                    record, observer, DeviceState.FAILED, link.reason, FailureReason.USB_ERROR
-                )
+                group.start_soon(unopened, record, link.reason)
                 continue
             group.start_soon(one, slot, link)
     return out

@@ -14,7 +14,7 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import (
     DeviceBootError,
@@ -24,6 +24,9 @@ from ..errors import (
     TransferStall,
     TransferTimeout,
 )
+
+if TYPE_CHECKING:
+    from ..image import ImageBuffer
 
 __all__ = (
     "MAX_KEPT_LOGS",
@@ -174,8 +177,12 @@ class DeviceRecord:
     reason: FailureReason = FailureReason.NONE
     #: Which loader generation the host spoke to (a bounded metrics label).
     loader: str = "simpleio"
-    #: SHA-256 of the file this device was sent, when the run has several (a mixed line).
+    #: SHA-256 of the file this device was sent (set by the engine before the
+    #: record is finished, awaited off the event loop); None until then, and
+    #: after a read failure or an interruption that came before the hash.
     image_sha256: str | None = None
+    #: The file this device was sent (None before its loader chose one).
+    image: ImageBuffer | None = field(default=None, repr=False)
     #: The first and the last Log packets (see :meth:`add_log`); ``logs_dropped`` counts the rest.
     logs: list[DeviceLog] = field(default_factory=list)
     logs_dropped: int = 0

@@ -60,6 +60,7 @@ from .confirmation import (
     Intake,
     PortWatch,
 )
+from .digest import note_image_digest
 from .discovery import (
     DEFAULT_POLL_INTERVAL,
     DeviceFilters,
@@ -315,10 +316,12 @@ class _Station:
             # A transport failure with retries left: the device may re-enumerate.
             again = await self._await_return(port, REENUMERATE_WINDOW)
             if again is None:
+                await note_image_digest(record, self.image)
                 finish_record(record, self.observer, DeviceState.FAILED, record.error)
                 return None
             identity = await self._identify(again)
             if identity is None or str(identity.unique_id) != record.unique_id:
+                await note_image_digest(record, self.image)
                 finish_record(record, self.observer, DeviceState.FAILED, record.error)
                 return again
             logger.info("%s: re-enumerated; attempt %d", device.port, len(record.attempts) + 1)
@@ -343,6 +346,7 @@ class _Station:
                 if retry or record.attempts:
                     record_attempt(record, error, started)
                 if not retry:
+                    await note_image_digest(record, self.image)
                     finish_record(
                         record, self.observer, DeviceState.FAILED, error, FailureReason.USB_ERROR
                     )

@@ -44,11 +44,13 @@ class LineIntegration:
         self.options = options
         station = options.station or default_station()
         images = image.images if isinstance(image, ImageSet) else (image,)
+        #: The file the station's status and metrics name (a mixed line's first).
+        self._primary = images[0]
         self.identity = StationIdentity(
             line=options.line,
             station=station,
             image_name=" + ".join(os.path.basename(i.wim_path) for i in images),
-            image_sha256=image.sha256,
+            image_sha256=image.sha256_if_known,
             image_bytes=image.total_length,
             # The loader generations that can boot these files: the devices they serve.
             loaders=tuple(
@@ -79,7 +81,7 @@ class LineIntegration:
 
             publisher = self.publisher
             self.metrics = LineMetrics(
-                image_sha256=image.sha256,
+                image_sha256=image.sha256_if_known(),
                 loaders=self.identity.loaders,
                 mqtt_state=(lambda: (publisher.mqtt_connected, publisher.unacknowledged))
                 if publisher is not None and options.mqtt is not None
@@ -99,7 +101,16 @@ class LineIntegration:
                 self.publisher.start()
                 stack.callback(self.publisher.close)
             self._stack = stack.pop_all()
+        # The image is still being read and hashed: nothing waits for it here.
+        self._primary.when_hashed(self._image_hashed)
         return self
+
+    def _image_hashed(self, digest: str | None) -> None:
+        """From the image's loading thread: the digest is known (None: unreadable)."""
+        if self.metrics is not None:
+            self.metrics.image_hashed(digest)
+        if self.publisher is not None:
+            self.publisher.image_hashed(digest)
 
     def attach(self, report: JsonlReport | None) -> None:
         """Take results from *report* (required when publishing or running hooks)."""

@@ -99,7 +99,7 @@ class LineMetrics:
     def __init__(
         self,
         *,
-        image_sha256: str,
+        image_sha256: str | None,
         loaders: Iterable[str] = tuple(Loader),
         mqtt_state: Callable[[], tuple[bool, int]] | None = None,
         registry: CollectorRegistry | None = None,
@@ -139,7 +139,8 @@ class LineMetrics:
             "Unix time the last device finished (0 before the first)",
             registry=self.registry,
         )
-        self.station_info.labels(version=__version__, image_sha256=image_sha256).set(1)
+        if image_sha256 is not None:
+            self.image_hashed(image_sha256)
         # Every series exists from the start at 0, so rate() and absent() alerts work.
         for loader in loaders:
             self.finished_total.labels(loader, "booted", FailureReason.NONE.value)
@@ -151,6 +152,15 @@ class LineMetrics:
         self.registry.register(_LiveCollector(self))
 
     # -- serving ------------------------------------------------------------------------
+
+    def image_hashed(self, digest: str | None) -> None:
+        """Name the image in ``station_info`` once it is hashed (any thread; None: unreadable).
+
+        The image is hashed while the first devices stream, so a station does
+        not wait for it; until then ``station_info`` is absent.
+        """
+        self.station_info.clear()
+        self.station_info.labels(version=__version__, image_sha256=digest or "").set(1)
 
     def serve(self, host: str, port: int) -> None:
         """Expose /metrics on HOST:PORT (a daemon thread of prometheus-client)."""

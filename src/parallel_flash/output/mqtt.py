@@ -154,7 +154,7 @@ class MqttConnection:
         root: str,
         client_id: str,
         online: Callable[[], Message],
-        will: Message,
+        will: Callable[[], Message],
         on_acknowledged: Callable[[Message], None],
     ) -> None:
         self.settings = settings
@@ -171,6 +171,7 @@ class MqttConnection:
     def _client(self) -> aiomqtt.Client:
         import aiomqtt  # only a station that publishes pays for the import
 
+        will = self._will()  # built per connection: it names the image once it is hashed
         return aiomqtt.Client(
             self.settings.host,
             self.settings.port,
@@ -178,10 +179,10 @@ class MqttConnection:
             password=self.settings.password,
             identifier=self.client_id,
             will=aiomqtt.Will(
-                f"{self.root}/{self._will.topic}",
-                self._will.payload,
-                qos=self._will.qos,
-                retain=self._will.retain,
+                f"{self.root}/{will.topic}",
+                will.payload,
+                qos=will.qos,
+                retain=will.retain,
             ),
             clean_session=True,
             timeout=MQTT_TIMEOUT,

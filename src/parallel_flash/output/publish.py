@@ -34,6 +34,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -86,7 +87,9 @@ class StationIdentity:
     line: str
     station: str
     image_name: str
-    image_sha256: str
+    #: The digest, or where to ask for it without waiting (None until the
+    #: image is hashed: the status is said again then, see image_hashed).
+    image_sha256: str | Callable[[], str | None]
     image_bytes: int
     loaders: tuple[str, ...] = ("simpleio",)
     run_id: str = field(default_factory=new_run_id)
@@ -98,6 +101,7 @@ class StationIdentity:
         return f"{self.station}:{self.run_id}:{slot}"
 
     def status(self, state: str, *, reason: str | None = None, since: float) -> dict[str, Any]:
+        digest = self.image_sha256
         return {
             "state": state,
             "reason": reason,
@@ -108,7 +112,7 @@ class StationIdentity:
             "run_id": self.run_id,
             "image": {
                 "name": self.image_name,
-                "sha256": self.image_sha256,
+                "sha256": digest() if callable(digest) else digest,
                 "bytes": self.image_bytes,
             },
             "loaders": list(self.loaders),
@@ -178,6 +182,8 @@ class LinePublisher:
         self._stop: asyncio.Event | None = None
         self._queue: OutQueue | None = None
         self._interrupted = False
+        #: The last ``online`` went out before the image was hashed (said again then).
+        self._online_unnamed = False
         self.outbox: Outbox | None = None
         self.connection: MqttConnection | None = None
         #: Results not handed to the broker when the publisher closed.
@@ -187,8 +193,8 @@ class LinePublisher:
                 mqtt,
                 root=topic_root(identity.line, identity.station),
                 client_id=f"parallel-flash-{identity.line}-{identity.station}",
-                online=lambda: self._status("online"),
-                will=self._status("offline", reason="lost"),
+                online=self._online,
+                will=lambda: self._status("offline", reason="lost"),
                 on_acknowledged=self._acknowledged,
             )
             if outbox is not None:
@@ -205,6 +211,24 @@ class LinePublisher:
         self._thread.start()
         if not self._ready.wait(30) or self._failure is not None:
             raise RuntimeError(f"the publisher did not start: {self._failure}")
+
+    def image_hashed(self, _digest: str | None) -> None:
+        """The image's digest is known now (any thread): say ``online`` again, naming it.
+
+        A station connects while its image is still being read; its first
+        status names no digest rather than hold the line up for the hash.
+        """
+        loop, queue, stop = self._loop, self._queue, self._stop
+        if self.connection is None or loop is None or queue is None or stop is None:
+            return  # not started yet: the first status will name it
+
+        def again() -> None:
+            # Only if an ``online`` went out without it; a later one names it anyway.
+            if self._online_unnamed and not stop.is_set():
+                queue.put_retained(self._online())
+
+        with contextlib.suppress(RuntimeError):  # the publisher's loop has ended
+            loop.call_soon_threadsafe(again)
 
     def attach(self, report: JsonlReport) -> None:
         """Publish each device's record once the report has it on disk."""
@@ -331,6 +355,12 @@ class LinePublisher:
             self._failure = exc
             self._ready.set()
             logger.error("publisher stopped: %s: %s", type(exc).__name__, exc)
+
+    def _online(self) -> Message:
+        """The ``online`` status (each connection says it first); notes if it named no image."""
+        message = self._status("online")
+        self._online_unnamed = json.loads(message.payload)["image"]["sha256"] is None
+        return message
 
     def _status(self, state: str, *, reason: str | None = None) -> Message:
         payload = self.identity.status(state, reason=reason, since=self._started_wall)

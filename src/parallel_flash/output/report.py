@@ -167,7 +167,7 @@ def device_entry(
         "error": error if error is not None else record.error,
         "reason": (reason or record.reason).value,
         "loader": record.loader,
-        "image_sha256": record.image_sha256 or image_sha256,
+        "image_sha256": image_sha256,
         "started": _iso(record.wall_started),
         "finished": _iso(record.wall_started + record.elapsed(now)),
         "logs": [_log_entry(log) for log in error_logs[:MAX_LOGS_PER_DEVICE]],
@@ -204,7 +204,7 @@ class JsonlReport:
         *,
         wim: str,
         sdi: str | None,
-        image_sha256: str | Callable[[], str],
+        image_sha256: str | Callable[[], str | None],
         image_bytes: int,
         clock: Callable[[], float] = time.monotonic,
         station: str | None = None,
@@ -224,7 +224,7 @@ class JsonlReport:
         self.append = append
         self.wim = wim
         self.sdi = sdi
-        self._image_sha256: str | Callable[[], str] | None = image_sha256
+        self._image_sha256: str | Callable[[], str | None] | None = image_sha256
         self.image_bytes = image_bytes
         self._clock = clock
         self._wall_clock = wall_clock
@@ -255,7 +255,7 @@ class JsonlReport:
         *,
         wim: str | os.PathLike[str],
         sdi: str | os.PathLike[str] | None,
-        image_sha256: str | Callable[[], str],
+        image_sha256: str | Callable[[], str | None],
         image_bytes: int,
         append: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -269,8 +269,9 @@ class JsonlReport:
         :param wim: the WIM (or .secwim) path, recorded in the summary
         :param sdi: the SDI path, or None for a .secwim that holds its own
         :param image_sha256: SHA-256 (hex) of SDI + WIM as sent to devices, or a
-            function that returns it, called when the first record is written
-            (the image is hashed in the background while devices stream)
+            function that returns it once known and None until then, asked
+            when a record needs it (the image is hashed in the background
+            while devices stream; the report never waits for it)
         :param image_bytes: SDI + WIM length in bytes
         :param station: the station's name on every record (default: the host name)
         :param wall_clock: the time a pattern is expanded with (a seam for tests)
@@ -305,7 +306,7 @@ class JsonlReport:
         cls,
         wim: str | os.PathLike[str],
         sdi: str | os.PathLike[str] | None,
-        image_sha256: str | Callable[[], str],
+        image_sha256: str | Callable[[], str | None],
         image_bytes: int,
         clock: Callable[[], float],
         station: str | None,
@@ -412,18 +413,37 @@ class JsonlReport:
 
     @property
     def image_sha256(self) -> str | None:
-        """The image's SHA-256 (asked for once, when the first record needs it).
+        """The image's SHA-256 if it is known; never waits for the hash.
 
-        None when the image could not be read (a disk error mid-run): the
-        records are still written, every device's saying why it failed.
+        Given as a callable, it is asked again until it answers (the image is
+        hashed in the background). None while it is not known, and for good
+        when the image could not be read (a disk error mid-run): the records
+        are still written, every device's saying why it failed.
         """
         if callable(self._image_sha256):
             try:
-                self._image_sha256 = _check_sha256(self._image_sha256())
+                digest = self._image_sha256()
             except InputError as exc:
                 logger.warning("report %s: no image SHA-256: %s", self.path, exc)
                 self._image_sha256 = None
+                return None
+            if digest is None:
+                return None
+            self._image_sha256 = _check_sha256(digest)
         return self._image_sha256
+
+    def _digest_for(self, record: DeviceRecord) -> str | None:
+        """The digest of the file *record*'s device was sent; never waits.
+
+        The engine awaits it (off the event loop) before a device ends, so
+        only a record that ended before its file was hashed -- interrupted,
+        or the file could not be read -- finds none, and says null.
+        """
+        if record.image_sha256 is not None:
+            return record.image_sha256
+        if record.image is not None:
+            return record.image.sha256_if_known()
+        return self.image_sha256
 
     # -- writing -------------------------------------------------------
 
@@ -479,7 +499,7 @@ class JsonlReport:
         self.rotate()
         now = self._clock()
         entry = device_entry(
-            record, image_sha256=self.image_sha256, now=now, error=error, reason=reason
+            record, image_sha256=self._digest_for(record), now=now, error=error, reason=reason
         )
         entry = self._stamped(entry)
         self._write(entry)
