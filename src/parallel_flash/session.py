@@ -42,13 +42,14 @@ from .engine.records import LineObserver, ObserverGroup
 from .image import ImageBuffer, ImageSet
 from .output.line import LineOptions
 from .output.report import STDOUT_REPORT
-from .protocol.models import AnyFaults
 from .transport.base import Link
-from .transport.sim import USB2_DEVICE_RATE, SimLink, simulated_line
+from .transport.sim_limits import USB2_DEVICE_RATE
 
 if TYPE_CHECKING:
     from .output.line_integration import LineIntegration
     from .output.ui import LiveTable
+    from .protocol.models import AnyFaults
+    from .transport.sim import SimLink
 
 __all__ = (
     "LinkSource",
@@ -89,6 +90,9 @@ class SimulatedLine:
     kinds: dict[int, str] | None = None
 
     def links(self) -> list[SimLink]:
+        # The simulated line and its device models load only when a run uses them.
+        from .transport.sim import simulated_line
+
         return simulated_line(
             self.count,
             rate=self.rate,

@@ -19,11 +19,9 @@ from pathlib import Path
 from ..engine.pipeline import DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT, BootOptions
 from ..errors import InputError, InvalidValue
 from ..output.line import DEFAULT_LINE, SUMMARY_INTERVAL, LineOptions
-from ..protocol.device import DeviceFaults
-from ..protocol.models import MODEL_KINDS, AnyFaults, parse_faults
 from ..protocol.nokia.host import NokTimeouts
 from ..session import Presentation, SimulatedLine
-from ..transport.sim import USB2_DEVICE_RATE, check_sim_count
+from ..transport.sim_limits import USB2_DEVICE_RATE, check_sim_count
 
 __all__ = (
     "DEFAULT_RATE_MBPS",
@@ -167,6 +165,8 @@ def fault_spec(text: str) -> tuple[int, str]:
 
 def sim_mix(text: str) -> dict[str, int]:
     """``lumia=2,ufp-v1=1,ufp-v2=1``: how many simulated devices of each NOK kind."""
+    from ..protocol.models import MODEL_KINDS  # the device models load only for --sim
+
     mix: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         kind, sep, count = item.partition("=")
@@ -411,6 +411,8 @@ def simulated_line(
     unknown = sorted(slot for slot, _ in faults if slot > count)
     if unknown:
         raise InputError(f"{fault_flag} names slots {unknown}, but the line has {count} devices")
+    from ..protocol.models import AnyFaults, parse_faults  # only for a simulated line
+
     by_slot: dict[int, AnyFaults] = {}
     for slot, text in faults:
         kind = kinds.get(slot, "simpleio")
@@ -430,6 +432,8 @@ def simulated_line(
 
 def _check_fault_ranges(faults: object, where: str) -> None:
     """Each fault value within the width the protocol carries it in (no struct.error later)."""
+    from ..protocol.device import DeviceFaults  # called only for a simulated line
+
     named = _FAULT_RANGES if isinstance(faults, DeviceFaults) else {}
     for name, (low, high) in named.items():
         value = getattr(faults, name, None)

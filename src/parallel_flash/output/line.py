@@ -11,12 +11,12 @@ and the hooks (issue 10: command to first image byte).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .hooks import DEFAULT_HOOK_TIMEOUT
+from .names import check_topic_name
 from .report import STDOUT_REPORT
 
 if TYPE_CHECKING:
@@ -37,18 +37,6 @@ DEFAULT_LINE = "default"
 DEFAULT_DRAIN_TIMEOUT = 10.0
 #: Seconds between retained summaries in station mode.
 SUMMARY_INTERVAL = 60.0
-
-_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-def check_topic_name(value: str, what: str) -> str:
-    """A line or station name must be one plain topic level (no ``/``, ``+``, ``#``)."""
-    if not _NAME_RE.fullmatch(value):
-        raise InputError(
-            f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-' "
-            "(it is one level of the MQTT topic)"
-        )
-    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -62,6 +62,7 @@ from ..errors import InputError
 from ..formats import check_output_path
 from .jsonl import append_json_line as append_json_line
 from .jsonl import read_report as read_report
+from .names import default_station
 from .totals import LineTally as LineTally
 from .totals import LineTotals as LineTotals
 from .totals import line_totals as line_totals
@@ -119,12 +120,6 @@ def expand_report_path(path: str, wall: float) -> str:
     if not name or name.endswith(os.sep):
         raise InputError(f"report pattern {path!r}: expands to {name!r}, not a file name")
     return name
-
-
-def default_station() -> str:
-    """This PC's short host name, as one MQTT topic level: the station, unless named."""
-    name = socket.gethostname().split(".", 1)[0]
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "station"
 
 
 def _iso(wall: float) -> str:

@@ -20,12 +20,13 @@ from collections.abc import Iterable
 import anyio
 import anyio.lowlevel
 
-from ..errors import DeviceDisconnected, InvalidValue, TransferStall, TransferTimeout
+from ..errors import DeviceDisconnected, TransferStall, TransferTimeout
 from ..protocol.device import OutResult
 from ..protocol.messages import FLASHING_PID, MICROSOFT_VID
 from ..protocol.models import AnyDeviceModel, AnyFaults, build_model
 from ..protocol.nokia.device import NokDeviceModel
 from .base import Link, OutChunk, ProgressCallback
+from .sim_limits import MAX_SIM_DEVICES, USB2_DEVICE_RATE, USB2_PORT_RATE, check_sim_count
 
 __all__ = (
     "MAX_SIM_DEVICES",
@@ -38,27 +39,6 @@ __all__ = (
 )
 #: How long a simulated device takes to come back on its port after it left.
 _REENUMERATE_DELAY = 0.05
-
-#: What a USB 2.0 high-speed device sustains in practice (usb-testing.md: 30-42 MB/s).
-USB2_DEVICE_RATE = 40e6
-#: 13 x 512-byte packets per 125 us microframe: the theoretical ceiling of one
-#: USB 2.0 root port, shared by everything behind it.
-USB2_PORT_RATE = 53.248e6
-#: Most devices one simulated line holds: far past any station's hub tree,
-#: small enough that a typo (``--sim 100000``) is refused, not run.
-MAX_SIM_DEVICES = 4096
-
-
-def check_sim_count(count: int) -> int:
-    """``count`` if a simulated line can have that many devices.
-
-    :raises ~parallel_flash.errors.InvalidValue: outside 1..:data:`MAX_SIM_DEVICES`.
-    """
-    if not 1 <= count <= MAX_SIM_DEVICES:
-        raise InvalidValue(
-            f"a simulated line has 1 to {MAX_SIM_DEVICES} devices, not {count}"
-        )
-    return count
 
 
 class SimBus:
