@@ -180,6 +180,7 @@ def test_one_run_boots_a_secwim_and_an_ffu_on_a_mixed_line(
     }
     for record in records:
         assert links[record.slot - 1].model.sha256 == digests[record.loader]
+        assert record.image_sha256 == digests[record.loader]  # its own file's, on record
 
 
 def test_a_wim_and_a_secwim_together_are_refused(

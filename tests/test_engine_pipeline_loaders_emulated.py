@@ -106,7 +106,9 @@ def test_a_mixed_line_boots_a_secwim_and_an_ffu_in_one_run(
         assert devices[port]["state"] == "booted", devices[port]
         assert devices[port]["loader"] == kind.split("-")[0]
         assert summaries[port]["sha256"] == expected[kind]
+        assert devices[port]["image_sha256"] == expected[kind]  # its own file's
     assert devices[ports[4]]["reason"] == "refused"
+    assert devices[ports[4]]["image_sha256"] == secwim_sha  # the file it was to take
     assert "subblock 0x1F is absent" in devices[ports[4]]["error"]
     assert summaries[ports[4]]["received_bytes"] == 0
 
