@@ -144,6 +144,7 @@ def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
     import contextlib
     import hashlib
     import threading
+    import time
     from collections.abc import AsyncIterator
 
     from parallel_flash import image as image_module
@@ -170,6 +171,7 @@ def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
             records.append(record)
 
     streamed_while_held: list[int] = []
+    released_at: list[float] = []
 
     def watch() -> None:
         """Off the loop: note what the streaming devices got while held, then release."""
@@ -182,6 +184,7 @@ def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
                     return
                 threading.Event().wait(0.01)
         finally:
+            released_at.append(time.monotonic())
             release.set()
 
     links = simulated_line(3, rate=None, faults={2: DeviceFaults(ram=1024)})
@@ -206,6 +209,11 @@ def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
         "sim-1": DeviceState.BOOTED, "sim-2": DeviceState.FAILED,
         "sim-3": DeviceState.BOOTED, "usb-9": DeviceState.FAILED,
     }
+    # The two that failed ended while the reader was held: their records keep
+    # that end, not the moment the digest came.
+    ends = {r.port: r.finished for r in result.records}
+    assert ends["sim-2"] is not None and ends["sim-2"] < released_at[0]
+    assert ends["usb-9"] is not None and ends["usb-9"] < released_at[0]
     devices = [e for e in read_report(path) if e["type"] == "device"]
     assert sorted(e["port"] for e in devices) == ["sim-1", "sim-2", "sim-3", "usb-9"]
     assert {e["image_sha256"] for e in devices} == {expected}

@@ -17,6 +17,7 @@ failing devices does not take the thread pool the streams need.
 from __future__ import annotations
 
 import contextlib
+import time
 from weakref import WeakKeyDictionary
 
 import anyio
@@ -59,10 +60,14 @@ async def image_digest(image: ImageBuffer) -> str | None:
     return image.sha256_if_known()
 
 
-async def note_image_digest(record: DeviceRecord, image: ImageBuffer | ImageSet) -> None:
+async def note_image_digest(record: DeviceRecord, image: ImageBuffer | ImageSet) -> float:
     """Put the digest of what ``record``'s device was sent on it, before it is finished.
 
     The record's own file if its loader chose one, else the line's first.
+    Returns when it was asked (``time.monotonic()``): the device's end, which
+    the record keeps -- waiting for the hash is not the device's time.
     """
+    ended = time.monotonic()
     if record.image_sha256 is None:
         record.image_sha256 = await image_digest(record.image or primary_image(image))
+    return ended

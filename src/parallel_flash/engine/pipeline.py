@@ -106,8 +106,7 @@ async def boot_device(
     record.loader = loader.value
     chosen = _image_for(loader, image)
     if chosen is None:
-        await note_image_digest(record, image)
-        _refuse_files(record, observer, loader, image)
+        _refuse_files(record, observer, loader, image, await note_image_digest(record, image))
         return AttemptEnd.DEVICE
     record.image = chosen
     while True:
@@ -119,9 +118,10 @@ async def boot_device(
             retry = (
                 failure.end is AttemptEnd.BEFORE_IMAGE and len(record.attempts) < options.retries
             )
+            ended: float | None = None
             if not retry and (final or failure.end is not AttemptEnd.TRANSPORT):
-                await note_image_digest(record, chosen)  # the record ends below
-            end = _after_failure(record, observer, failure, started, retry, final)
+                ended = await note_image_digest(record, chosen)  # the record ends below
+            end = _after_failure(record, observer, failure, started, retry, final, ended)
             if end is not None:
                 return end
             logger.info(
@@ -136,8 +136,8 @@ async def boot_device(
             raise
         if record.attempts:
             record_attempt(record, None, started)
-        await note_image_digest(record, chosen)
-        finish_record(record, observer, DeviceState.BOOTED)
+        ended = await note_image_digest(record, chosen)
+        finish_record(record, observer, DeviceState.BOOTED, ended=ended)
         return AttemptEnd.BOOTED
 
 
@@ -148,6 +148,7 @@ def _after_failure(
     started: float,
     retry: bool,
     final: bool,
+    ended: float | None,
 ) -> AttemptEnd | None:
     """Note a failed attempt: None = retry on the same link, else how the device ended.
 
@@ -161,12 +162,18 @@ def _after_failure(
         return None if retry else failure.end
     if record.attempts:
         record_attempt(record, failure.reason, started)
-    finish_record(record, observer, DeviceState.FAILED, failure.reason, failure.counted)
+    finish_record(
+        record, observer, DeviceState.FAILED, failure.reason, failure.counted, ended=ended
+    )
     return failure.end
 
 
 def _refuse_files(
-    record: DeviceRecord, observer: LineObserver, loader: Loader, image: ImageBuffer | ImageSet
+    record: DeviceRecord,
+    observer: LineObserver,
+    loader: Loader,
+    image: ImageBuffer | ImageSet,
+    ended: float,
 ) -> None:
     """A device whose loader can take none of the files fails, saying what it needs."""
     given = image.images if isinstance(image, ImageSet) else (image,)
@@ -174,6 +181,7 @@ def _refuse_files(
         record, observer, DeviceState.FAILED,
         refusal(loader, [(one.wim_path, one.kind) for one in given]),
         FailureReason.REFUSED,
+        ended=ended,
     )
 
 
@@ -240,15 +248,18 @@ def finish_record(
     state: DeviceState,
     error: str | None = None,
     reason: FailureReason | None = None,
+    *,
+    ended: float | None = None,
 ) -> None:
     """End ``record`` once (BOOTED, FAILED or INTERRUPTED) and tell the observer.
 
     ``reason`` is the counted reason of a failure (default: the record's own,
     else a USB error); an interruption counts as :attr:`FailureReason.INTERRUPTED`.
+    ``ended``: when the device ended, if earlier than now (before the digest wait).
     """
     if record.state.finished:
         return
-    record.finished = time.monotonic()
+    record.finished = ended if ended is not None else time.monotonic()
     record.state = state
     record.error = error
     record.reason = counted_reason(record, state, reason)
@@ -364,8 +375,10 @@ async def boot_line(
 
     async def unopened(record: DeviceRecord, reason: str) -> None:
         # Its own task: the others start streaming while this one waits for the digest.
-        await note_image_digest(record, image)
-        finish_record(record, observer, DeviceState.FAILED, reason, FailureReason.USB_ERROR)
+        ended = await note_image_digest(record, image)
+        finish_record(
+            record, observer, DeviceState.FAILED, reason, FailureReason.USB_ERROR, ended=ended
+        )
 
     async with anyio.create_task_group() as group:
         for slot, link in enumerate(links, start=1):

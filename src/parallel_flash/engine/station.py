@@ -316,13 +316,13 @@ class _Station:
             # A transport failure with retries left: the device may re-enumerate.
             again = await self._await_return(port, REENUMERATE_WINDOW)
             if again is None:
-                await note_image_digest(record, self.image)
-                finish_record(record, self.observer, DeviceState.FAILED, record.error)
+                ended = await note_image_digest(record, self.image)
+                finish_record(record, self.observer, DeviceState.FAILED, record.error, ended=ended)
                 return None
             identity = await self._identify(again)
             if identity is None or str(identity.unique_id) != record.unique_id:
-                await note_image_digest(record, self.image)
-                finish_record(record, self.observer, DeviceState.FAILED, record.error)
+                ended = await note_image_digest(record, self.image)
+                finish_record(record, self.observer, DeviceState.FAILED, record.error, ended=ended)
                 return again
             logger.info("%s: re-enumerated; attempt %d", device.port, len(record.attempts) + 1)
             device = again
@@ -346,9 +346,10 @@ class _Station:
                 if retry or record.attempts:
                     record_attempt(record, error, started)
                 if not retry:
-                    await note_image_digest(record, self.image)
+                    ended = await note_image_digest(record, self.image)
                     finish_record(
-                        record, self.observer, DeviceState.FAILED, error, FailureReason.USB_ERROR
+                        record, self.observer, DeviceState.FAILED, error, FailureReason.USB_ERROR,
+                        ended=ended,
                     )
                     return None
                 logger.info("%s: %s; attempt %d in %g s", device.port, error,
