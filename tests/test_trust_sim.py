@@ -217,3 +217,77 @@ def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
     devices = [e for e in read_report(path) if e["type"] == "device"]
     assert sorted(e["port"] for e in devices) == ["sim-1", "sim-2", "sim-3", "usb-9"]
     assert {e["image_sha256"] for e in devices} == {expected}
+
+
+def test_an_interrupt_while_the_image_is_still_read_ends_at_once_and_on_record(
+    tmp_path: Path, small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the image is still being read: the run ends without waiting for it.
+
+    The reader is held after the headers and SIGINT comes while two devices
+    stream what was read. The run returns while the reader is still held;
+    each device is on record as interrupted and, the image never having been
+    hashed, the records and the summary say image_sha256 null (as the schema
+    allows for this case).
+    """
+    import signal
+    import threading
+
+    from parallel_flash import image as image_module
+    from parallel_flash.engine.records import DeviceRecord, NullObserver
+    from test_output_record_schema import validator
+
+    monkeypatch.setattr(image_module, "_READ_BLOCK", 32 << 10)
+    hold_at = small_sdi.stat().st_size + (32 << 10)
+    copy = image_module._Loader._copy
+    held, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def copy_then_hold(self, stream, start, end):  # type: ignore[no-untyped-def]
+        if start >= hold_at and not release.is_set():
+            held.set()
+            release.wait(30)
+        return copy(self, stream, start, end)
+
+    monkeypatch.setattr(image_module._Loader, "_copy", copy_then_hold)
+    records: list[DeviceRecord] = []
+
+    class Seen(NullObserver):
+        def device_added(self, record: DeviceRecord) -> None:
+            records.append(record)
+
+    returned_while_held: list[bool] = []
+
+    def interrupt() -> None:
+        try:
+            held.wait(10)
+            for _ in range(1000):  # up to 10 s for both to stream what was read
+                if len(records) == 2 and all(r.bytes_done > 0 for r in records):
+                    break
+                threading.Event().wait(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+            returned_while_held.append(returned.wait(10))
+        finally:
+            release.set()
+
+    watcher = threading.Thread(target=interrupt)
+    path = tmp_path / "r.jsonl"
+    with open(os.devnull, "w") as quiet, ImageBuffer.load(small_wim, small_sdi) as loaded:
+        watcher.start()
+        try:
+            result = run_boot(
+                loaded, SimulatedLine(count=2, rate=None), report=path,
+                extra_observers=[Seen()], options=BootOptions(transfer_size=16 << 10),
+                presentation=Presentation(live=False, stream=quiet),
+            )
+        finally:
+            returned.set()
+            watcher.join()
+    assert returned_while_held == [True], "the interrupted run waited for the image"
+    assert result.stop is StopReason.INTERRUPT
+    assert [r.state for r in result.records] == [DeviceState.INTERRUPTED] * 2
+    entries = read_report(path)
+    assert [e["type"] for e in entries] == ["device", "device", "summary"]
+    assert all(e["image_sha256"] is None for e in entries)
+    check = validator()
+    for entry in entries:
+        check.validate(entry)
