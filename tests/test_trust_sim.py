@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 import pytest
 
 from parallel_flash.engine.pipeline import BootOptions, StopReason, boot_line
-from parallel_flash.engine.records import DeviceState
+from parallel_flash.engine.records import DeviceRecord, DeviceState, NullObserver
 from parallel_flash.image import ImageBuffer
 from parallel_flash.output.report import JsonlReport, read_report
 from parallel_flash.protocol.device import DeviceFaults
@@ -21,6 +24,44 @@ from parallel_flash.transport.sim import simulated_line
 @pytest.fixture
 def image(small_wim: Path, small_sdi: Path) -> ImageBuffer:
     return ImageBuffer.load(small_wim, small_sdi)
+
+
+@dataclass
+class HeldReader:
+    """The image's loader, paused once the SDI and the WIM's header are read."""
+
+    hold_at: int
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def held_reader(small_sdi: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldReader]:
+    from parallel_flash import image as image_module
+
+    monkeypatch.setattr(image_module, "_READ_BLOCK", 32 << 10)
+    reader = HeldReader(hold_at=small_sdi.stat().st_size + (32 << 10))
+    copy = image_module._Loader._copy
+
+    def copy_then_hold(self, stream, start, end):  # type: ignore[no-untyped-def]
+        if start >= reader.hold_at and not reader.release.is_set():
+            reader.held.set()
+            reader.release.wait(30)
+        return copy(self, stream, start, end)
+
+    monkeypatch.setattr(image_module._Loader, "_copy", copy_then_hold)
+    yield reader
+    reader.release.set()  # never leave the loader waiting after a failed test
+
+
+class Seen(NullObserver):
+    """Every record as its device is added (read from another thread)."""
+
+    def __init__(self) -> None:
+        self.records: list[DeviceRecord] = []
+
+    def device_added(self, record: DeviceRecord) -> None:
+        self.records.append(record)
 
 
 def test_retries_only_before_any_image_byte_and_every_attempt_is_listed(
@@ -131,7 +172,7 @@ def test_an_image_that_cannot_be_read_mid_run_fails_every_device_on_record(
 
 
 def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
-    tmp_path: Path, small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, small_wim: Path, small_sdi: Path, held_reader: HeldReader
 ) -> None:
     """A device that ends early waits for the digest without freezing the others.
 
@@ -143,33 +184,15 @@ def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
     """
     import contextlib
     import hashlib
-    import threading
     import time
     from collections.abc import AsyncIterator
 
-    from parallel_flash import image as image_module
     from parallel_flash.engine.pipeline import Unopened
-    from parallel_flash.engine.records import DeviceRecord, NullObserver
 
-    monkeypatch.setattr(image_module, "_READ_BLOCK", 32 << 10)
-    hold_at = small_sdi.stat().st_size + (32 << 10)
-    copy = image_module._Loader._copy
-    held, release = threading.Event(), threading.Event()
-
-    def copy_then_hold(self, stream, start, end):  # type: ignore[no-untyped-def]
-        if start >= hold_at and not release.is_set():
-            held.set()
-            release.wait(30)
-        return copy(self, stream, start, end)
-
-    monkeypatch.setattr(image_module._Loader, "_copy", copy_then_hold)
+    hold_at, held, release = held_reader.hold_at, held_reader.held, held_reader.release
     expected = hashlib.sha256(small_sdi.read_bytes() + small_wim.read_bytes()).hexdigest()
-    records: list[DeviceRecord] = []
-
-    class Seen(NullObserver):
-        def device_added(self, record: DeviceRecord) -> None:
-            records.append(record)
-
+    seen = Seen()
+    records = seen.records
     streamed_while_held: list[int] = []
     released_at: list[float] = []
 
@@ -198,7 +221,7 @@ def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
     with open(os.devnull, "w") as quiet, ImageBuffer.load(small_wim, small_sdi) as loaded:
         watcher.start()
         result = run_boot(
-            loaded, source, report=path, extra_observers=[Seen()],  # type: ignore[arg-type]
+            loaded, source, report=path, extra_observers=[seen],  # type: ignore[arg-type]
             options=BootOptions(transfer_size=16 << 10),
             presentation=Presentation(live=False, stream=quiet),
         )
@@ -220,7 +243,7 @@ def test_devices_that_end_before_the_image_is_hashed_wait_off_the_loop(
 
 
 def test_an_interrupt_while_the_image_is_still_read_ends_at_once_and_on_record(
-    tmp_path: Path, small_wim: Path, small_sdi: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, small_wim: Path, small_sdi: Path, held_reader: HeldReader
 ) -> None:
     """Ctrl-C while the image is still being read: the run ends without waiting for it.
 
@@ -231,30 +254,12 @@ def test_an_interrupt_while_the_image_is_still_read_ends_at_once_and_on_record(
     allows for this case).
     """
     import signal
-    import threading
 
-    from parallel_flash import image as image_module
-    from parallel_flash.engine.records import DeviceRecord, NullObserver
     from test_output_record_schema import validator
 
-    monkeypatch.setattr(image_module, "_READ_BLOCK", 32 << 10)
-    hold_at = small_sdi.stat().st_size + (32 << 10)
-    copy = image_module._Loader._copy
-    held, release, returned = threading.Event(), threading.Event(), threading.Event()
-
-    def copy_then_hold(self, stream, start, end):  # type: ignore[no-untyped-def]
-        if start >= hold_at and not release.is_set():
-            held.set()
-            release.wait(30)
-        return copy(self, stream, start, end)
-
-    monkeypatch.setattr(image_module._Loader, "_copy", copy_then_hold)
-    records: list[DeviceRecord] = []
-
-    class Seen(NullObserver):
-        def device_added(self, record: DeviceRecord) -> None:
-            records.append(record)
-
+    held, release, returned = held_reader.held, held_reader.release, threading.Event()
+    seen = Seen()
+    records = seen.records
     returned_while_held: list[bool] = []
 
     def interrupt() -> None:
@@ -276,7 +281,7 @@ def test_an_interrupt_while_the_image_is_still_read_ends_at_once_and_on_record(
         try:
             result = run_boot(
                 loaded, SimulatedLine(count=2, rate=None), report=path,
-                extra_observers=[Seen()], options=BootOptions(transfer_size=16 << 10),
+                extra_observers=[seen], options=BootOptions(transfer_size=16 << 10),
                 presentation=Presentation(live=False, stream=quiet),
             )
         finally:
