@@ -159,8 +159,8 @@ class ImageBuffer:
         At once if that is known already, else from the loading thread: the
         callback must be quick and thread-safe (hand the digest to a loop).
         """
-        if self._loader is None or self.hashed:
-            callback(self.sha256_if_known())
+        if self._loader is None:
+            callback(self._sha256)
         else:
             self._loader.when_settled(callback)
 
@@ -342,6 +342,11 @@ class ImageSet:
                 raise InputError(f"{paths}: more than one {kind} file; give one of each kind")
         self.images = tuple(images)
 
+    @property
+    def primary(self) -> ImageBuffer:
+        """The file that names the line (its digest in the summary and the station's status)."""
+        return self.images[0]
+
     def pick(self, kinds: frozenset[str]) -> ImageBuffer | None:
         """The image of one of ``kinds`` (a loader's file types), if there is one."""
         return next((image for image in self.images if image.kind in kinds), None)
@@ -357,11 +362,11 @@ class ImageSet:
     @property
     def sha256(self) -> str:
         """The first file's SHA-256; each device's record carries its own file's."""
-        return self.images[0].sha256
+        return self.primary.sha256
 
     def sha256_if_known(self) -> str | None:
         """The first file's digest if it is known now (see :meth:`ImageBuffer.sha256_if_known`)."""
-        return self.images[0].sha256_if_known()
+        return self.primary.sha256_if_known()
 
     @property
     def total_length(self) -> int:
@@ -570,3 +575,8 @@ class _Loader:
         """Stop reading or hashing (the image is being closed); waits for the thread."""
         self._stop = True
         self._thread.join(_LOAD_STALL)
+
+
+def primary_image(image: ImageBuffer | ImageSet) -> ImageBuffer:
+    """The file a line is named by: the one given, or a mixed line's first."""
+    return image.primary if isinstance(image, ImageSet) else image

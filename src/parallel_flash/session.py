@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from .engine.digest import image_digest, primary_image
+from .engine.digest import image_digest
 from .engine.pipeline import BootOptions, LineResult, StopReason, Unopened, boot_line
 from .engine.records import LineObserver, ObserverGroup
-from .image import ImageBuffer, ImageSet
+from .image import ImageBuffer, ImageSet, primary_image
 from .output.line import LineOptions
 from .output.report import STDOUT_REPORT
 from .transport.base import Link

@@ -24,17 +24,12 @@ import anyio
 from anyio.lowlevel import RunVar
 
 from ..errors import InputError
-from ..image import ImageBuffer, ImageSet
+from ..image import ImageBuffer, ImageSet, primary_image
 from .records import DeviceRecord
 
-__all__ = ("image_digest", "note_image_digest", "primary_image")
+__all__ = ("image_digest", "note_image_digest")
 
 _WAITS: RunVar[WeakKeyDictionary[ImageBuffer, anyio.CapacityLimiter]] = RunVar("digest_waits")
-
-
-def primary_image(image: ImageBuffer | ImageSet) -> ImageBuffer:
-    """The file a record names when its device took none (the line's first file)."""
-    return image.images[0] if isinstance(image, ImageSet) else image
 
 
 def _wait_hashed(image: ImageBuffer) -> None:

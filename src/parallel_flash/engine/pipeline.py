@@ -64,6 +64,7 @@ __all__ = (
     "boot_device",
     "boot_line",
     "check_images",
+    "end_record",
     "finish_record",
     "identify_device",
 )
@@ -136,8 +137,7 @@ async def boot_device(
             raise
         if record.attempts:
             record_attempt(record, None, started)
-        ended = await note_image_digest(record, chosen)
-        finish_record(record, observer, DeviceState.BOOTED, ended=ended)
+        await end_record(record, observer, chosen, DeviceState.BOOTED)
         return AttemptEnd.BOOTED
 
 
@@ -268,6 +268,22 @@ def finish_record(
     observer.device_finished(record)
 
 
+async def end_record(
+    record: DeviceRecord,
+    observer: LineObserver,
+    image: ImageBuffer | ImageSet,
+    state: DeviceState,
+    error: str | None = None,
+    reason: FailureReason | None = None,
+) -> None:
+    """:func:`finish_record`, once the record has its image's digest (awaited off the loop).
+
+    The record keeps the time the device ended, not the time the digest came.
+    """
+    ended = await note_image_digest(record, image)
+    finish_record(record, observer, state, error, reason, ended=ended)
+
+
 def counted_reason(
     record: DeviceRecord, state: DeviceState, reason: FailureReason | None
 ) -> FailureReason:
@@ -375,9 +391,8 @@ async def boot_line(
 
     async def unopened(record: DeviceRecord, reason: str) -> None:
         # Its own task: the others start streaming while this one waits for the digest.
-        ended = await note_image_digest(record, image)
-        finish_record(
-            record, observer, DeviceState.FAILED, reason, FailureReason.USB_ERROR, ended=ended
+        await end_record(
+            record, observer, image, DeviceState.FAILED, reason, FailureReason.USB_ERROR
         )
 
     async with anyio.create_task_group() as group:

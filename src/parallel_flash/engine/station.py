@@ -60,7 +60,6 @@ from .confirmation import (
     Intake,
     PortWatch,
 )
-from .digest import note_image_digest
 from .discovery import (
     DEFAULT_POLL_INTERVAL,
     DeviceFilters,
@@ -74,7 +73,7 @@ from .pipeline import (
     LineCounters,
     LineResult,
     boot_device,
-    finish_record,
+    end_record,
     identify_device,
     record_attempt,
 )
@@ -316,17 +315,20 @@ class _Station:
             # A transport failure with retries left: the device may re-enumerate.
             again = await self._await_return(port, REENUMERATE_WINDOW)
             if again is None:
-                ended = await note_image_digest(record, self.image)
-                finish_record(record, self.observer, DeviceState.FAILED, record.error, ended=ended)
+                await self._fail(record, record.error)
                 return None
             identity = await self._identify(again)
             if identity is None or str(identity.unique_id) != record.unique_id:
-                ended = await note_image_digest(record, self.image)
-                finish_record(record, self.observer, DeviceState.FAILED, record.error, ended=ended)
+                await self._fail(record, record.error)
                 return again
             logger.info("%s: re-enumerated; attempt %d", device.port, len(record.attempts) + 1)
             device = again
             port.device, port.left, port.returned = again, False, None
+
+    async def _fail(
+        self, record: DeviceRecord, error: str | None, reason: FailureReason | None = None
+    ) -> None:
+        await end_record(record, self.observer, self.image, DeviceState.FAILED, error, reason)
 
     async def _open(self, device: DeviceInfo, record: DeviceRecord | None) -> Link | None:
         """Open ``device``; a refusal is an attempt that sent no image byte (retried if allowed)."""
@@ -346,11 +348,7 @@ class _Station:
                 if retry or record.attempts:
                     record_attempt(record, error, started)
                 if not retry:
-                    ended = await note_image_digest(record, self.image)
-                    finish_record(
-                        record, self.observer, DeviceState.FAILED, error, FailureReason.USB_ERROR,
-                        ended=ended,
-                    )
+                    await self._fail(record, error, FailureReason.USB_ERROR)
                     return None
                 logger.info("%s: %s; attempt %d in %g s", device.port, error,
                             len(record.attempts) + 1, OPEN_RETRY_PAUSE)

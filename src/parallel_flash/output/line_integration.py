@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..engine.records import DeviceRecord, LineObserver
-from ..image import ImageBuffer, ImageSet
+from ..image import ImageBuffer, ImageSet, primary_image
 from ..protocol.selection import Loader
 from .hooks import ResultHook
 from .line import LineOptions
@@ -45,7 +45,7 @@ class LineIntegration:
         station = options.station or default_station()
         images = image.images if isinstance(image, ImageSet) else (image,)
         #: The file the station's status and metrics name (a mixed line's first).
-        self._primary = images[0]
+        self._primary = primary_image(image)
         self.identity = StationIdentity(
             line=options.line,
             station=station,

@@ -76,6 +76,11 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def _status_message(payload: dict[str, Any]) -> Message:
+    """The retained ``status`` message of a :meth:`StationIdentity.status` payload."""
+    return Message("status", _json(payload), qos=1, retain=True)
+
+
 def _json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode()
 
@@ -358,13 +363,14 @@ class LinePublisher:
 
     def _online(self) -> Message:
         """The ``online`` status (each connection says it first); notes if it named no image."""
-        message = self._status("online")
-        self._online_unnamed = json.loads(message.payload)["image"]["sha256"] is None
-        return message
+        payload = self.identity.status("online", since=self._started_wall)
+        self._online_unnamed = payload["image"]["sha256"] is None
+        return _status_message(payload)
 
     def _status(self, state: str, *, reason: str | None = None) -> Message:
-        payload = self.identity.status(state, reason=reason, since=self._started_wall)
-        return Message("status", _json(payload), qos=1, retain=True)
+        return _status_message(
+            self.identity.status(state, reason=reason, since=self._started_wall)
+        )
 
     def _summary(self, *, final: bool) -> Message:
         with self._tally_lock:
