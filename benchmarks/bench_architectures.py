@@ -30,6 +30,12 @@ Columns:
 * emulator busy -- the emulator process's CPU over the streaming window, in % of
                  one core: its ioctls are answered by one worker thread, so near
                  100 % the emulator, not the host, sets the aggregate
+* occupied    -- that worker thread's time over the window, in %: its CPU plus the
+                 time its ioctl handlers spent blocked in client-memory round trips
+                 (umockdev's READ_MEM: two per URB, answered by the host's thread).
+                 CPU alone understates the worker's load; this is the ceiling
+                 column. Under the unthrottled rows the emulator's time per URB
+                 (occupied seconds / URBs submitted) is printed for both hosts
 * dev MB/s    -- slowest device's own stream rate (image bytes / its stream time)
 
 Stream times are the devices' own: the emulator notes, for each device, when
@@ -210,6 +216,10 @@ class Run:
     started: float = 0.0
     #: CPU seconds the emulator process used during the run.
     emulator_cpu: float = 0.0
+    #: Seconds umockdev's worker thread was occupied (see Run.emulator_occupancy).
+    emulator_occupied: float = 0.0
+    #: URBs the host submitted during the run.
+    urbs: int = 0
     ok: bool = False
     note: str = ""
 
@@ -251,6 +261,21 @@ class Run:
         whatever host drives it.
         """
         return self.emulator_cpu / self.window * 100 if self.window else 0.0
+
+    @property
+    def emulator_occupancy(self) -> float:
+        """The emulator's worker thread over the streaming window, in %: CPU + blocked.
+
+        A handler that resolves client memory sends umockdev's READ_MEM and
+        waits for the host's thread to answer; the worker takes no other
+        ioctl meanwhile, yet uses no CPU. Near 100 % nothing more fits through
+        it, whatever host drives it.
+        """
+        return self.emulator_occupied / self.window * 100 if self.window else 0.0
+
+    @property
+    def emulator_us_per_urb(self) -> float:
+        return self.emulator_occupied / self.urbs * 1e6 if self.urbs else 0.0
 
     @property
     def gigabytes(self) -> float:
@@ -339,6 +364,7 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
         reaps_before = _empty_reaps(line)
         emulator = psutil.Process(line.host_pid)
         emulator_before = sum(emulator.cpu_times()[:2])
+        worker_before = _WorkerClock(line, emulator)
         run.started = time.time()
         if arch == "sequential":
             for index, port in enumerate(line.ports):
@@ -380,6 +406,7 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
                 run.note = text[-300:]
         run.empty_reaps = _empty_reaps(line) - reaps_before
         run.emulator_cpu = sum(emulator.cpu_times()[:2]) - emulator_before
+        run.emulator_occupied, run.urbs = _WorkerClock(line, emulator).since(worker_before)
         summaries = line.summaries()
     # Every architecture is timed by the devices themselves: first image byte
     # on the link to the last one through it (the emulator's clock).
@@ -398,6 +425,24 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
 
 def _empty_reaps(line: Any) -> int:
     return int(line.stats()["ioctls"].get("reap_eagain", 0))
+
+
+class _WorkerClock:
+    """umockdev's worker thread at one moment: CPU of every emulator thread, handler times."""
+
+    def __init__(self, line: Any, emulator: psutil.Process) -> None:
+        self.ioctls: dict[str, int] = line.stats()["ioctls"]
+        self.threads = {t.id: t.user_time + t.system_time for t in emulator.threads()}
+
+    def since(self, before: _WorkerClock) -> tuple[float, int]:
+        """(seconds the worker was occupied, URBs submitted) between ``before`` and this."""
+        def delta(key: str) -> int:
+            return self.ioctls.get(key, 0) - before.ioctls.get(key, 0)
+
+        tid = self.ioctls.get("worker_tid", 0)
+        cpu = self.threads.get(tid, 0.0) - before.threads.get(tid, 0.0)
+        blocked = (delta("handler_us") - delta("handler_cpu_us")) / 1e6
+        return cpu + max(0.0, blocked), delta("submiturb")
 
 
 CALIBRATE = r"""
@@ -563,6 +608,14 @@ class Cell:
         return _median([r.emulator_busy for r in self.runs])
 
     @property
+    def emulator_occupancy(self) -> float:
+        return _median([r.emulator_occupancy for r in self.runs])
+
+    @property
+    def emulator_us_per_urb(self) -> float:
+        return _median([r.emulator_us_per_urb for r in self.runs])
+
+    @property
     def link_share(self) -> float:
         return self.slowest / self.rate * 100 if self.rate else 0.0
 
@@ -584,6 +637,7 @@ class Cell:
             f"{self.aggregate:.0f} ({min(aggs):.0f}-{max(aggs):.0f})",
             f"{_median([r.line_time for r in self.runs]):.2f}",
             f"{self.emulator_busy:.0f} %" if emulated else "-",
+            f"{self.emulator_occupancy:.0f} %" if emulated else "-",
             f"{self.slowest:.1f}",
             f"{self.link_share:.1f} %" if self.rate else "-",
             f"{raw:.2f}",
@@ -595,8 +649,8 @@ class Cell:
 
 
 HEADER = ["link MB/s", "N", "architecture", "runs", "agg MB/s median (range)",
-          "line s", "emulator busy", "slowest dev MB/s", "% link", "CPU s/GB", "net s/GB",
-          "empty reaps/GB", "RSS MB", "all booted"]
+          "line s", "emulator busy", "occupied", "slowest dev MB/s", "% link", "CPU s/GB",
+          "net s/GB", "empty reaps/GB", "RSS MB", "all booted"]
 
 
 def load() -> str:
@@ -621,7 +675,10 @@ def targets(cells: list[Cell], empty_reap_cpu: float) -> list[str]:
             lines.append(f"unthrottled, N={pf.devices}: {pf.arch} / thread-per-device "
                          f"aggregate {ratio:.2f} x (target >= 1.15): {verdict(ratio >= 1.15)}; "
                          f"emulator busy {pf.emulator_busy:.0f} % / {threads.emulator_busy:.0f} %"
-                         f" of its one core; line time {line_times[0]:.2f} / {line_times[1]:.2f} s")
+                         f" of its one core, occupied {pf.emulator_occupancy:.0f} % / "
+                         f"{threads.emulator_occupancy:.0f} % at {pf.emulator_us_per_urb:.0f} / "
+                         f"{threads.emulator_us_per_urb:.0f} us per URB; "
+                         f"line time {line_times[0]:.2f} / {line_times[1]:.2f} s")
     archs = [a for a in dict.fromkeys(c.arch for c in cells) if a != "pf --sim"]
     for arch in archs:
         throttled = sorted((c for c in cells if c.arch == arch and c.rate == LINK_RATE),

@@ -314,3 +314,26 @@ def _wait(predicate: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.05)
+
+
+def test_worker_time_is_accounted_for_the_ceiling_column(small_sdi: Path, small_wim: Path) -> None:
+    """bench_architectures' "occupied" column: handler wall >= its CPU, on one named thread."""
+    import psutil
+
+    with EmulatedLine(1, verify_data=False) as line:
+        before = line.stats()["ioctls"]
+        result = run_client(
+            line, clients.PROTOCOL, str(small_sdi), str(small_wim), line.ports[0], "async"
+        )
+        after = line.stats()["ioctls"]
+        host_pid = line.host_pid
+        threads = {t.id for t in psutil.Process(host_pid).threads()}
+    assert result["status"] == 0
+    wall = after["handler_us"] - before.get("handler_us", 0)
+    cpu = after["handler_cpu_us"] - before.get("handler_cpu_us", 0)
+    assert after["submiturb"] > 0
+    assert wall >= cpu > 0
+    # Every submitted URB resolved client memory inside a handler: that time is on the clock.
+    assert wall >= after["submiturb"]
+    assert after["worker_tid"] in threads
+    assert after["worker_tid"] != host_pid  # umockdev's worker, not the GLib main thread

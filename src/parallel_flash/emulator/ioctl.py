@@ -21,6 +21,8 @@ import collections
 import errno
 import logging
 import struct
+import threading
+import time
 from collections.abc import Callable
 
 import gi
@@ -103,6 +105,14 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         self.counts: collections.Counter[int] = collections.Counter()
         self.eagain = 0
         self.held = 0
+        #: Wall and CPU time umockdev's worker thread spent in this handler, in
+        #: microseconds, and that thread's id: the worker is the line's one
+        #: serial resource, and while a handler waits for a client-memory round
+        #: trip (``resolve``) it is occupied without using CPU, so its CPU time
+        #: alone understates how busy it is (benchmarks/bench_architectures.py).
+        self.handler_us = 0
+        self.handler_cpu_us = 0
+        self.worker_tid = 0
         #: Empty reaps being held back, by client (see Usbfs.reap_hold).
         self._held: dict[Client, UMockdev.IoctlClient] = {}
         #: The umockdev client whose ioctl is being handled (worker thread only).
@@ -172,6 +182,7 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
     # -- ioctl -------------------------------------------------------------------
 
     def do_handle_ioctl(self, client: UMockdev.IoctlClient) -> bool:
+        started, cpu_started = time.perf_counter(), time.thread_time()
         request = client.get_request() & 0xFFFFFFFF
         self.counts[request] += 1
         try:
@@ -192,6 +203,9 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
             self._current = None
         if not isinstance(result, _Deferred):
             client.complete(*result)
+        self.handler_us += round((time.perf_counter() - started) * 1e6)
+        self.handler_cpu_us += round((time.thread_time() - cpu_started) * 1e6)
+        self.worker_tid = threading.get_native_id()
         return True
 
     def _hold(self, opened: Client, seconds: float) -> Result:
@@ -230,6 +244,9 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
         }
         stats["reap_eagain"] = self.eagain
         stats["reap_held"] = self.held
+        stats["handler_us"] = self.handler_us
+        stats["handler_cpu_us"] = self.handler_cpu_us
+        stats["worker_tid"] = self.worker_tid
         return stats
 
     # -- requests ----------------------------------------------------------------
