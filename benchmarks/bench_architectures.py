@@ -34,8 +34,10 @@ Columns:
                  time its ioctl handlers spent blocked in client-memory round trips
                  (umockdev's READ_MEM: two per URB, answered by the host's thread).
                  CPU alone understates the worker's load; this is the ceiling
-                 column. Under the unthrottled rows the emulator's time per URB
-                 (occupied seconds / URBs submitted) is printed for both hosts
+                 column. Both parts are counted over the whole run (the devices'
+                 enumeration and identification too), so it may read a few % high.
+                 Under the unthrottled rows the emulator's time per URB (occupied
+                 seconds / URBs submitted) is printed for both hosts
 * dev MB/s    -- slowest device's own stream rate (image bytes / its stream time)
 
 Stream times are the devices' own: the emulator notes, for each device, when
