@@ -588,6 +588,11 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+def _median_of_runs(name: str) -> Any:
+    """A read-only attribute: the median of ``name`` over the cell's runs."""
+    return property(lambda cell: _median([getattr(run, name) for run in cell.runs]))
+
+
 @dataclass
 class Cell:
     """Every run of one architecture at one (link rate, N)."""
@@ -597,25 +602,12 @@ class Cell:
     rate: float
     runs: list[Run] = field(default_factory=list)
 
-    @property
-    def aggregate(self) -> float:
-        return _median([r.aggregate for r in self.runs])
-
-    @property
-    def slowest(self) -> float:
-        return _median([r.slowest for r in self.runs])
-
-    @property
-    def emulator_busy(self) -> float:
-        return _median([r.emulator_busy for r in self.runs])
-
-    @property
-    def emulator_occupancy(self) -> float:
-        return _median([r.emulator_occupancy for r in self.runs])
-
-    @property
-    def emulator_us_per_urb(self) -> float:
-        return _median([r.emulator_us_per_urb for r in self.runs])
+    # The medians of the runs' own figures.
+    aggregate = _median_of_runs("aggregate")
+    slowest = _median_of_runs("slowest")
+    emulator_busy = _median_of_runs("emulator_busy")
+    emulator_occupancy = _median_of_runs("emulator_occupancy")
+    emulator_us_per_urb = _median_of_runs("emulator_us_per_urb")
 
     @property
     def link_share(self) -> float:
