@@ -39,6 +39,9 @@ Columns:
                  Under the unthrottled rows the emulator's time per URB (occupied
                  seconds / URBs submitted) is printed for both hosts
 * dev MB/s    -- slowest device's own stream rate (image bytes / its stream time)
+* steal s     -- the most CPU time the virtual machine's host took away (steal, all
+                 CPUs, psutil) during any one run of the cell: a row whose runs lost
+                 seconds to it was measured on a slower machine than its neighbours
 
 Stream times are the devices' own: the emulator notes, for each device, when
 the image's first transfer was submitted (its first byte goes on the link
@@ -222,6 +225,8 @@ class Run:
     emulator_occupied: float = 0.0
     #: URBs the host submitted during the run.
     urbs: int = 0
+    #: CPU seconds stolen from this (virtual) machine during the run, all CPUs.
+    steal: float = 0.0
     ok: bool = False
     note: str = ""
 
@@ -367,6 +372,7 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
         emulator = psutil.Process(line.host_pid)
         emulator_before = sum(emulator.cpu_times()[:2])
         worker_before = _WorkerClock(line, emulator)
+        steal_before = _steal()
         run.started = time.time()
         if arch == "sequential":
             for index, port in enumerate(line.ports):
@@ -409,6 +415,7 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
         run.empty_reaps = _empty_reaps(line) - reaps_before
         run.emulator_cpu = sum(emulator.cpu_times()[:2]) - emulator_before
         run.emulator_occupied, run.urbs = _WorkerClock(line, emulator).since(worker_before)
+        run.steal = _steal() - steal_before
         summaries = line.summaries()
     # Every architecture is timed by the devices themselves: first image byte
     # on the link to the last one through it (the emulator's clock).
@@ -423,6 +430,11 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
                 for s in summaries.values())
     )
     return run
+
+
+def _steal() -> float:
+    """CPU seconds the hypervisor has taken from this machine so far (0 where not counted)."""
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 def _empty_reaps(line: Any) -> int:
@@ -638,13 +650,14 @@ class Cell:
             f"{net:.2f}" if self.arch != "pf --sim" else "-",
             f"{reaps:.0f}" if self.arch != "pf --sim" else "-",
             f"{_median([r.rss_mb for r in self.runs]):.0f}",
+            f"{max(r.steal for r in self.runs):.2f}" if emulated else "-",
             "yes" if not failed else f"NO {failed[0].note.strip()[-50:]!r}",
         ]
 
 
 HEADER = ["link MB/s", "N", "architecture", "runs", "agg MB/s median (range)",
           "line s", "emulator busy", "occupied", "slowest dev MB/s", "% link", "CPU s/GB",
-          "net s/GB", "empty reaps/GB", "RSS MB", "all booted"]
+          "net s/GB", "empty reaps/GB", "RSS MB", "steal s", "all booted"]
 
 
 def load() -> str:
