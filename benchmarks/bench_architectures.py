@@ -368,7 +368,6 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
     ) as line, tempfile.TemporaryDirectory() as tmp:
         env = setup.pf_env(dict(os.environ, **line.environ()))
         work = Path(tmp)
-        reaps_before = _empty_reaps(line)
         emulator = psutil.Process(line.host_pid)
         emulator_before = sum(emulator.cpu_times()[:2])
         worker_before = _WorkerClock(line, emulator)
@@ -412,9 +411,11 @@ def run_emulated(arch: str, devices: int, rate: float, setup: Setup) -> Run:
                     run.note = f"{len(errors)} failed: {errors[0]}"
             except (ValueError, IndexError, KeyError):
                 run.note = text[-300:]
-        run.empty_reaps = _empty_reaps(line) - reaps_before
         run.emulator_cpu = sum(emulator.cpu_times()[:2]) - emulator_before
-        run.emulator_occupied, run.urbs = _WorkerClock(line, emulator).since(worker_before)
+        worker = _WorkerClock(line, emulator)
+        run.emulator_occupied = worker.occupied_since(worker_before)
+        run.urbs = worker.delta(worker_before, "submiturb")
+        run.empty_reaps = worker.delta(worker_before, "reap_eagain")
         run.steal = _steal() - steal_before
         summaries = line.summaries()
     # Every architecture is timed by the devices themselves: first image byte
@@ -448,15 +449,16 @@ class _WorkerClock:
         self.ioctls: dict[str, int] = line.stats()["ioctls"]
         self.threads = {t.id: t.user_time + t.system_time for t in emulator.threads()}
 
-    def since(self, before: _WorkerClock) -> tuple[float, int]:
-        """(seconds the worker was occupied, URBs submitted) between ``before`` and this."""
-        def delta(key: str) -> int:
-            return self.ioctls.get(key, 0) - before.ioctls.get(key, 0)
+    def delta(self, before: _WorkerClock, key: str) -> int:
+        """How far the emulator's ``key`` count moved between ``before`` and this."""
+        return self.ioctls.get(key, 0) - before.ioctls.get(key, 0)
 
+    def occupied_since(self, before: _WorkerClock) -> float:
+        """Seconds the worker was taken between ``before`` and this: CPU + blocked."""
         tid = self.ioctls.get("worker_tid", 0)
         cpu = self.threads.get(tid, 0.0) - before.threads.get(tid, 0.0)
-        blocked = (delta("handler_us") - delta("handler_cpu_us")) / 1e6
-        return cpu + max(0.0, blocked), delta("submiturb")
+        wall, handler_cpu = self.delta(before, "handler_us"), self.delta(before, "handler_cpu_us")
+        return cpu + max(0, wall - handler_cpu) / 1e6
 
 
 CALIBRATE = r"""
@@ -647,8 +649,8 @@ class Cell:
             f"{self.slowest:.1f}",
             f"{self.link_share:.1f} %" if self.rate else "-",
             f"{raw:.2f}",
-            f"{net:.2f}" if self.arch != "pf --sim" else "-",
-            f"{reaps:.0f}" if self.arch != "pf --sim" else "-",
+            f"{net:.2f}" if emulated else "-",
+            f"{reaps:.0f}" if emulated else "-",
             f"{_median([r.rss_mb for r in self.runs]):.0f}",
             f"{max(r.steal for r in self.runs):.2f}" if emulated else "-",
             "yes" if not failed else f"NO {failed[0].note.strip()[-50:]!r}",

@@ -144,6 +144,8 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
     # -- clients -----------------------------------------------------------------
 
     def do_client_connected(self, client: UMockdev.IoctlClient) -> None:
+        # Clients are accepted on the worker thread that then answers their ioctls.
+        self.worker_tid = threading.get_native_id()
         try:
             with self._usbfs.lock:
                 opened = self._usbfs.open(client.get_devnode())
@@ -205,7 +207,6 @@ class UsbdevfsHandler(UMockdev.IoctlBase):
             client.complete(*result)
         self.handler_us += round((time.perf_counter() - started) * 1e6)
         self.handler_cpu_us += round((time.thread_time() - cpu_started) * 1e6)
-        self.worker_tid = threading.get_native_id()
         return True
 
     def _hold(self, opened: Client, seconds: float) -> Result:
